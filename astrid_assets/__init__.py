@@ -1,0 +1,3 @@
+"""AstrID: find new and changing objects in the night sky, on Dagster."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,30 @@
+"""Pixel mask bit-planes shared by every AstrID image (``uint16``).
+
+A pixel may carry several flags; test with ``mask & FLAG``.
+"""
+
+import numpy as np
+
+SATURATED = np.uint16(1 << 0)  #: at or above the detector's saturation level, or bled into
+BAD_PIXEL = np.uint16(1 << 1)  #: bad column / dead or hot pixel (from the master calibrations)
+COSMIC_RAY = np.uint16(1 << 2)  #: cosmic-ray hit (L.A.Cosmic)
+EDGE = np.uint16(1 << 3)  #: within the edge margin of the detector
+NO_DATA = np.uint16(1 << 4)  #: no data, e.g. outside the overlap after registration
+INTERPOLATED = np.uint16(1 << 5)  #: value interpolated (e.g. over a cosmic ray)
+
+NAMES = {
+    "SATURATED": SATURATED,
+    "BAD_PIXEL": BAD_PIXEL,
+    "COSMIC_RAY": COSMIC_RAY,
+    "EDGE": EDGE,
+    "NO_DATA": NO_DATA,
+    "INTERPOLATED": INTERPOLATED,
+}
+
+#: Flags that make a pixel unusable for photometry and detection.
+UNUSABLE = SATURATED | BAD_PIXEL | COSMIC_RAY | NO_DATA
+
+
+def describe(mask_value: int) -> list[str]:
+    """Names of the flags set in one mask value, e.g. ``describe(5) == ['SATURATED', 'COSMIC_RAY']``."""
+    return [name for name, bit in NAMES.items() if int(mask_value) & int(bit)]
