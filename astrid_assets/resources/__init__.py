@@ -1,0 +1,36 @@
+"""Dagster resources: the object store, the survey sources and their settings.
+
+Every secret comes from the environment (see :mod:`astrid_assets.settings`); nothing here holds one.
+"""
+
+from dagster import ConfigurableResource
+
+from astrid_assets import settings
+from astrid_assets.io.object_store import ObjectStore, open_object_store
+from astrid_assets.science.simulate import SurveyConfig
+
+
+class ObjectStoreResource(ConfigurableResource):
+    """Images and weights: ``url`` if set, else ``ASTRID_OBJECT_STORE``, else a local folder."""
+
+    url: str | None = None
+
+    def open(self) -> ObjectStore:
+        return open_object_store(self.url or settings.object_store_url())
+
+
+class SimulatedSurveyResource(ConfigurableResource):
+    """Settings of the built-in simulated survey (the offline default source)."""
+
+    seed: int = 2024
+    fields: list[str] = ["F01", "F02"]
+    frames_per_night: int = 3
+    size: int = 512  #: frame side in pixels
+
+    def config(self) -> SurveyConfig:
+        return SurveyConfig(
+            seed=self.seed,
+            fields=tuple(self.fields),
+            frames_per_night=self.frames_per_night,
+            shape=(self.size, self.size),
+        )

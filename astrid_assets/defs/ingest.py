@@ -1,0 +1,154 @@
+"""``raw_observations``: the night's frames from the configured survey sources."""
+
+import io
+import warnings
+
+import pandas as pd
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+from dagster import AssetExecutionContext, Config, MetadataValue, asset
+
+from astrid_assets import settings
+from astrid_assets.io import schema
+from astrid_assets.partitions import nightly_partitions
+from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets.science.frames import FrameError, image_type, provenance_cards, read_frame, to_fits_bytes
+from astrid_assets.surveys.base import RawFrame
+from astrid_assets.surveys.fits_drop import fetch_fits_drop
+from astrid_assets.surveys.simulated import fetch_simulated
+
+
+class SkyTarget(Config):
+    """A sky position to fetch from an archive (degrees, ICRS)."""
+
+    field: str
+    ra: float
+    dec: float
+
+
+class IngestConfig(Config):
+    """Where the night's frames come from.
+
+    With nothing set, ``ASTRID_FITS_DROP`` selects a FITS drop folder if it is set, and the
+    simulated survey is used otherwise.
+    """
+
+    simulated: bool | None = None
+    fits_drop: str | None = None
+    skyview: list[SkyTarget] = []
+    skyview_survey: str = "DSS2 Red"
+    mast: list[SkyTarget] = []
+
+
+def fetch_night(night: str, config: IngestConfig, survey: SimulatedSurveyResource) -> list[RawFrame]:
+    """Every frame the configured sources have for ``night``."""
+    fits_drop = config.fits_drop or (None if config.skyview or config.mast else settings.fits_drop_root())
+    use_simulated = config.simulated if config.simulated is not None else not (
+        fits_drop or config.skyview or config.mast
+    )
+    frames: list[RawFrame] = []
+    if use_simulated:
+        frames += fetch_simulated(night, survey.config())
+    if fits_drop:
+        frames += fetch_fits_drop(fits_drop, night)
+    for target in config.skyview:
+        from astrid_assets.surveys.skyview import fetch_skyview
+
+        frames += fetch_skyview(night, target.field, target.ra, target.dec, survey=config.skyview_survey)
+    for target in config.mast:
+        from astrid_assets.surveys.mast import fetch_mast
+
+        frames += fetch_mast(night, target.field, target.ra, target.dec)
+    return frames
+
+
+def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> dict:
+    """The ``raw_observations`` row of an accepted frame."""
+    kind = image_type(header)
+    ra = dec = None
+    if kind == "object":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            centre = WCS(header).celestial.pixel_to_world((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
+        ra, dec = float(centre.ra.deg), float(centre.dec.deg)
+    return {
+        "night": raw.night,
+        "frame_id": raw.frame_id,
+        "field": raw.field,
+        "source": raw.source,
+        "imagetyp": kind,
+        "filter": str(header.get("FILTER", "")) or None,
+        "exptime": float(header.get("EXPTIME", 0.0) or 0.0),
+        "date_obs": str(header.get("DATE-OBS", "")) or None,
+        "mjd_obs": float(header["MJD-OBS"]) if "MJD-OBS" in header else None,
+        "ra": ra,
+        "dec": dec,
+        "gain": float(header.get("GAIN", 1.0)),
+        "read_noise": float(header.get("RDNOISE", 0.0)),
+        "ny": image.shape[0],
+        "nx": image.shape[1],
+        "path": path,
+        "status": "ok",
+        "problem": None,
+    }
+
+
+@asset(
+    partitions_def=nightly_partitions,
+    metadata={"partition_expr": "night"},
+    io_manager_key="table_io_manager",
+    kinds={"fits", "sql"},
+    group_name="nightly",
+)
+def raw_observations(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    object_store: ObjectStoreResource,
+    simulated_survey: SimulatedSurveyResource,
+) -> pd.DataFrame:
+    """The night's science and calibration frames, one row per frame, FITS in the object store.
+
+    Every frame is validated (readable FITS, a 2-D image that is not all NaN, a celestial WCS
+    for science frames). A frame that fails is quarantined — its file kept under
+    ``quarantine/`` and its row marked ``quarantined`` with the problem — and the rest of the
+    night goes on. A night with no frames is an empty partition, not an error.
+    """
+    night = context.partition_key
+    store = object_store.open()
+    rows, quarantined = [], []
+    for raw in fetch_night(night, config, simulated_survey):
+        try:
+            image, header = read_frame(raw.fits_bytes, night, raw.frame_id)
+        except FrameError as error:
+            context.log.warning(f"quarantined: {error}")
+            path = store.put(f"quarantine/raw_observations/{night}/{raw.frame_id}.fits", raw.fits_bytes)
+            quarantined.append({"frame_id": raw.frame_id, "problem": error.problem})
+            rows.append({
+                "night": night, "frame_id": raw.frame_id, "field": raw.field, "source": raw.source,
+                "path": path, "status": "quarantined", "problem": error.problem,
+            })
+            continue
+        header.extend(provenance_cards("raw_observations", night), update=True)
+        with fits.open(io.BytesIO(raw.fits_bytes), memmap=False) as original:
+            extras = [hdu.copy() for hdu in original[1:] if isinstance(hdu, fits.BinTableHDU)]
+        content = to_fits_bytes([fits.PrimaryHDU(image, header), *extras])
+        path = store.put_versioned(f"raw_observations/{night}/{raw.frame_id}.fits", content)
+        rows.append(frame_row(raw, image, header, path))
+    frame_table = pd.DataFrame(rows, columns=list(schema.raw_observations.c.keys()))
+    accepted = frame_table[frame_table.status == "ok"]
+    if frame_table.empty:
+        context.log.info(f"night {night}: no frames from the configured sources")
+    context.add_output_metadata({
+        "frames": len(accepted),
+        "science_frames": int((accepted.imagetyp == "object").sum()),
+        "calibration_frames": int((accepted.imagetyp != "object").sum()),
+        "fields": MetadataValue.json(sorted(accepted.field.unique().tolist())),
+        "quarantined": len(quarantined),
+        "quarantine": MetadataValue.md(
+            "\n".join(f"- `{q['frame_id']}`: {q['problem']}" for q in quarantined) or "none"
+        ),
+        "sources": MetadataValue.json(sorted(frame_table.source.unique().tolist())),
+        "object_store": settings.redact_url(store.url),
+    })
+    return frame_table

@@ -1,0 +1,15 @@
+"""Partitions of AstrID's assets.
+
+* ``nightly_partitions`` — one partition per observing night, keyed by the UTC date on which
+  the night *starts* (``YYYY-MM-DD``), from 2024-01-01.
+* ``dataset_versions`` / ``model_versions`` — dynamic partitions, one per training-dataset
+  version and per trained model version; added by the retraining sensor or by a person.
+"""
+
+from dagster import DailyPartitionsDefinition, DynamicPartitionsDefinition
+
+FIRST_NIGHT = "2024-01-01"
+
+nightly_partitions = DailyPartitionsDefinition(start_date=FIRST_NIGHT, timezone="UTC")
+dataset_versions = DynamicPartitionsDefinition(name="dataset_versions")
+model_versions = DynamicPartitionsDefinition(name="model_versions")

@@ -1,0 +1,61 @@
+"""Deployment settings, read from environment variables only.
+
+One set of definitions serves both deployments; what changes between the embedded default
+(a new user's first run, the tests' fast path) and production is only these variables:
+
+==========================  ==========================================  =============================
+variable                    meaning                                     embedded default
+==========================  ==========================================  =============================
+``ASTRID_HOME``             local state folder                          ``./.astrid``
+``ASTRID_DATABASE_URL``     SQLAlchemy URL for AstrID's tables          SQLite ``<home>/astrid.db``
+``ASTRID_OBJECT_STORE``     folder path or ``s3://bucket/prefix``       ``<home>/objects``
+``AWS_ENDPOINT_URL_S3``     S3 endpoint (R2, MinIO); read by boto3      AWS
+``MLFLOW_TRACKING_URI``     MLflow tracking server or store             ``<home>/mlruns`` (file store)
+``ASTRID_FITS_DROP``        FITS drop folder ``<root>/<YYYY-MM-DD>/``   unset: simulated survey
+==========================  ==========================================  =============================
+
+Values are read when called, never cached at import, so a test or a deployment can change
+them without reloading the code. Secrets (passwords in URLs, AWS keys) live only in these
+variables; :func:`redact_url` is how a URL is shown to people.
+"""
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+
+def astrid_home() -> Path:
+    """The local state folder (SQLite database, object folder, MLflow store, Dagster home)."""
+    return Path(os.environ.get("ASTRID_HOME", "./.astrid")).expanduser().resolve()
+
+
+def database_url() -> str:
+    """SQLAlchemy URL of the table store; SQLite under ``ASTRID_HOME`` by default."""
+    return os.environ.get("ASTRID_DATABASE_URL") or f"sqlite:///{astrid_home() / 'astrid.db'}"
+
+
+def object_store_url() -> str:
+    """Folder path or ``s3://bucket/prefix`` URL of the image and weights store."""
+    return os.environ.get("ASTRID_OBJECT_STORE") or str(astrid_home() / "objects")
+
+
+def mlflow_tracking_uri() -> str:
+    """MLflow tracking URI; a local store under ``ASTRID_HOME`` by default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or (astrid_home() / "mlruns").as_uri()
+
+
+def fits_drop_root() -> str | None:
+    """Root of a FITS drop folder laid out as ``<root>/<YYYY-MM-DD>/*.fits``, if configured."""
+    return os.environ.get("ASTRID_FITS_DROP") or None
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to show in logs and metadata: any password replaced by ``***``."""
+    if "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL (e.g. s3://): strip any userinfo part
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"

@@ -1,0 +1,115 @@
+"""Real servers for the integration tests, started on loopback in their own process groups.
+
+Each server runs in a new session (``start_new_session=True``) and is stopped by signalling its
+whole process group, so worker processes (MLflow's gunicorn/uvicorn workers, say) die with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+POSTGRES_ADMIN_URL = os.environ.get("ASTRID_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+
+
+@contextmanager
+def server_process(command: list[str], port: int, log: Path, timeout: float = 60, env: dict | None = None):
+    """Run ``command`` in its own process group until the block exits; wait for ``port``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_for_port(port, timeout, process)
+            yield process
+        finally:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def ensure_postgres_running() -> None:
+    """Start the machine's PostgreSQL cluster if it is down (trust auth on 127.0.0.1:5432)."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", 5432)) == 0:
+            return
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").exists() else []
+    if not versions:
+        raise RuntimeError("PostgreSQL is not running on 127.0.0.1:5432 and no cluster is installed")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=True)
+    wait_for_port(5432, 30)
+
+
+@contextmanager
+def postgres_database(prefix: str = "astrid_test") -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; dropped afterwards. Yields its URL."""
+    ensure_postgres_running()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from astrid_assets.io.tables import engine_for
+
+        engine_for(url).dispose()
+        engine_for.cache_clear()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def s3_server(log_dir: Path) -> Iterator[str]:
+    """moto's standalone S3 server on loopback; yields its endpoint URL."""
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    with server_process([str(moto), "-H", "127.0.0.1", "-p", str(port)], port, log_dir / "moto.log"):
+        yield f"http://127.0.0.1:{port}"
