@@ -19,7 +19,7 @@ demo: install
 test-tools:
 	@command -v docker-compose >/dev/null || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq docker-compose >/dev/null; }
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
 ## Install and run the whole test suite (pytest exit 5, "no tests", fails like any other error).
 test: install test-tools

@@ -21,12 +21,15 @@ nightly_pipeline = define_asset_job(
     description="One observing night from raw frames onwards.",
 )
 
-defs = Definitions(
-    assets=nightly_assets,
-    jobs=[nightly_pipeline],
-    resources={
+
+
+def default_resources() -> dict:
+    """Resources of every deployment; what they connect to comes from the environment."""
+    return {
         "table_io_manager": TableIOManager(),
         "object_store": ObjectStoreResource(),
         "simulated_survey": SimulatedSurveyResource(),
-    },
-)
+    }
+
+
+defs = Definitions(assets=nightly_assets, jobs=[nightly_pipeline], resources=default_resources())

@@ -7,10 +7,10 @@ whole process group, so worker processes (MLflow's gunicorn/uvicorn workers, say
 from __future__ import annotations
 
 import os
-import sys
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator

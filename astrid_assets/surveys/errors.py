@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import requests
-from astroquery.exceptions import LoginError, RemoteServiceError
+from astroquery.exceptions import InvalidQueryError, LoginError, RemoteServiceError
 
 
 class SurveyError(RuntimeError):
@@ -15,9 +15,7 @@ class SurveyError(RuntimeError):
     the night is *not* an error: the sources return an empty list then.
     """
 
-    def __init__(
-        self, survey: str, night: str, field: str, ra: float, dec: float, reason: str
-    ) -> None:
+    def __init__(self, survey: str, night: str, field: str, ra: float, dec: float, reason: str) -> None:
         self.survey = survey
         self.night = night
         self.field = field
@@ -33,13 +31,14 @@ class SurveyError(RuntimeError):
 #: What an unreachable, failing or garbled archive raises through ``requests``/``astroquery``:
 #: HTTP errors, timeouts and connection errors (``requests.RequestException``), MAST's
 #: long-poll limit (``TimeoutError``), MAST's "status: ERROR" answers, a refused MAST token,
-#: and an undecodable JSON/HTML answer or a survey name the archive does not serve
-#: (``ValueError``).
+#: a query the archive's column list rejects (``InvalidQueryError``), and an undecodable
+#: JSON/HTML answer or a survey name the archive does not serve (``ValueError``).
 ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
     requests.RequestException,
     TimeoutError,
     RemoteServiceError,
     LoginError,
+    InvalidQueryError,
     ValueError,
 )
 

@@ -132,7 +132,7 @@ def science_hdus(hdul: fits.HDUList) -> list[int]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 celestial = WCS(hdu.header, fobj=hdul).has_celestial
-        except Exception:  # noqa: BLE001 - a WCS astropy cannot build is no WCS for AstrID
+        except Exception:  # a WCS astropy cannot build is no WCS for AstrID
             celestial = False
         if celestial:
             found.append(i)
@@ -164,10 +164,10 @@ def restamp(fits_bytes: bytes, edit: Callable[[fits.HDUList], None]) -> bytes:
                 edit(hdul)
                 out = io.BytesIO()
                 hdul.writeto(out, checksum=True, output_verify="silentfix")
-        if any("truncated" in str(w.message) for w in caught):
+        if any("File may have been truncated" in str(w.message) for w in caught):
             raise OSError("file is truncated")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is passed on as fetched
-        log.warning("left an unreadable FITS file as fetched (%s: %s)", type(exc).__name__, exc)
+    except Exception as exc:  # any unreadable file is passed on as fetched
+        log.warning("FITS file left as fetched: cannot update it (%s: %s)", type(exc).__name__, exc)
         return fits_bytes
     return out.getvalue()
 
@@ -185,7 +185,7 @@ def _stamp_skyview(hdul: fits.HDUList, night: str, field: str, survey: str) -> N
         set_cards(
             hdr,
             {
-                "DATE-OBS": (start.isot, "[UTC] AstrID night; a SkyView mosaic has no epoch"),
+                "DATE-OBS": (start.isot, "[UTC] the night: a mosaic has no epoch"),
                 "MJD-OBS": (round(float(start.mjd), 6), "[d] MJD of DATE-OBS (UTC)"),
                 "DATESRC": ("night", "DATE-OBS source: night | archive | mast:t_min"),
                 "IMAGETYP": ("object", "AstrID frame type"),
