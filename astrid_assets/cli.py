@@ -30,9 +30,15 @@ def embedded_instance():
     if not os.environ.get("DAGSTER_HOME"):
         home = settings.astrid_home() / "dagster"
         home.mkdir(parents=True, exist_ok=True)
-        (home / "dagster.yaml").touch()
+        config = home / "dagster.yaml"
+        if not config.exists():
+            config.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()
+
+
+#: Console logs at INFO: step progress and warnings, without Dagster's DEBUG event stream.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def run_nightly(nights: list[str]) -> list[tuple[str, bool]]:
@@ -44,7 +50,9 @@ def run_nightly(nights: list[str]) -> list[tuple[str, bool]]:
     outcomes = []
     for night in nights:
         print(f"astrid: processing night {night} ...", flush=True)
-        result = job.execute_in_process(partition_key=night, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=night, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
+        )
         outcomes.append((night, result.success))
     return outcomes
 
