@@ -1,0 +1,270 @@
+"""Deep reference images: register, scale to a common zero point, clip and average frames.
+
+Method
+------
+1. Each frame's background is subtracted and the frame is resampled onto the reference grid
+   (:func:`astrid_assets.science.register.register_to_reference`).
+2. Flux scales ``s_i`` (counts in frame ``i`` per count in the anchor frame) come from the
+   caller (``flux_scales`` or photometric ``zero_points``: ``s_i = 10**(0.4 (zp_i − zp_a))``)
+   or from forced PSF photometry of the anchor frame's PSF stars in every frame
+   (inverse-variance weighted, clipped mean of flux ratios). Frames are divided by ``s_i``
+   (variances by ``s_i²``), so the co-add is in the anchor frame's electrons and carries its
+   zero point.
+3. Per pixel, values further than ``clip_sigma × σ_i + clip_ampfrac × |median|`` from the
+   median over frames are rejected — the clipping rule of SWarp's CLIPPED combine
+   (Gruen et al. 2014, PASP 126, 158): the amplitude term protects star cores whose values
+   differ between frames of different seeing, the σ term rejects cosmic rays and satellites.
+4. The co-add is the weighted mean with one weight per frame, ``w_i = 1 / σ²_sky,i`` (median
+   of the scaled variance map). Per-frame weights avoid the bias that per-pixel inverse
+   variances (which include the source's own Poisson noise) give to bright stars. The
+   variance is ``Σ w_i² V_i / (Σ w_i)²`` over the frames kept at each pixel.
+5. The PSF is estimated on the co-add (:func:`astrid_assets.science.psf.estimate_psf`); it
+   is a weighted mixture of the frames' PSFs, which is why frames of poor seeing should be
+   left out (:func:`select_best_frames`).
+
+Images in e- (``float32``), variances in e-², masks ``uint16``; arrays ``[y, x]``, 0-based.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+from astrid_assets.science import masks
+from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf, psf_photometry
+from astrid_assets.science.register import Registered, register_to_reference
+
+
+@dataclass(frozen=True)
+class Coadd:
+    """A co-added reference image on the reference grid.
+
+    Attributes
+    ----------
+    image : background-subtracted co-add, e- of the anchor frame; NaN where no frame is usable.
+    variance : e-²; NaN where no frame is usable.
+    mask : uint16; ``NO_DATA`` where no frame covers, else the bits set in every covering frame.
+    n_frames : uint16 map of the number of frames averaged at each pixel.
+    psf : PSF of the co-add (None if it could not be estimated, see ``psf_error``).
+    flux_scales : ``s_i`` per input frame (counts per anchor count).
+    weights : per-frame weights ``1 / σ²_sky`` after scaling.
+    zero_point : the anchor frame's zero point (mag) when ``zero_points`` were given.
+    clipped_fraction : fraction of covered (frame, pixel) values rejected by clipping.
+    psf_error : why the PSF could not be estimated, or ``""``.
+    """
+
+    image: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    n_frames: np.ndarray
+    psf: PSFModel | None
+    flux_scales: np.ndarray
+    weights: np.ndarray
+    zero_point: float | None
+    clipped_fraction: float
+    psf_error: str = ""
+
+
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray | None, WCS, np.ndarray | float]
+
+
+def select_best_frames(
+    fwhm: Sequence[float],
+    depth: Sequence[float],
+    max_frames: int = 10,
+    max_fwhm_ratio: float = 1.3,
+) -> np.ndarray:
+    """Indices of the frames for a reference: sharp first, then deep.
+
+    Frames with ``fwhm <= max_fwhm_ratio × (best FWHM)`` are kept and the ``max_frames``
+    deepest of them are returned (deepest first).
+
+    Parameters
+    ----------
+    fwhm : seeing FWHM per frame, px (or arcsec; only ratios matter).
+    depth : 5σ point-source limiting magnitude per frame (larger is deeper).
+    """
+    fwhm = np.asarray(fwhm, dtype=float)
+    depth = np.asarray(depth, dtype=float)
+    if fwhm.shape != depth.shape:
+        raise ValueError("fwhm and depth must have one value per frame")
+    usable = np.isfinite(fwhm) & np.isfinite(depth) & (fwhm > 0)
+    if not usable.any():
+        return np.empty(0, dtype=int)
+    sharp_enough = usable & (fwhm <= max_fwhm_ratio * fwhm[usable].min())
+    candidates = np.flatnonzero(sharp_enough)
+    return candidates[np.argsort(-depth[candidates], kind="stable")][:max_frames]
+
+
+def _register_frames(frames: Sequence[Frame], ref_wcs: WCS, ref_shape: tuple[int, int]) -> list[Registered]:
+    registered = []
+    for index, (image, variance, mask, wcs, background) in enumerate(frames):
+        science = np.asarray(image, np.float32) - np.asarray(background, np.float32)
+        try:
+            registered.append(register_to_reference(science, variance, mask, wcs, ref_wcs, ref_shape))
+        except ValueError as error:
+            raise type(error)(f"frame {index}: {error}") from error
+    return registered
+
+
+def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -> tuple[np.ndarray, list]:
+    """Flux scales from forced PSF photometry of the anchor's PSF stars in every frame."""
+    psfs = []
+    for frame in registered:
+        rms = np.sqrt(np.where(np.isfinite(frame.variance), frame.variance, np.nan))
+        psfs.append(estimate_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
+    stars = psfs[anchor].star_xy
+    anchor_frame = registered[anchor]
+    flux_a, err_a = psf_photometry(
+        anchor_frame.image, anchor_frame.variance, psfs[anchor], stars[:, 0], stars[:, 1], anchor_frame.mask
+    )
+    scales = np.ones(len(registered))
+    for index, frame in enumerate(registered):
+        if index == anchor:
+            continue
+        flux_i, err_i = psf_photometry(frame.image, frame.variance, psfs[index], stars[:, 0], stars[:, 1], frame.mask)
+        ratio = flux_i / flux_a
+        error = np.abs(ratio) * np.hypot(err_i / flux_i, err_a / flux_a)
+        good = np.isfinite(ratio) & np.isfinite(error) & (flux_a / err_a > 20) & (flux_i / err_i > 20)
+        if good.sum() < 3:
+            raise ValueError(f"frame {index}: fewer than 3 stars to fit its flux scale")
+        keep = good
+        for _ in range(5):
+            median = np.median(ratio[keep])
+            spread = 1.4826 * np.median(np.abs(ratio[keep] - median))
+            keep = good & (np.abs(ratio - median) <= 3.0 * np.hypot(spread, error))
+        weights = 1.0 / error[keep] ** 2
+        scales[index] = float(np.sum(weights * ratio[keep]) / np.sum(weights))
+    return scales, psfs
+
+
+def _combine_block(
+    images: np.ndarray,
+    variances: np.ndarray,
+    usable: np.ndarray,
+    weights: np.ndarray,
+    clip_sigma: float,
+    clip_ampfrac: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Clipped weighted mean of a (n_frames, rows, nx) block; returns image, variance, count, n_clipped."""
+    values = np.where(usable, images, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: pixels no frame covers
+        median = np.nanmedian(values, axis=0)
+        tolerance = clip_sigma * np.sqrt(np.abs(variances)) + clip_ampfrac * np.abs(median)
+        rejected = usable & (np.abs(images - median) > tolerance) & (usable.sum(axis=0) >= 3)
+    kept = usable & ~rejected
+    w = np.where(kept, weights[:, None, None], 0.0)
+    total = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        image = np.where(kept, images, 0.0)
+        mean = (w * image).sum(axis=0) / total
+        variance = (w**2 * np.where(kept, variances, 0.0)).sum(axis=0) / total**2
+    return mean, variance, kept.sum(axis=0), int(rejected.sum())
+
+
+def coadd(
+    frames: Sequence[Frame],
+    ref_wcs: WCS,
+    ref_shape: tuple[int, int],
+    *,
+    flux_scales: Sequence[float] | None = None,
+    zero_points: Sequence[float] | None = None,
+    anchor: int = 0,
+    clip_sigma: float = 4.0,
+    clip_ampfrac: float = 0.3,
+    psf_size: int = 25,
+    block_rows: int = 256,
+) -> Coadd:
+    """Co-add frames into a deep reference on the grid ``(ref_wcs, ref_shape)``.
+
+    Parameters
+    ----------
+    frames : ``(image, variance, mask, wcs, background)`` per frame: image in e- with sky,
+        variance e-², uint16 mask (or None), celestial WCS, background map or level (e-).
+    flux_scales : counts per anchor count for each frame; or
+    zero_points : photometric zero points (mag); if neither is given the scales are fitted.
+    anchor : index of the frame that sets the photometric scale.
+    clip_sigma, clip_ampfrac : clipping rule (see the module docstring).
+
+    Raises
+    ------
+    ValueError : no frames, inconsistent options, or a frame that cannot be registered
+        (``RegistrationError``) or scaled.
+    """
+    if not frames:
+        raise ValueError("coadd needs at least one frame")
+    if flux_scales is not None and zero_points is not None:
+        raise ValueError("give flux_scales or zero_points, not both")
+    ref_shape = (int(ref_shape[0]), int(ref_shape[1]))
+    registered = _register_frames(frames, ref_wcs, ref_shape)
+    zero_point = None
+    if zero_points is not None:
+        zp = np.asarray(zero_points, dtype=float)
+        scales = 10.0 ** (0.4 * (zp - zp[anchor]))
+        zero_point = float(zp[anchor])
+    elif flux_scales is not None:
+        scales = np.asarray(flux_scales, dtype=float)
+    elif len(registered) == 1:
+        scales = np.ones(1)
+    else:
+        scales, _ = _fit_flux_scales(registered, anchor, psf_size)
+    if scales.shape != (len(registered),) or not np.all(np.isfinite(scales) & (scales > 0)):
+        raise ValueError(f"flux scales must be positive, one per frame; got {scales}")
+    sky_variance = np.array([np.nanmedian(frame.variance) / s**2 for frame, s in zip(registered, scales, strict=True)])
+    weights = 1.0 / sky_variance
+    image = np.full(ref_shape, np.nan, np.float32)
+    variance = np.full(ref_shape, np.nan, np.float32)
+    n_frames = np.zeros(ref_shape, np.uint16)
+    n_clipped = 0
+    n_covered = 0
+    for y0 in range(0, ref_shape[0], block_rows):
+        y1 = min(y0 + block_rows, ref_shape[0])
+        images = np.stack([f.image[y0:y1] / np.float32(s) for f, s in zip(registered, scales, strict=True)])
+        variances = np.stack([f.variance[y0:y1] / np.float32(s**2) for f, s in zip(registered, scales, strict=True)])
+        usable = np.stack([(f.mask[y0:y1] & masks.UNUSABLE) == 0 for f in registered]) & np.isfinite(images)
+        usable &= np.isfinite(variances)
+        mean, var, count, clipped = _combine_block(images, variances, usable, weights, clip_sigma, clip_ampfrac)
+        covered = count > 0
+        image[y0:y1] = np.where(covered, mean, np.nan)
+        variance[y0:y1] = np.where(covered, var, np.nan)
+        n_frames[y0:y1] = count
+        n_clipped += clipped
+        n_covered += int(usable.sum())
+    mask = _coadd_mask(registered, n_frames)
+    psf: PSFModel | None = None
+    psf_error = ""
+    try:
+        rms = np.sqrt(np.nan_to_num(variance, nan=np.nanmax(variance)))
+        psf = estimate_psf(image, 0.0, rms, mask, psf_size)
+    except PSFError as error:
+        psf_error = str(error)
+    return Coadd(
+        image=image,
+        variance=variance,
+        mask=mask,
+        n_frames=n_frames,
+        psf=psf,
+        flux_scales=scales,
+        weights=weights,
+        zero_point=zero_point,
+        clipped_fraction=n_clipped / max(n_covered, 1),
+        psf_error=psf_error,
+    )
+
+
+def _coadd_mask(registered: list[Registered], n_frames: np.ndarray) -> np.ndarray:
+    """Bits set in every frame that covers a pixel; NO_DATA where no frame is usable."""
+    combined = np.full(n_frames.shape, np.iinfo(np.uint16).max, np.uint16)
+    any_cover = np.zeros(n_frames.shape, bool)
+    for frame in registered:
+        covers = (frame.mask & masks.NO_DATA) == 0
+        combined = np.where(covers, combined & frame.mask, combined)
+        any_cover |= covers
+    combined = np.where(any_cover, combined, np.uint16(0)).astype(np.uint16)
+    combined[n_frames == 0] |= masks.NO_DATA
+    return combined

@@ -1,0 +1,465 @@
+"""Point-spread function (PSF): estimation from stars, rendering, and forced PSF photometry.
+
+Conventions
+-----------
+* Pixel arrays are ``float32`` in electrons (e-), indexed ``[y, x]``, 0-based; the centre of
+  pixel ``[j, i]`` is at ``(x, y) = (i, j)``.
+* A PSF stamp is an odd-sized square array whose light centroid lies on the central pixel
+  ``[size // 2, size // 2]`` and whose pixels sum to 1 (the flux of a star is the flux inside
+  the stamp footprint; wings beyond it are not modelled).
+* Star finding uses SEP (Barbary 2016, JOSS 1, 58), the library form of SExtractor
+  (Bertin & Arnouts 1996, A&AS 117, 393).
+
+The empirical PSF is the median of sub-pixel re-centred, flux-normalised stamps of isolated,
+unsaturated, unmasked stars; it is constant over the frame (no spatial variation is modelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sep
+from scipy import ndimage, special
+from scipy.spatial import cKDTree
+
+from astrid_assets.science import masks
+
+GAUSSIAN_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  #: FWHM / sigma of a Gaussian
+
+#: SEP object flags that disqualify a PSF star: merged with a neighbour, truncated at the edge.
+_SEP_REJECT_FLAGS = sep.OBJ_MERGED | sep.OBJ_TRUNC
+
+
+class PSFError(ValueError):
+    """The PSF could not be estimated (e.g. too few isolated, unsaturated stars)."""
+
+
+@dataclass(frozen=True)
+class PSFModel:
+    """An empirical PSF.
+
+    Attributes
+    ----------
+    image : (size, size) float32 stamp, sums to 1, centroid on the central pixel.
+    fwhm : full width at half maximum, pixels (from the area above half maximum).
+    n_stars : number of stars stacked.
+    star_xy : (n_stars, 2) windowed centroids ``(x, y)`` of the stars used, pixels.
+    star_flux : PSF-fit fluxes of those stars, e- (background subtracted).
+    """
+
+    image: np.ndarray
+    fwhm: float
+    n_stars: int
+    star_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    star_flux: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @property
+    def size(self) -> int:
+        """Side of the stamp, pixels."""
+        return int(self.image.shape[0])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def moffat_alpha(fwhm: float, beta: float) -> float:
+    """Core width ``alpha`` (px) of a Moffat (1969) profile ``(1 + r²/alpha²)^-beta`` of given FWHM."""
+    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+
+def render_psf(
+    fwhm: float,
+    size: int = 25,
+    profile: str = "gaussian",
+    beta: float = 3.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+    oversample: int = 5,
+) -> np.ndarray:
+    """A pixel-integrated circular PSF stamp, normalised to unit sum over the stamp.
+
+    Parameters
+    ----------
+    fwhm : full width at half maximum, pixels.
+    size : odd stamp side, pixels.
+    profile : ``"gaussian"`` (integrated exactly with the error function) or ``"moffat"``
+        (Moffat 1969, A&A 3, 455; integrated by ``oversample``² sub-pixel sampling).
+    beta : Moffat power-law index (ignored for the Gaussian).
+    offset : ``(dx, dy)`` of the profile centre from the central pixel, pixels.
+
+    Returns
+    -------
+    (size, size) float32 array summing to 1.
+    """
+    if size % 2 != 1:
+        raise ValueError(f"PSF stamp size must be odd, got {size}")
+    half = size // 2
+    dx, dy = offset
+    if profile == "gaussian":
+        sigma = fwhm / GAUSSIAN_FWHM_PER_SIGMA
+        edges = np.arange(-half - 0.5, half + 1.0, 1.0)
+        cdf_x = special.ndtr((edges - dx) / sigma)
+        cdf_y = special.ndtr((edges - dy) / sigma)
+        stamp = np.outer(np.diff(cdf_y), np.diff(cdf_x))
+    elif profile == "moffat":
+        alpha = moffat_alpha(fwhm, beta)
+        sub = (np.arange(size * oversample) + 0.5) / oversample - half - 0.5
+        r2 = (sub[None, :] - dx) ** 2 + (sub[:, None] - dy) ** 2
+        fine = (1.0 + r2 / alpha**2) ** (-beta)
+        stamp = fine.reshape(size, oversample, size, oversample).sum(axis=(1, 3))
+    else:
+        raise ValueError(f"unknown PSF profile {profile!r}; use 'gaussian' or 'moffat'")
+    return (stamp / stamp.sum()).astype(np.float32)
+
+
+class ShiftablePSF:
+    """A PSF stamp that can be evaluated at any sub-pixel centre by the Fourier shift theorem.
+
+    The stamp is zero-padded before its transform so that the periodic wrap of the shift
+    does not fold the wings back onto the core.
+    """
+
+    def __init__(self, psf: np.ndarray, pad: int = 4) -> None:
+        psf = np.asarray(psf, dtype=np.float64)
+        if psf.ndim != 2 or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 != 1:
+            raise ValueError(f"PSF must be an odd square stamp, got shape {psf.shape}")
+        self.size = psf.shape[0]
+        self.pad = pad
+        padded = np.pad(psf, pad)
+        self._transform = np.fft.fft2(padded)
+        n = padded.shape[0]
+        self._freq = np.fft.fftfreq(n)
+
+    def at(self, dx: float, dy: float) -> np.ndarray:
+        """The stamp with its centre moved by ``(dx, dy)`` pixels (size × size, float64)."""
+        phase_x = np.exp(-2j * np.pi * self._freq * dx)
+        phase_y = np.exp(-2j * np.pi * self._freq * dy)
+        shifted = np.fft.ifft2(self._transform * phase_y[:, None] * phase_x[None, :]).real
+        p = self.pad
+        return shifted[p : p + self.size, p : p + self.size]
+
+
+def as_psf_image(psf: PSFModel | np.ndarray) -> np.ndarray:
+    """The unit-sum stamp of a :class:`PSFModel` or of a bare array."""
+    image = psf.image if isinstance(psf, PSFModel) else np.asarray(psf)
+    image = np.asarray(image, dtype=np.float64)
+    total = image.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise PSFError("PSF stamp must have a positive, finite sum")
+    return image / total
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def measure_fwhm(psf_image: np.ndarray, upsample: int = 8) -> float:
+    """FWHM (px) of a pixel-integrated PSF stamp: diameter of the circle with the area above half max.
+
+    The stamp is upsampled ``upsample`` times with a cubic spline so that the area is
+    measured to a few per cent of a pixel even for FWHM ≈ 2 px.
+    """
+    image = np.asarray(psf_image, dtype=np.float64)
+    fine = ndimage.zoom(image, upsample, order=3, mode="grid-constant", grid_mode=True)
+    peak = fine.max()
+    if peak <= 0:
+        return float("nan")
+    area = np.count_nonzero(fine >= 0.5 * peak) / upsample**2
+    return float(2.0 * np.sqrt(area / np.pi))
+
+
+def _centroid(stamp: np.ndarray, radius: float) -> tuple[float, float]:
+    """First-moment centroid offset ``(dx, dy)`` from the centre within ``radius`` pixels."""
+    half = stamp.shape[0] // 2
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    inside = (xx**2 + yy**2 <= radius**2) & (stamp > 0)
+    weights = np.where(inside, stamp, 0.0)
+    total = weights.sum()
+    if total <= 0:
+        return 0.0, 0.0
+    return float((weights * xx).sum() / total), float((weights * yy).sum() / total)
+
+
+def psf_photometry(
+    image: np.ndarray,
+    variance: np.ndarray | float,
+    psf: PSFModel | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forced PSF-fit photometry at fixed positions on a background-subtracted image.
+
+    The amplitude is the linear least-squares fit of the PSF, shifted to ``(x, y)``, with
+    uniform weights inside the stamp (unbiased for bright stars whose own Poisson noise is in
+    the variance map); its error propagates the full variance map:
+    ``flux = Σ P·I / Σ P²`` and ``flux_err² = Σ P²·V / (Σ P²)²``.
+    Pixels off the image, non-finite or flagged ``UNUSABLE`` are left out of the fit.
+
+    Parameters
+    ----------
+    image : background-subtracted image, e-.
+    variance : per-pixel variance, e-², map or scalar.
+    x, y : positions, pixels (0-based).
+
+    Returns
+    -------
+    flux, flux_err : e- (total flux within the PSF stamp); NaN where nothing usable.
+    """
+    image = np.asarray(image)
+    psf_image = as_psf_image(psf)
+    shiftable = ShiftablePSF(psf_image)
+    half = psf_image.shape[0] // 2
+    variance_map = np.broadcast_to(np.asarray(variance, dtype=np.float32), image.shape)
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+    flux = np.full(x.shape, np.nan)
+    flux_err = np.full(x.shape, np.nan)
+    ny, nx = image.shape
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        if not (np.isfinite(xk) and np.isfinite(yk)):
+            continue
+        ic, jc = int(np.rint(xk)), int(np.rint(yk))
+        model = shiftable.at(xk - ic, yk - jc)
+        x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
+        y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        model = model[y0 - (jc - half) : y1 - (jc - half), x0 - (ic - half) : x1 - (ic - half)]
+        pixels = image[y0:y1, x0:x1].astype(np.float64)
+        pixel_var = variance_map[y0:y1, x0:x1].astype(np.float64)
+        usable = np.isfinite(pixels) & np.isfinite(pixel_var)
+        if mask is not None:
+            usable &= (mask[y0:y1, x0:x1] & masks.UNUSABLE) == 0
+        norm = float((model[usable] ** 2).sum())
+        if norm <= 0 or model[usable].sum() < 0.5:
+            continue
+        flux[k] = (model[usable] * pixels[usable]).sum() / norm
+        flux_err[k] = np.sqrt((model[usable] ** 2 * pixel_var[usable]).sum()) / norm
+    return flux, flux_err
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def frame_for_sep(image: np.ndarray, background: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted float32 C-contiguous frame for SEP, and its non-finite pixels (set to 0)."""
+    frame = np.asarray(image, dtype=np.float32) - np.asarray(background, dtype=np.float32)
+    nonfinite = ~np.isfinite(frame)
+    if nonfinite.any():
+        frame = np.where(nonfinite, np.float32(0.0), frame)
+    return np.ascontiguousarray(frame, dtype=np.float32), nonfinite
+
+
+def noise_for_sep(background_rms: np.ndarray | float, shape: tuple[int, ...]) -> np.ndarray | float:
+    """Noise (e- rms) for SEP: a scalar, or a float32 map with non-finite / non-positive values
+    replaced by the largest valid one (so they cannot trigger detections)."""
+    if np.ndim(background_rms) == 0:
+        return float(background_rms)
+    rms = np.array(background_rms, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(rms) | (rms <= 0)
+    if bad.any():
+        rms[bad] = np.float32(np.nanmax(np.where(bad, np.nan, rms))) if (~bad).any() else 1.0
+    return np.ascontiguousarray(rms.reshape(shape))
+
+
+def unusable_pixels(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean map of pixels carrying any ``masks.UNUSABLE`` flag (all False without a mask)."""
+    if mask is None:
+        return np.zeros(shape, dtype=bool)
+    return (np.asarray(mask) & masks.UNUSABLE) != 0
+
+
+def find_sources(
+    frame: np.ndarray,
+    rms: np.ndarray | float,
+    bad: np.ndarray,
+    threshold: float = 5.0,
+    min_area: int = 5,
+) -> np.ndarray:
+    """SEP extraction (Barbary 2016) on a background-subtracted frame; masked pixels ignored."""
+    npix = frame.size
+    if sep.get_extract_pixstack() < min(npix, 20_000_000):
+        sep.set_extract_pixstack(min(npix, 20_000_000))
+    if sep.get_sub_object_limit() < 4096:
+        sep.set_sub_object_limit(4096)
+    return sep.extract(frame, threshold, err=rms, mask=np.ascontiguousarray(bad), minarea=min_area)
+
+
+def _stamp_is_clean(bad: np.ndarray, ic: int, jc: int, half: int) -> bool:
+    ny, nx = bad.shape
+    if ic - half < 0 or jc - half < 0 or ic + half >= nx or jc + half >= ny:
+        return False
+    return not bad[jc - half : jc + half + 1, ic - half : ic + half + 1].any()
+
+
+def _isolated(
+    objects: np.ndarray, candidates: np.ndarray, radius: float, core_radius: float, flux_fraction: float
+) -> np.ndarray:
+    """Candidates with no neighbour brighter than ``flux_fraction`` of them within ``radius``
+    and no neighbour at all within ``core_radius`` (pixels)."""
+    tree = cKDTree(np.column_stack([objects["x"], objects["y"]]))
+    keep = np.zeros(candidates.size, dtype=bool)
+    for k, index in enumerate(candidates):
+        star = objects[index]
+        neighbours = [n for n in tree.query_ball_point((star["x"], star["y"]), radius) if n != index]
+        if not neighbours:
+            keep[k] = True
+            continue
+        other = objects[neighbours]
+        distance = np.hypot(other["x"] - star["x"], other["y"] - star["y"])
+        keep[k] = not (np.any(distance < core_radius) or np.any(other["flux"] > flux_fraction * star["flux"]))
+    return candidates[keep]
+
+
+def _cut_centred_stamps(frame: np.ndarray, x: np.ndarray, y: np.ndarray, size: int, pad: int = 4) -> np.ndarray:
+    """Stamps of ``size`` px whose centre is moved onto ``(x, y)`` by a Fourier sub-pixel shift."""
+    half = size // 2 + pad
+    freq = np.fft.fftfreq(2 * half + 1)
+    stamps = np.empty((x.size, size, size))
+    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
+        ic, jc = int(np.rint(xk)), int(np.rint(yk))
+        box = frame[jc - half : jc + half + 1, ic - half : ic + half + 1].astype(np.float64)
+        dx, dy = ic - xk, jc - yk  # move the star centre onto the box centre
+        phase = np.exp(-2j * np.pi * freq * dy)[:, None] * np.exp(-2j * np.pi * freq * dx)[None, :]
+        shifted = np.fft.ifft2(np.fft.fft2(box) * phase).real
+        stamps[k] = shifted[pad : pad + size, pad : pad + size]
+    return stamps
+
+
+def _stack(stamps: np.ndarray, fluxes: np.ndarray) -> np.ndarray:
+    usable = np.isfinite(fluxes) & (fluxes > 0)
+    normalised = stamps[usable] / fluxes[usable, None, None]
+    stacked = np.median(normalised, axis=0)
+    return stacked / stacked.sum()
+
+
+def _recentre(psf_image: np.ndarray, radius: float) -> np.ndarray:
+    """Shift the stack so its first-moment centroid is on the central pixel (< 0.005 px)."""
+    for _ in range(3):
+        dx, dy = _centroid(psf_image, radius)
+        if max(abs(dx), abs(dy)) < 0.005:
+            break
+        psf_image = ShiftablePSF(psf_image).at(-dx, -dy)
+    return psf_image / psf_image.sum()
+
+
+def estimate_psf(
+    image: np.ndarray,
+    background: np.ndarray | float,
+    background_rms: np.ndarray | float,
+    mask: np.ndarray | None = None,
+    size: int = 25,
+    *,
+    min_snr: float = 30.0,
+    min_stars: int = 5,
+    max_stars: int = 150,
+    detect_threshold: float = 5.0,
+    neighbour_flux_fraction: float = 0.02,
+) -> PSFModel:
+    """Estimate the PSF from isolated, unsaturated, unmasked stars found with SEP.
+
+    Star selection: SEP detections (``detect_threshold`` × ``background_rms``) that are
+    neither merged nor truncated, have aperture S/N ≥ ``min_snr``, no ``UNUSABLE`` pixel
+    (e.g. ``SATURATED``) inside their stamp, no neighbour brighter than
+    ``neighbour_flux_fraction`` of them within the stamp half-diagonal, and a half-light
+    radius within 25 % of the median (rejecting galaxies, blends and cosmic rays). Each stamp
+    is moved onto its windowed centroid by a Fourier shift, normalised by its PSF-fit flux,
+    and the stamps are median-stacked (two passes); the stack is re-centred and normalised.
+
+    Parameters
+    ----------
+    image : frame in e-, sky not subtracted.
+    background, background_rms : sky level and its per-pixel noise, e- (maps or scalars).
+    mask : uint16 bit mask (``astrid_assets.science.masks``), optional.
+    size : odd PSF stamp side, pixels.
+
+    Raises
+    ------
+    PSFError : when fewer than ``min_stars`` stars pass the selection.
+    """
+    if size % 2 != 1:
+        raise ValueError(f"PSF size must be odd, got {size}")
+    frame, nonfinite = frame_for_sep(image, background)
+    bad = unusable_pixels(mask, frame.shape) | nonfinite
+    rms = noise_for_sep(background_rms, frame.shape)
+    objects = find_sources(frame, rms, bad, threshold=detect_threshold)
+    if objects.size < min_stars:
+        raise PSFError(
+            f"only {objects.size} sources above {detect_threshold} sigma; "
+            f"need at least {min_stars} stars to estimate the PSF"
+        )
+    stars = _select_psf_stars(frame, rms, bad, objects, size, min_snr, neighbour_flux_fraction, max_stars)
+    if stars["x"].size < min_stars:
+        raise PSFError(
+            f"only {stars['x'].size} isolated unsaturated stars with S/N >= {min_snr:g} among "
+            f"{objects.size} detections; need at least {min_stars} to estimate the PSF"
+        )
+    order = np.argsort(-stars["flux"])[:max_stars]
+    x, y = stars["x"][order], stars["y"][order]
+    stamps = _cut_centred_stamps(frame, x, y, size)
+    first = _stack(stamps, stamps.sum(axis=(1, 2)))
+    fluxes = np.einsum("kij,ij->k", stamps, first) / (first**2).sum()
+    stacked = _stack(stamps, fluxes)
+    fwhm = measure_fwhm(stacked)
+    psf_image = _recentre(stacked, radius=max(2.0 * fwhm, 3.0))
+    fwhm = measure_fwhm(psf_image)
+    return PSFModel(
+        image=psf_image.astype(np.float32),
+        fwhm=fwhm,
+        n_stars=int(x.size),
+        star_xy=np.column_stack([x, y]),
+        star_flux=fluxes,
+    )
+
+
+def _select_psf_stars(
+    frame: np.ndarray,
+    rms: np.ndarray | float,
+    bad: np.ndarray,
+    objects: np.ndarray,
+    size: int,
+    min_snr: float,
+    neighbour_flux_fraction: float,
+    max_stars: int,
+) -> dict[str, np.ndarray]:
+    """Windowed centroids and aperture fluxes of the stars fit for the PSF.
+
+    Only the ``4 × max_stars`` brightest unflagged detections are measured (all detections
+    still count as neighbours in the isolation test).
+    """
+    half = size // 2
+    unflagged = np.flatnonzero((objects["flag"] & _SEP_REJECT_FLAGS) == 0)
+    brightest = unflagged[np.argsort(-objects["flux"][unflagged])][: 4 * max_stars]
+    x0, y0 = objects["x"][brightest].astype(np.float64), objects["y"][brightest].astype(np.float64)
+    r_half, _ = sep.flux_radius(frame, x0, y0, np.full(x0.size, float(half)), 0.5, mask=bad)
+    fwhm_guess = float(np.clip(2.0 * np.nanmedian(r_half), 1.0, size / 3)) if r_half.size else 2.0
+    flux, flux_err, _ = sep.sum_circle(frame, x0, y0, 1.5 * fwhm_guess, err=rms, mask=bad)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = flux / flux_err
+    picked = np.flatnonzero((snr >= min_snr) & np.isfinite(r_half))
+    picked = np.asarray(
+        [k for k in picked if _stamp_is_clean(bad, int(np.rint(x0[k])), int(np.rint(y0[k])), half + 4)], dtype=int
+    )
+    if picked.size:
+        isolated = _isolated(
+            objects,
+            brightest[picked],
+            radius=half * np.sqrt(2.0),
+            core_radius=2.0 * fwhm_guess,
+            flux_fraction=neighbour_flux_fraction,
+        )
+        picked = picked[np.isin(brightest[picked], isolated)]
+    if picked.size:
+        elongation = objects["a"][brightest[picked]] / np.maximum(objects["b"][brightest[picked]], 1e-3)
+        good = (np.abs(r_half[picked] / np.median(r_half[picked]) - 1.0) <= 0.25) & (
+            elongation <= np.median(elongation) + 0.3
+        )
+        picked = picked[good]
+    if picked.size:
+        sigma_window = fwhm_guess / GAUSSIAN_FWHM_PER_SIGMA
+        xw, yw, wflag = sep.winpos(frame, x0[picked], y0[picked], sigma_window, mask=bad)
+        ok = (wflag == 0) & (np.hypot(xw - x0[picked], yw - y0[picked]) < 1.0)
+        picked, xw, yw = picked[ok], xw[ok], yw[ok]
+    else:
+        xw = yw = np.empty(0)
+    return {"x": xw, "y": yw, "flux": flux[picked]}
