@@ -60,6 +60,24 @@ calibrated_frames = _nightly_table(
     Column("problem", Text),
 )
 
+candidate_detections = _nightly_table(
+    "candidate_detections",
+    Column("candidate_id", String(64), nullable=False),
+    Column("frame_id", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("x", Float),  # pixel position in the calibrated frame (0-based)
+    Column("y", Float),
+    Column("ra", Float),  # deg (ICRS)
+    Column("dec", Float),
+    Column("flux", Float),  # e-, signed (negative for a fading source)
+    Column("flux_err", Float),
+    Column("snr", Float),
+    Column("score", Float),  # real/bogus score, 0..1
+    Column("flags", Integer),  # mask bits under the detection footprint
+    Column("sign", Integer),  # +1 brightening, -1 fading
+    Column("stamp_path", Text),  # object-store key of the cutout stamps
+)
+
 
 def table_for(name: str) -> Table:
     """The declared table called ``name``; a clear error if none is declared."""

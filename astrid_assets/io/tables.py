@@ -9,11 +9,19 @@ copy. Reading a partition, or a range of partitions, selects just those rows.
 Tables are declared in :mod:`astrid_assets.io.schema` and created explicitly with their indexes;
 a DataFrame whose columns do not match its table is refused with a clear error before anything is
 written. The asset names its partition column with ``metadata={"partition_expr": "night"}``.
+
+Connecting retries connection errors with a short exponential backoff (:func:`connect_with_retry`),
+then fails with :class:`DatabaseUnavailableError`, which names the database by its redacted URL.
+On PostgreSQL, the first writers of a table that does not exist yet take an advisory lock, so two
+concurrent first runs do not both try to create it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -28,11 +36,37 @@ from dagster._core.storage.db_io_manager import (
     TablePartitionDimension,
     TableSlice,
 )
-from sqlalchemy import Connection, Engine, and_, create_engine, event, select, text
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    and_,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from astrid_assets import settings
 from astrid_assets.io.schema import metadata, table_for
+
+logger = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 4  #: tries to connect before giving up
+CONNECT_BACKOFF_S = 0.25  #: first wait between tries; doubled each time (0.25, 0.5, 1 s)
+PG_CONNECT_TIMEOUT_S = 10  #: per try, so an unreachable host fails in seconds, not minutes
+_CREATE_TABLES_LOCK = 0x41535452  # pg_advisory_xact_lock key ("ASTR") serialising first table creation
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database could not be reached; the message names it by its redacted URL only."""
 
 
 @cache
@@ -54,7 +88,48 @@ def engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+
+
+def connect_with_retry(
+    url: str, attempts: int = CONNECT_ATTEMPTS, backoff_s: float = CONNECT_BACKOFF_S, log=None
+) -> Connection:
+    """A connection to ``url``, retrying connection errors with exponential backoff.
+
+    Only establishing the connection is retried, never a statement. After the last try raises
+    :class:`DatabaseUnavailableError` with the redacted URL and the driver's first line of reason.
+    """
+    log = log or logger
+    started = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return engine_for(url).connect()
+        except OperationalError as error:
+            reason = str(error.orig or error).strip().splitlines()[0]
+            password = make_url(url).password
+            if password:
+                reason = reason.replace(str(password), "***")
+            if attempt == attempts:
+                raise DatabaseUnavailableError(
+                    f"database {settings.redact_url(url)} unreachable after {attempts} attempts "
+                    f"({time.monotonic() - started:.1f} s): {reason}"
+                ) from None
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning(
+                f"database {settings.redact_url(url)}: connection attempt {attempt}/{attempts} failed "
+                f"({reason}); retrying in {delay:.2f} s"
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _log_of(context):
+    """The run's log when there is one (a context built in a test may have none)."""
+    try:
+        return context.log
+    except Exception:
+        return logger
 
 
 def _is_postgres(engine: Engine) -> bool:
@@ -107,9 +182,15 @@ class SqlClient(DbClient[Connection]):
         return table_slice.table if not _is_postgres(self.engine) else super().get_table_name(table_slice)
 
     def ensure_schema_exists(self, context, table_slice: TableSlice, connection: Connection) -> None:  # type: ignore[override]
-        if _is_postgres(self.engine) and self.schema:
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        metadata.create_all(connection, tables=[table_for(table_slice.table)])
+        table = table_for(table_slice.table)
+        if _is_postgres(self.engine):
+            if inspect(connection).has_table(table.name, schema=self.schema):
+                return
+            # Held until this first write commits: a concurrent first writer waits, then finds the table.
+            connection.execute(select(func.pg_advisory_xact_lock(_CREATE_TABLES_LOCK)))
+            if self.schema:
+                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+        metadata.create_all(connection, tables=[table])
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection: Connection) -> None:  # type: ignore[override]
         table, clause = self.where(table_slice)
@@ -119,7 +200,7 @@ class SqlClient(DbClient[Connection]):
     @contextmanager
     def connect(self, context, table_slice: TableSlice) -> Iterator[Connection]:  # type: ignore[override]
         """A connection inside one transaction: committed on success, rolled back on error."""
-        with self.engine.begin() as connection:
+        with connect_with_retry(self.url, log=_log_of(context)) as connection, connection.begin():
             yield connection.execution_options(**self._execution_options())
 
 
@@ -127,6 +208,57 @@ def _native(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value
+
+
+def _copy_rows(connection: Connection, table, schema: str | None, records: list[dict]) -> bool:
+    """Rows into ``table`` with PostgreSQL ``COPY … FROM STDIN`` (CSV written by Arrow).
+
+    Several times faster than multi-row INSERTs, in the same transaction. Returns False, having
+    sent nothing, when the rows cannot be copied exactly (Arrow missing, a value that does not
+    fit its column's type, a driver without COPY): the caller then INSERTs them.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+    except ImportError:
+        return False
+    arrow_types = [(Boolean, pa.bool_()), (Integer, pa.int64()), (Float, pa.float64()), (String, pa.string())]
+    columns = list(records[0])
+    fields = []
+    for name in columns:
+        column_type = table.c[name].type
+        arrow_type = next((arrow for sql, arrow in arrow_types if isinstance(column_type, sql)), None)
+        if arrow_type is None:
+            return False
+        fields.append(pa.field(name, arrow_type))
+    try:
+        rows = pa.Table.from_pylist(records, schema=pa.schema(fields))
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return False
+    sink = pa.BufferOutputStream()
+    # CSV as COPY reads it: a null is an unquoted empty field, an empty string is quoted.
+    pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=False))
+    quote = connection.dialect.identifier_preparer.quote
+    target = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+    statement = f"COPY {target} ({', '.join(map(quote, columns))}) FROM STDIN WITH (FORMAT csv)"
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(statement, io.BytesIO(sink.getvalue().to_pybytes()))
+        elif hasattr(cursor, "copy"):  # psycopg (3)
+            with cursor.copy(statement) as copy:
+                copy.write(sink.getvalue().to_pybytes())
+        else:
+            return False
+    finally:
+        cursor.close()
+    return True
+
+
+def _insert_rows(connection: Connection, table, schema: str | None, records: list[dict]) -> None:
+    """Insert ``records``: COPY on PostgreSQL where it can, multi-row INSERTs otherwise."""
+    if not (connection.dialect.name == "postgresql" and _copy_rows(connection, table, schema, records)):
+        connection.execute(table.insert(), records)
 
 
 class DataFrameTableHandler(DbTypeHandler[pd.DataFrame]):
@@ -153,7 +285,7 @@ class DataFrameTableHandler(DbTypeHandler[pd.DataFrame]):
             for row in obj.to_dict("records")
         ]
         if records:
-            connection.execute(table.insert(), records)
+            _insert_rows(connection, table, self.client.schema if _is_postgres(self.client.engine) else None, records)
         return {"dagster/row_count": len(records)}
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
@@ -193,7 +325,7 @@ def read_nights(table_name: str, nights: list[str], url: str | None = None) -> p
     """Rows of a nightly table for the given nights (empty if the table does not exist yet)."""
     engine = engine_for(url or settings.database_url())
     table = table_for(table_name)
-    with engine.connect() as connection:
+    with connect_with_retry(url or settings.database_url()) as connection:
         if not engine.dialect.has_table(connection, table.name):
             return pd.DataFrame(columns=list(table.c.keys()))
         return pd.read_sql(select(table).where(table.c.night.in_(nights)), connection)

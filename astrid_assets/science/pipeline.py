@@ -342,7 +342,10 @@ def injection_recovery(
                              false_detections=false_detections)
 
 
-def summarise_completeness(snr: np.ndarray, recovered: np.ndarray, bins=np.arange(3, 33, 3)) -> dict:
+SNR_BINS = np.arange(3, 33, 3)
+
+
+def summarise_completeness(snr: np.ndarray, recovered: np.ndarray, bins: np.ndarray = SNR_BINS) -> dict:
     """Completeness per S/N bin, the S/N of 50 % completeness and completeness at S/N ≥ 10."""
     curve = completeness(snr, recovered, bins)
     bright = snr >= 10
