@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", default="2024-01-01", help="first night, YYYY-MM-DD (UTC)")
     run.add_argument("--end", default="2024-01-03", help="last night, YYYY-MM-DD (UTC)")
     run.set_defaults(handler=demo)
+    from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
+
+    doctor.add_parser(commands)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -45,6 +45,9 @@ class ObjectStore(ABC):
     def delete(self, keys: list[str]) -> None:
         """Remove ``keys`` (absent keys are ignored)."""
 
+    def exists(self, key: str) -> bool:
+        return key in self.list(key)
+
     def put_versioned(self, key: str, content: bytes) -> str:
         """Store under ``<stem>.<sha256[:12]><suffix>``: same bytes, same key; returns the key."""
         path = PurePosixPath(key)

@@ -60,25 +60,6 @@ calibrated_frames = _nightly_table(
     Column("problem", Text),
 )
 
-candidate_detections = _nightly_table(
-    "candidate_detections",
-    Column("candidate_id", String(64), nullable=False),
-    Column("frame_id", String(128), nullable=False),
-    Column("field", String(64), nullable=False),
-    Column("x", Float),  # pixel position in the calibrated frame (0-based)
-    Column("y", Float),
-    Column("ra", Float),  # deg (ICRS)
-    Column("dec", Float),
-    Column("flux", Float),  # e-, signed (negative for a fading source)
-    Column("flux_err", Float),
-    Column("snr", Float),
-    Column("score", Float),  # real/bogus score, 0..1
-    Column("flags", Integer),  # mask bits under the detection footprint
-    Column("sign", Integer),  # +1 brightening, -1 fading
-    Column("stamp_path", Text),  # object-store key of the cutout stamps
-)
-
-
 def table_for(name: str) -> Table:
     """The declared table called ``name``; a clear error if none is declared."""
     try:
@@ -88,3 +69,57 @@ def table_for(name: str) -> Table:
             f"no table {name!r} is declared in astrid_assets/io/schema.py "
             f"(declared: {', '.join(sorted(metadata.tables))})"
         ) from None
+
+
+reference_images = _nightly_table(
+    "reference_images",
+    Column("field", String(64), nullable=False),
+    Column("path", Text),  # object-store key of the REF/VARIANCE/MASK/PSF FITS
+    Column("n_frames", Integer),
+    Column("fwhm_px", Float),
+    Column("input_frames", Text),  # frame ids co-added, ","-separated
+    Column("status", String(16), nullable=False),  # ok | missing | failed
+    Column("problem", Text),
+)
+
+difference_images = _nightly_table(
+    "difference_images",
+    Column("frame_id", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("path", Text),  # object-store key of the DIFF/SCORR/VARIANCE/MASK/NEW/PSF FITS
+    Column("calibrated_path", Text),
+    Column("reference_path", Text),
+    Column("method", String(16)),  # zogy | classic
+    Column("flux_ratio", Float),  # F_new / F_ref
+    Column("psf_fwhm", Float),  # px, PSF of the difference
+    Column("new_fwhm", Float),  # px
+    Column("s_corr_std", Float),  # robust std of S_corr over usable pixels (1 on blank sky)
+    Column("registration_rms", Float),  # px
+    Column("masked_fraction", Float),
+    Column("status", String(16), nullable=False),  # ok | skipped | failed
+    Column("problem", Text),
+)
+
+candidate_detections = _nightly_table(
+    "candidate_detections",
+    Column("candidate_id", String(160), nullable=False),
+    Column("frame_id", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("x", Float),  # px on the reference grid, 0-based
+    Column("y", Float),
+    Column("ra", Float),  # deg, ICRS
+    Column("dec", Float),
+    Column("sign", Integer),  # +1 brightened, -1 faded since the reference
+    Column("flux", Float),  # e- in the new frame, PSF fit on the difference (signed)
+    Column("flux_err", Float),
+    Column("snr", Float),
+    Column("s_corr_peak", Float),
+    Column("fwhm", Float),  # px
+    Column("elongation", Float),
+    Column("sharpness", Float),
+    Column("score", Float),  # [0, 1], rule-based real/bogus score
+    Column("flags", Integer),  # detect.FLAG_* bits
+    Column("stamp_path", Text),  # object-store key of the (N, 3, 63, 63) stamp stack of the frame
+    Column("stamp_index", Integer),  # row of this candidate in that stack
+)
+Index("ix_candidate_detections_candidate_id", candidate_detections.c.candidate_id)

@@ -34,3 +34,18 @@ class SimulatedSurveyResource(ConfigurableResource):
             frames_per_night=self.frames_per_night,
             shape=(self.size, self.size),
         )
+
+
+class DatabaseResource(ConfigurableResource):
+    """Read access to AstrID's tables beyond an asset's own inputs (e.g. a reference window).
+
+    ``url`` if set, else ``ASTRID_DATABASE_URL``, else SQLite under ``ASTRID_HOME`` — the same
+    database the table IO manager writes to.
+    """
+
+    url: str | None = None
+
+    def read_nights(self, table: str, nights: list[str]):
+        from astrid_assets.io.tables import read_nights
+
+        return read_nights(table, nights, self.url or settings.database_url())
