@@ -41,38 +41,54 @@ def embedded_instance():
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def run_nightly(nights: list[str]) -> list[tuple[str, bool]]:
-    """Execute ``nightly_pipeline`` for each night; (night, success) pairs."""
+def run_nightly(nights: list[str]) -> dict:
+    """Execute ``nightly_pipeline`` for each night; the execution result of each night."""
     from astrid_assets.definitions import defs
 
     instance = embedded_instance()
     job = defs.resolve_job_def("nightly_pipeline")
-    outcomes = []
+    outcomes = {}
     for night in nights:
         print(f"astrid: processing night {night} ...", flush=True)
         result = job.execute_in_process(
             partition_key=night, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
         )
-        outcomes.append((night, result.success))
+        outcomes[night] = result
     return outcomes
 
 
-def print_summary(nights: list[str]) -> None:
+def injection_completeness(result) -> str:
+    """Completeness at S/N ≥ 10 from the night's injection–recovery check, as printed text."""
+    for evaluation in result.get_asset_check_evaluations():
+        value = evaluation.metadata.get("completeness_snr_ge_10")
+        if evaluation.check_name == "injection_recovery" and value is not None:
+            return f"{value.value:6.0%}"
+    return "     -"
+
+
+def print_summary(results: dict) -> None:
     from astrid_assets import settings
     from astrid_assets.io.tables import read_nights
 
-    raw = read_nights("raw_observations", nights)
-    calibrated = read_nights("calibrated_frames", nights)
-    print("\nnight        frames  science  quarantined  calibrated  usable  FWHM\"  depth(5σ)")
+    nights = list(results)
+    raw, calibrated = read_nights("raw_observations", nights), read_nights("calibrated_frames", nights)
+    references, differences = read_nights("reference_images", nights), read_nights("difference_images", nights)
+    candidates = read_nights("candidate_detections", nights)
+    print("\nnight       frames quarant. calib. usable FWHM\" depth  refs diffs cands clean inj.S/N>=10")
     for night in nights:
         r, c = raw[raw.night == night], calibrated[calibrated.night == night]
         ok = c[c.status == "ok"]
+        found = candidates[candidates.night == night]
         print(
-            f"{night}  {int((r.status == 'ok').sum()):6d}  {int((r.imagetyp == 'object').sum()):7d}"
-            f"  {int((r.status == 'quarantined').sum()):11d}  {len(ok):10d}  {int(ok.usable.sum()):6d}"
-            f"  {ok.fwhm_arcsec.median():5.2f}  {ok.depth_mag.median():9.2f}"
+            f"{night} {int((r.status == 'ok').sum()):6d} {int((r.status == 'quarantined').sum()):8d}"
+            f" {len(ok):6d} {int(ok.usable.sum()):6d} {ok.fwhm_arcsec.median():5.2f} {ok.depth_mag.median():6.2f}"
+            f" {int(((references.night == night) & (references.status == 'ok')).sum()):5d}"
+            f" {int(((differences.night == night) & (differences.status == 'ok')).sum()):5d}"
+            f" {len(found):5d} {int((found['flags'] == 0).sum()):5d} {injection_completeness(results[night]):>11}"
         )
     print(
+        "\n(refs: fields with a reference; diffs: frames differenced with ZOGY; cands: |S_corr| >= 5;"
+        " clean: unflagged; inj.: injection-recovery completeness at S/N >= 10)"
         f"\nTables: {settings.redact_url(settings.database_url())}"
         f"\nImages: {settings.redact_url(settings.object_store_url())}"
         f"\nDagster UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev"
@@ -83,9 +99,9 @@ def print_summary(nights: list[str]) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     nights = night_window(args.start, args.end)
-    outcomes = run_nightly(nights)
-    print_summary(nights)
-    failed = [night for night, ok in outcomes if not ok]
+    results = run_nightly(nights)
+    print_summary(results)
+    failed = [night for night, result in results.items() if not result.success]
     if failed:
         print(f"astrid: runs failed for {', '.join(failed)}; see the run logs in the Dagster UI", file=sys.stderr)
         return 1
@@ -97,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("demo", help="run the nightly pipeline for a window of nights on the embedded default")
     run.add_argument("--start", default="2024-01-01", help="first night, YYYY-MM-DD (UTC)")
-    run.add_argument("--end", default="2024-01-03", help="last night, YYYY-MM-DD (UTC)")
+    run.add_argument("--end", default="2024-01-07", help="last night, YYYY-MM-DD (UTC)")
     run.set_defaults(handler=demo)
     from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
 

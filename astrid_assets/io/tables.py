@@ -112,7 +112,7 @@ def connect_with_retry(
                 reason = reason.replace(str(password), "***")
             if attempt == attempts:
                 raise DatabaseUnavailableError(
-                    f"database {settings.redact_url(url)} unreachable after {attempts} attempts "
+                    f"database {settings.redact_url(url)} unreachable after {attempts} attempt{'s' * (attempts > 1)} "
                     f"({time.monotonic() - started:.1f} s): {reason}"
                 ) from None
             delay = backoff_s * 2 ** (attempt - 1)

@@ -31,6 +31,9 @@ from astrid_assets.science.register import (
 from astrid_assets.science.zogy import classic_subtraction, zogy
 
 STAMP_SIZE = 63
+#: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
+#: at high latitude holds only a handful of stars above the estimator's stricter defaults.
+PSF_STAR_LIMITS = {"min_snr": 15.0, "min_stars": 3}
 STAMP_CHANNELS = ("science", "reference", "difference")
 
 
@@ -142,6 +145,27 @@ def build_reference(
     return Reference(image, variance, stack.mask, stack.psf.image, header), chosen
 
 
+def modelled_psf(psf: PSFModel, min_empirical_stars: int = 10) -> np.ndarray:
+    """The PSF stamp to subtract with: empirical when built from many stars, else a Moffat fit to it.
+
+    A median stack of a handful of stars carries their noise into every ZOGY filter and leaves
+    residuals on bright static stars; below ``min_empirical_stars`` the stack is replaced by the
+    pixel-integrated Moffat (1969) profile fitted to it (free core width and β), normalised to 1.
+    """
+    if psf.n_stars >= min_empirical_stars:
+        return psf.image
+    from astrid_assets.science.quality import fit_moffat, pixel_integrated_moffat
+
+    stamp = psf.image.astype(np.float64)
+    noise = np.full_like(stamp, max(float(np.abs(stamp).max()) * 1e-3, 1e-12) ** 2)
+    fit = fit_moffat(stamp, noise, psf.fwhm)
+    if not fit.success:
+        return psf.image
+    centre = (stamp.shape[1] - 1) / 2, (stamp.shape[0] - 1) / 2
+    model = pixel_integrated_moffat(stamp.shape, *centre, 1.0, fit.alpha, fit.beta)
+    return (model / model.sum()).astype(np.float32)
+
+
 @dataclass
 class Difference:
     """A frame differenced against its reference, on the reference grid."""
@@ -223,11 +247,11 @@ def difference_frame(
         residuals = measure_registration_residuals(
             registered.image, new_sigma, reference.image, ref_sigma, registered.mask, reference.mask
         )
-    new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask)
+    new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
     registration_rms = float(np.hypot(residuals.rms_x, residuals.rms_y))
     if method == "zogy":
         result = zogy(
-            registered.image, reference.image, new_psf, reference.psf, new_sigma, ref_sigma,
+            registered.image, reference.image, modelled_psf(new_psf), reference.psf, new_sigma, ref_sigma,
             new_var=registered.variance, ref_var=reference.variance,
             astrometric_sigma=(residuals.rms_x, residuals.rms_y), mask=combined_mask,
         )
@@ -314,7 +338,7 @@ def injection_recovery(
     position on the reference grid. False detections are candidates matching neither a fake nor
     a candidate of the untouched frame (``original``).
     """
-    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask)
+    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
     xy = fake_positions(frame, reference, n_fakes, rng)
     snr = rng.uniform(*snr_range, size=len(xy))
     injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], snr=snr, rng=rng)

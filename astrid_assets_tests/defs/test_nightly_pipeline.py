@@ -1,0 +1,68 @@
+"""nightly_pipeline from an empty store: raw frames to candidates, with the injection-recovery check."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from dagster import DagsterInstance, Definitions
+
+from astrid_assets.defs.detection import stamps_from_bytes
+from astrid_assets.definitions import default_resources, nightly_assets, nightly_pipeline
+from astrid_assets.io.tables import read_nights
+from astrid_assets.resources import SimulatedSurveyResource
+
+NIGHTS = ["2024-01-01", "2024-01-02", "2024-01-03"]
+
+
+def run_night(night: str, instance: DagsterInstance):
+    resources = {**default_resources(), "simulated_survey": SimulatedSurveyResource(fields=["F01"], frames_per_night=2)}
+    job = Definitions(assets=nightly_assets, jobs=[nightly_pipeline], resources=resources).resolve_job_def(
+        "nightly_pipeline")
+    return job.execute_in_process(partition_key=night, instance=instance, raise_on_error=False)
+
+
+def metadata_of(result, asset: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def test_three_nights_from_an_empty_store(astrid_home):
+    instance = DagsterInstance.get()
+    first = run_night(NIGHTS[0], instance)
+    assert first.success
+    why = metadata_of(first, "difference_images")["why_not_differenced"]
+    assert "no reference yet" in why and "F01" in why
+    assert read_nights("candidate_detections", NIGHTS[:1]).empty
+
+    for night in NIGHTS[1:]:
+        result = run_night(night, instance)
+        assert result.success
+    references = read_nights("reference_images", NIGHTS)
+    assert list(references.status) == ["missing", "ok", "ok"]
+    assert references.n_frames.tolist()[1:] == [2, 4]
+
+    differences = read_nights("difference_images", NIGHTS[2:])
+    assert (differences.status == "ok").all() and len(differences) == 2
+    assert np.allclose(differences.s_corr_std, 1.0, atol=0.1)
+    objects = Path(os.environ["ASTRID_HOME"]) / "objects"
+    with fits.open(objects / differences.path.iloc[0]) as hdus:
+        assert [h.name for h in hdus] == ["DIFF", "SCORR", "VARIANCE", "MASK", "NEW", "PSF"]
+        assert hdus["DIFF"].header["METHOD"] == "zogy" and hdus["DIFF"].header["CTYPE1"].startswith("RA")
+
+    candidates = read_nights("candidate_detections", NIGHTS[2:])
+    metadata = metadata_of(result, "candidate_detections")
+    assert metadata["candidates"] == len(candidates) > 0
+    assert candidates.candidate_id.is_unique
+    assert candidates[["ra", "dec", "x", "y", "flux", "flux_err", "snr", "score"]].notna().all().all()
+    assert (candidates.snr > 0).all() and candidates.score.between(0, 1).all()
+    first_frame = candidates[candidates.frame_id == candidates.frame_id.iloc[0]]
+    stamps = stamps_from_bytes((objects / first_frame.stamp_path.iloc[0]).read_bytes())
+    assert stamps.shape == (len(first_frame), 3, 63, 63)
+    assert "data:image/png;base64" in metadata["top_candidates"]
+    assert "data:image/png;base64" in metadata_of(result, "difference_images")["preview"]
+
+    check = result.get_asset_check_evaluations()[0]
+    assert check.check_name == "injection_recovery" and check.passed
+    assert check.metadata["completeness_snr_ge_10"].value >= 0.95
+    assert 3 <= check.metadata["snr_50_percent"].value <= 10
+    assert "data:image/png;base64" in check.metadata["completeness_curve"].value
