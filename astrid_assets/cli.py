@@ -108,6 +108,64 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def label(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from astrid_assets import settings
+    from astrid_assets.validations import LabelError, record_labels
+
+    try:
+        record_labels(settings.database_url(), pd.DataFrame([{
+            "candidate_id": args.candidate_id, "label": args.label, "labeller": args.by, "note": args.note}]))
+    except LabelError as error:
+        print(f"astrid label: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.candidate_id}: {args.label} (by {args.by})")
+    return 0
+
+
+def import_labels(args: argparse.Namespace) -> int:
+    from astrid_assets import settings
+    from astrid_assets.validations import LabelError, read_csv_labels, record_labels
+
+    try:
+        count = record_labels(settings.database_url(), read_csv_labels(args.csv, args.by))
+    except (LabelError, OSError) as error:
+        print(f"astrid import-labels: {error}", file=sys.stderr)
+        return 2
+    print(f"recorded {count} labels from {args.csv}")
+    return 0
+
+
+def candidates(args: argparse.Namespace) -> int:
+    from astrid_assets import settings
+    from astrid_assets.validations import unlabelled_candidates
+
+    table = unlabelled_candidates(settings.database_url(), args.night)
+    columns = ["candidate_id", "ra", "dec", "sign", "snr", "score", "flags"]
+    print(table[columns].round(5).to_string(index=False) if len(table) else f"no unlabelled candidates on {args.night}")
+    return 0
+
+
+def curate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from astrid_assets import settings
+    from astrid_assets.io.object_store import open_object_store
+    from astrid_assets.io.tables import read_nights
+    from astrid_assets.surveys.simulated import night_truth
+    from astrid_assets.validations import record_labels, simulated_curation, unlabelled_candidates
+
+    store, url, total = open_object_store(settings.object_store_url()), settings.database_url(), 0
+    for night in night_window(args.start, args.end):
+        truth = night_truth(read_nights("raw_observations", [night]), store)
+        labels = simulated_curation(unlabelled_candidates(url, night), truth, args.fraction, args.error_rate,
+                                    np.random.default_rng([args.seed, *map(int, night.split("-"))]))
+        total += record_labels(url, labels) if len(labels) else 0
+    print(f"simulated curator labelled {total} candidates")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +173,30 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", default="2024-01-01", help="first night, YYYY-MM-DD (UTC)")
     run.add_argument("--end", default="2024-01-07", help="last night, YYYY-MM-DD (UTC)")
     run.set_defaults(handler=demo)
+
+    one = commands.add_parser("label", help="label one candidate real, bogus or unsure")
+    one.add_argument("candidate_id")
+    one.add_argument("label", help="real | bogus | unsure")
+    one.add_argument("--by", required=True, help="who is labelling")
+    one.add_argument("--note")
+    one.set_defaults(handler=label)
+
+    bulk = commands.add_parser("import-labels", help="record labels from a CSV (candidate_id,label[,labeller,note])")
+    bulk.add_argument("csv")
+    bulk.add_argument("--by", help="labeller for rows without one")
+    bulk.set_defaults(handler=import_labels)
+
+    listing = commands.add_parser("candidates", help="list a night's unlabelled candidates, best score first")
+    listing.add_argument("--night", required=True, help="YYYY-MM-DD")
+    listing.set_defaults(handler=candidates)
+
+    curator = commands.add_parser("curate", help="simulated curator: label candidates of simulated nights from truth")
+    curator.add_argument("--start", required=True)
+    curator.add_argument("--end", required=True)
+    curator.add_argument("--fraction", type=float, default=1.0, help="fraction of candidates labelled")
+    curator.add_argument("--error-rate", type=float, default=0.02, help="probability a label is wrong")
+    curator.add_argument("--seed", type=int, default=0)
+    curator.set_defaults(handler=curate)
     from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
 
     doctor.add_parser(commands)

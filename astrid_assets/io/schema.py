@@ -123,3 +123,22 @@ candidate_detections = _nightly_table(
     Column("stamp_index", Integer),  # row of this candidate in that stack
 )
 Index("ix_candidate_detections_candidate_id", candidate_detections.c.candidate_id)
+
+
+# --- Tables people write (outside Dagster runs); migrated with Alembic (astrid_assets/io/migrations) ---
+
+validations = Table(
+    "validations",
+    metadata,
+    Column("validation_id", Integer, primary_key=True, autoincrement=True),
+    Column("candidate_id", String(160), nullable=False),
+    Column("night", String(10), nullable=False),  # the candidate's night, for windowed dataset queries
+    Column("label", String(8), nullable=False),  # real | bogus | unsure
+    Column("labeller", String(128), nullable=False),
+    Column("labelled_at", String(32), nullable=False),  # ISO 8601 UTC
+    Column("note", Text),
+)
+Index("ix_validations_candidate_id", validations.c.candidate_id)
+Index("ix_validations_night", validations.c.night)
+
+LABELS = ("real", "bogus", "unsure")

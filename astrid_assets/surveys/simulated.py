@@ -50,3 +50,16 @@ def read_truth(fits_bytes: bytes):
         if TRUTH_EXTENSION not in hdus:
             return pd.DataFrame()
         return Table(hdus[TRUTH_EXTENSION].data).to_pandas()
+
+
+def night_truth(raw_frames, store) -> "pd.DataFrame":
+    """Truth catalogues of a night's simulated science frames, with a ``frame_id`` column.
+
+    ``raw_frames`` are ``raw_observations`` rows; ``store`` the object store holding their files.
+    """
+    import pandas as pd
+
+    simulated = raw_frames[(raw_frames.source == "simulated") & (raw_frames.imagetyp == "object")
+                           & (raw_frames.status == "ok")]
+    catalogues = [read_truth(store.get(row.path)).assign(frame_id=row.frame_id) for row in simulated.itertuples()]
+    return pd.concat(catalogues, ignore_index=True) if catalogues else pd.DataFrame()

@@ -1,0 +1,32 @@
+"""Alembic migrations of the tables people write (``validations``), run programmatically."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from astrid_assets.io.tables import engine_for
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the newest revision (idempotent)."""
+    with engine_for(url).begin() as connection:
+        command.upgrade(_config(connection), "head")
+
+
+def is_current(url: str) -> bool:
+    """True when the database's revision is the newest one."""
+    with engine_for(url).connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        return current == ScriptDirectory.from_config(_config(connection)).get_current_head()
