@@ -52,7 +52,7 @@ def read_truth(fits_bytes: bytes):
         return Table(hdus[TRUTH_EXTENSION].data).to_pandas()
 
 
-def night_truth(raw_frames, store) -> "pd.DataFrame":
+def night_truth(raw_frames, store):
     """Truth catalogues of a night's simulated science frames, with a ``frame_id`` column.
 
     ``raw_frames`` are ``raw_observations`` rows; ``store`` the object store holding their files.

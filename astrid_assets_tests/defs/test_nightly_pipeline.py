@@ -7,8 +7,8 @@ import numpy as np
 from astropy.io import fits
 from dagster import DagsterInstance, Definitions
 
-from astrid_assets.defs.detection import stamps_from_bytes
 from astrid_assets.definitions import default_resources, nightly_assets, nightly_pipeline
+from astrid_assets.defs.detection import stamps_from_bytes
 from astrid_assets.io.tables import read_nights
 from astrid_assets.resources import SimulatedSurveyResource
 
