@@ -41,3 +41,13 @@ def s3_endpoint(tmp_path_factory):
         with servers.s3_server(tmp_path_factory.mktemp("servers")) as endpoint:
             patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
             yield endpoint
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(s3_endpoint, tmp_path_factory):
+    """A real MLflow tracking server on loopback, its artifacts in a bucket of the S3 test server."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="astrid-mlflow")
+    with servers.mlflow_server(tmp_path_factory.mktemp("mlflow"), "s3://astrid-mlflow/artifacts", s3_endpoint) as uri:
+        yield uri

@@ -113,3 +113,18 @@ def s3_server(log_dir: Path) -> Iterator[str]:
     moto = Path(sys.executable).with_name("moto_server")
     with server_process([str(moto), "-H", "127.0.0.1", "-p", str(port)], port, log_dir / "moto.log"):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def mlflow_server(work_dir: Path, artifacts_destination: str, s3_endpoint: str) -> Iterator[str]:
+    """An MLflow tracking server on loopback (SQLite backend, artifacts proxied to the S3 server)."""
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{work_dir / 'mlflow.db'}",
+        "--artifacts-destination", artifacts_destination,
+    ]
+    with server_process(command, port, work_dir / "mlflow.log", timeout=120,
+                        env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}):
+        yield f"http://127.0.0.1:{port}"
