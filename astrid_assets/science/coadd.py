@@ -187,7 +187,9 @@ def coadd(
     frames : ``(image, variance, mask, wcs, background)`` per frame: image in e- with sky,
         variance e-², uint16 mask (or None), celestial WCS, background map or level (e-).
     flux_scales : counts per anchor count for each frame; or
-    zero_points : photometric zero points (mag); if neither is given the scales are fitted.
+    zero_points : photometric zero points (mag) of the exposures as given, i.e. the magnitude
+        of a source giving 1 e- in that exposure (for a ``MAGZP`` per e-/s add
+        ``2.5 log10(EXPTIME)``); if neither is given the scales are fitted.
     anchor : index of the frame that sets the photometric scale.
     clip_sigma, clip_ampfrac : clipping rule (see the module docstring).
 

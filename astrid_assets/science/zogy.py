@@ -347,8 +347,13 @@ def fit_flux_ratio(
 
     Stars: ``star_xy`` if given (e.g. the PSF stars), else SEP detections on the reference.
     Each image is measured with its own PSF (:func:`psf_photometry`); stars with S/N ≥
-    ``min_snr`` in both enter an iterative ``clip``-σ clipped, inverse-variance weighted mean
-    of ``f_new / f_ref`` (variable stars and transients are clipped).
+    ``min_snr`` in both enter an iteratively ``clip``-σ clipped weighted mean of
+    ``f_new / f_ref``, started from their median. Each star's σ is its photometric error plus,
+    in quadrature, the scatter beyond those errors (robust spread of the kept ratios minus
+    their median error: blends, PSF-model errors), which also sets its weight. Variable stars,
+    transients and cores flattened near saturation are clipped. (Clipping about the
+    inverse-variance mean of all stars, as before, let one bright variable star with a
+    0.5 % error pull the ratio by 5–15 % and then survive the clipping.)
 
     Raises
     ------
@@ -374,16 +379,23 @@ def fit_flux_ratio(
             "the flux ratio F_n/F_r (pass flux_ratio explicitly)"
         )
     keep = good.copy()
-    for _ in range(10):
-        weights = 1.0 / ratio_err[keep] ** 2
-        mean = float(np.sum(weights * ratio[keep]) / np.sum(weights))
-        scatter = max(1.4826 * float(np.median(np.abs(ratio[keep] - mean))), 1e-12)
-        spread = np.sqrt(ratio_err**2 + (0.5 * scatter) ** 2)
-        new_keep = good & (np.abs(ratio - mean) <= clip * np.maximum(spread, scatter))
-        if new_keep.sum() < 3 or np.array_equal(new_keep, keep):
+    centre = float(np.median(ratio[good]))
+    sigma = ratio_err
+    for _ in range(20):
+        residual = ratio - centre
+        spread = 1.4826 * float(np.median(np.abs(residual[keep])))
+        extra = max(spread**2 - float(np.median(ratio_err[keep] ** 2)), 0.0)
+        sigma = np.sqrt(ratio_err**2 + extra)
+        new_keep = good & (np.abs(residual) <= clip * sigma)
+        if new_keep.sum() < 3:
             break
-        keep = new_keep
-    weights = 1.0 / ratio_err[keep] ** 2
+        weights = 1.0 / sigma[new_keep] ** 2
+        new_centre = float(np.sum(weights * ratio[new_keep]) / np.sum(weights))
+        converged = np.array_equal(new_keep, keep) and abs(new_centre - centre) <= 1e-6 * abs(centre)
+        keep, centre = new_keep, new_centre
+        if converged:
+            break
+    weights = 1.0 / sigma[keep] ** 2
     mean = float(np.sum(weights * ratio[keep]) / np.sum(weights))
     n = int(keep.sum())
     chi2 = float(np.sum(weights * (ratio[keep] - mean) ** 2)) / max(n - 1, 1)

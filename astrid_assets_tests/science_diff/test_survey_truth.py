@@ -1,7 +1,6 @@
 """The whole per-frame science chain on the simulated survey, checked against its truth catalogue."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from astrid_assets.science.calibrate import build_masters, calibrate_frame
@@ -84,6 +83,12 @@ def test_static_stars_leave_no_clean_candidates_and_s_corr_is_unit_normal(search
         assert abs(difference.s_corr_std - 1.0) < 0.05
 
 
+def test_fitted_flux_ratio_matches_the_unchanged_transparency(searched):
+    """Same MAGZP and EXPTIME in every frame, no clouds: F_new / F_ref is 1 (fitted, not assumed)."""
+    ratios = np.array([difference.flux_ratio for _, _, difference in searched])
+    assert np.abs(ratios - 1.0).max() < 0.02, ratios
+
+
 def test_a_frame_off_the_reference_is_refused_with_a_clear_reason(reference):
     image, _, _ = calibrated_night(SEARCH_NIGHTS[0])[0]
     moved = image.header.copy()
@@ -97,11 +102,10 @@ def test_a_frame_off_the_reference_is_refused_with_a_clear_reason(reference):
 
 def test_fading_variable_is_a_negative_detection(searched):
     negatives = 0
-    for truth, candidates, difference in searched:
+    for truth, candidates, _difference in searched:
         faded = truth[(truth.kind == "variable") & (truth.flux_baseline - truth.flux > 8 * np.sqrt(
             truth.flux_baseline + 400 * 30))]
         negative = candidates[candidates.sign < 0]
         match = match_catalogues(faded[["ref_x", "ref_y"]].to_numpy(), negative[["x", "y"]].to_numpy(), 1.5)
         negatives += int((match >= 0).sum())
     assert negatives >= 1
-    assert isinstance(pd.DataFrame(), pd.DataFrame)
