@@ -97,10 +97,65 @@ def print_summary(results: dict) -> None:
     )
 
 
+def run_learning_loop(nights: list[str], version: str, epochs: int) -> dict:
+    """Simulated curation, a dataset and a model version, then the nights re-scored by the champion."""
+    from dagster import AssetKey
+
+    from astrid_assets.definitions import defs
+
+    instance = embedded_instance()
+    curate(argparse.Namespace(start=nights[0], end=nights[-1], fraction=1.0, error_rate=0.02, seed=0))
+    for partitions in ("dataset_versions", "model_versions"):
+        instance.add_dynamic_partitions(partitions, [version])
+    outcomes = {}
+    for job, config in [("build_training_dataset", {"night_start": nights[0], "night_end": nights[-1]}),
+                        ("train_unet", {"epochs": epochs})]:
+        print(f"astrid: {job} {version} ...", flush=True)
+        asset = "training_datasets" if job == "build_training_dataset" else "unet_models"
+        outcomes[job] = defs.resolve_job_def(job).execute_in_process(
+            partition_key=version, instance=instance, raise_on_error=False,
+            run_config={**QUIET_RUN_CONFIG, "ops": {asset: {"config": config}}})
+        if not outcomes[job].success:
+            return outcomes
+    print("astrid: scoring the nights with the champion ...", flush=True)
+    for night in nights:
+        outcomes[f"score {night}"] = defs.resolve_job_def("nightly_pipeline").execute_in_process(
+            partition_key=night, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG,
+            asset_selection=[AssetKey("scored_detections")])
+    return outcomes
+
+
+def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
+    from astrid_assets import settings
+    from astrid_assets.io.tables import read_nights
+    from astrid_assets.validations import latest_labels
+
+    labels = latest_labels(settings.database_url(), nights)
+    print(f"\nlabels: {int((labels.label == 'real').sum())} real, {int((labels.label == 'bogus').sum())} bogus"
+          " (simulated curator, 2 % label noise)")
+    train = outcomes.get("train_unet")
+    if train is None or not train.success:
+        print("astrid: training did not complete; see the run in the Dagster UI")
+        return
+    model = {k: v.value for k, v in train.asset_materializations_for_node("unet_models")[0].metadata.items()}
+    print(f"model: astrid-unet v{model['registry_version']}  test ROC AUC {model['test_roc_auc']:.3f}"
+          f"  frozen-set ROC AUC {model['frozen_roc_auc']:.3f}  best epoch {model['best_epoch']}"
+          f"\npromotion: {'champion' if model['promoted'] else 'challenger only'} — {model['decision']}")
+    scored = read_nights("scored_detections", nights)
+    print(f"scored: {scored.real_probability.notna().sum()} candidates over {len(nights)} nights,"
+          f" {int((scored.real_probability >= 0.5).sum())} with real probability >= 0.5")
+    print(f"MLflow: {settings.redact_url(settings.mlflow_tracking_uri())}  (.venv/bin/mlflow ui --backend-store-uri"
+          f" {settings.mlflow_tracking_uri()}; experiment astrid-unet, run unet_<version>; model astrid-unet)")
+
+
 def demo(args: argparse.Namespace) -> int:
     nights = night_window(args.start, args.end)
     results = run_nightly(nights)
     print_summary(results)
+    if not args.skip_training:
+        learning = run_learning_loop(nights, f"demo-{args.end}", args.epochs)
+        print_learning_summary(learning, nights)
+        results.update(learning)
     failed = [night for night, result in results.items() if not result.success]
     if failed:
         print(f"astrid: runs failed for {', '.join(failed)}; see the run logs in the Dagster UI", file=sys.stderr)
@@ -166,12 +221,28 @@ def curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollback(args: argparse.Namespace) -> int:
+    from astrid_assets.registry import MODEL_NAME
+    from astrid_assets.registry import rollback as rollback_champion
+    from astrid_assets.resources import ModelRegistryResource
+
+    try:
+        was, now = rollback_champion(ModelRegistryResource().client())
+    except ValueError as error:
+        print(f"astrid rollback: {error}", file=sys.stderr)
+        return 2
+    print(f"{MODEL_NAME}: champion moved back from v{was} to v{now}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("demo", help="run the nightly pipeline for a window of nights on the embedded default")
     run.add_argument("--start", default="2024-01-01", help="first night, YYYY-MM-DD (UTC)")
     run.add_argument("--end", default="2024-01-07", help="last night, YYYY-MM-DD (UTC)")
+    run.add_argument("--epochs", type=int, default=20, help="maximum training epochs of the demo model")
+    run.add_argument("--skip-training", action="store_true", help="stop after the nightly pipeline")
     run.set_defaults(handler=demo)
 
     one = commands.add_parser("label", help="label one candidate real, bogus or unsure")
@@ -197,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     curator.add_argument("--error-rate", type=float, default=0.02, help="probability a label is wrong")
     curator.add_argument("--seed", type=int, default=0)
     curator.set_defaults(handler=curate)
+
+    back = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
+    back.set_defaults(handler=rollback)
     from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
 
     doctor.add_parser(commands)

@@ -2,11 +2,13 @@
 
 Checks the backends :mod:`astrid_assets.settings` names, as this process sees them:
 
-* **database** (``ASTRID_DATABASE_URL``): reachable, and AstrID's tables present with their
-  declared columns. Tables are created by the first materialization that writes them, or by
-  ``astrid doctor --migrate``; until then the line says *not migrated* and names what is missing.
-  A table that lacks a declared column is reported too (``--migrate`` creates tables, it does
-  not alter existing ones).
+* **database** (``ASTRID_DATABASE_URL``): reachable, AstrID's tables present with their declared
+  columns, and the Alembic migrations (the tables people write) at head. Nightly tables are
+  created by the first materialization that writes them, or by ``astrid doctor --migrate``
+  (which also runs the migrations); until then the line says *not migrated* and names what is
+  missing. A table that lacks a declared column is reported too (``--migrate`` creates tables,
+  it does not alter existing ones), and so is an ``alembic_version`` holding a revision that is
+  not AstrID's (another application sharing the database and its version table).
 * **object store** (``ASTRID_OBJECT_STORE``): a probe object is written, read back, compared and
   deleted.
 * **mlflow** (``MLFLOW_TRACKING_URI``): an ``http(s)`` server must answer ``GET <uri>/health``; a
@@ -31,7 +33,7 @@ from urllib.parse import unquote, urlparse
 from astrid_assets import settings
 
 PROBE_PREFIX = "_doctor/"
-HTTP_TIMEOUT_S = 5.0
+HTTP_TIMEOUT_S = 10.0
 DATABASE_ATTEMPTS = 2  #: a quick verdict: one retry after 0.25 s
 
 
@@ -59,11 +61,30 @@ def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+def _alembic_state(connection) -> tuple[str | None, str, bool]:
+    """(the database's revision, the code's head, whether that revision is one of AstrID's)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from astrid_assets.io import migrate
+
+    script = ScriptDirectory(str(migrate.MIGRATIONS))
+    version_table = migrate.VERSION_TABLE  # not Dagster's alembic_version, which may share the database
+    current = MigrationContext.configure(connection, opts={"version_table": version_table}).get_current_revision()
+    known = current is None or current in {revision.revision for revision in script.walk_revisions()}
+    return current, script.get_current_head(), known
+
+
 def check_database(url: str, migrate: bool = False, schema_name: str | None = "public") -> CheckResult:
-    """Reachable, and every declared table present with its declared columns."""
+    """Reachable, every declared table present with its declared columns, Alembic migrations at head.
+
+    Nightly tables are created with ``metadata.create_all`` (as the table IO manager does on first
+    write); the tables people write (:data:`migrations.MIGRATED_TABLES`) only by the Alembic migrations.
+    """
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
 
+    from astrid_assets.io import migrate as migrations
     from astrid_assets.io.schema import metadata
     from astrid_assets.io.tables import DatabaseUnavailableError, connect_with_retry
 
@@ -74,18 +95,22 @@ def check_database(url: str, migrate: bool = False, schema_name: str | None = "p
     if is_sqlite and parsed.database and not migrate and not Path(parsed.database).exists():
         return CheckResult("database", target, False, "not migrated: the database file does not exist yet "
                            "(run `astrid doctor --migrate`, or materialize an asset)")
+    nightly = [table for name, table in metadata.tables.items() if name not in migrations.MIGRATED_TABLES]
     try:
         with connect_with_retry(url, attempts=DATABASE_ATTEMPTS, log=_Quiet()) as connection:
-            created: list[str] = []
-            if migrate:
-                created = sorted(set(metadata.tables) - set(inspect(connection).get_table_names(schema=schema_name)))
+            before = set(inspect(connection).get_table_names(schema=schema_name))
+            revision, head, known = _alembic_state(connection)
+            connection.rollback()
+            if migrate and known:
                 if schema_name:
                     connection.execution_options(schema_translate_map={None: schema_name})
-                metadata.create_all(connection)
+                metadata.create_all(connection, tables=nightly)
                 connection.commit()
+                if revision != head:
+                    migrations.upgrade(url)
+                revision, head, known = _alembic_state(connection)
             inspector = inspect(connection)
             present = set(inspector.get_table_names(schema=schema_name))
-            missing = sorted(set(metadata.tables) - present)
             drift = {
                 name: sorted(set(table.c.keys()) - {c["name"] for c in inspector.get_columns(name, schema=schema_name)})
                 for name, table in metadata.tables.items()
@@ -93,18 +118,28 @@ def check_database(url: str, migrate: bool = False, schema_name: str | None = "p
             }
     except DatabaseUnavailableError as error:
         return CheckResult("database", target, False, str(error).replace(f"database {target} ", "", 1))
-    except Exception as error:  # permissions, a wrong database name, ...
+    except Exception as error:  # permissions, a wrong database name, a failed migration, ...
         return CheckResult("database", target, False, _short(error))
-    drift = {name: columns for name, columns in drift.items() if columns}
+    if not known:
+        return CheckResult("database", target, False, f"alembic_version holds revision {revision!r}, which is not "
+                           f"one of AstrID's migrations (another application sharing this database, such as "
+                           f"Dagster's storage, uses the same alembic_version table)")
+    missing = sorted(set(metadata.tables) - present)
     if missing:
         return CheckResult("database", target, False, f"reachable but not migrated: missing tables "
                            f"{', '.join(missing)} (run `astrid doctor --migrate`)")
+    if revision != head:
+        return CheckResult("database", target, False, f"reachable but migrations are not at head: database at "
+                           f"{revision}, code at {head} (run `astrid doctor --migrate`)")
+    drift = {name: columns for name, columns in drift.items() if columns}
     if drift:
         lacking = "; ".join(f"{name} lacks {', '.join(columns)}" for name, columns in sorted(drift.items()))
         return CheckResult("database", target, False, f"reachable but the tables differ from the declared "
                            f"schema: {lacking} (migrate these tables by hand)")
+    created = sorted(set(metadata.tables) - before)
     done = f"created {', '.join(created)}; " if created else ""
-    return CheckResult("database", target, True, f"reachable, {done}all {len(metadata.tables)} tables present")
+    return CheckResult("database", target, True,
+                       f"reachable, {done}all {len(metadata.tables)} tables present, migrations at head ({head})")
 
 
 def check_object_store(url: str) -> CheckResult:

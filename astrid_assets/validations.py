@@ -126,3 +126,26 @@ def simulated_curation(
                     "labeller": "simulated-curator", "note": "flipped" if flip else None}
                    for cid, real, flip in zip(group.candidate_id, is_real, flipped, strict=True)]
     return pd.DataFrame(labels)
+
+
+def labelled_candidates(url: str, night_start: str, night_end: str) -> pd.DataFrame:
+    """Candidates of the night window with a consensus label, for building training datasets.
+
+    ``unsure`` labels are ignored. For each candidate: ``label`` is the majority of its real/bogus
+    labels (a tie counts as real), ``agreement`` the fraction of labels that agree with it, and
+    ``n_labels`` how many there are; joined with the candidate's row (stamps, FWHM, frame).
+    """
+    migrate.upgrade(url)
+    window = (validations.c.night >= night_start) & (validations.c.night <= night_end)
+    with engine_for(url).connect() as connection:
+        labels = pd.read_sql(select(validations.c.candidate_id, validations.c.label)
+                             .where(window & validations.c.label.in_(["real", "bogus"])), connection)
+        if labels.empty:
+            return pd.DataFrame(columns=["candidate_id", "label", "agreement", "n_labels"])
+        votes = labels.assign(real=labels.label == "real").groupby("candidate_id").real.agg(["mean", "size"])
+        ids = votes.index.tolist()
+        rows = pd.concat([pd.read_sql(select(candidate_detections).where(
+            candidate_detections.c.candidate_id.in_(ids[i: i + 500])), connection) for i in range(0, len(ids), 500)])
+    votes = votes.assign(label=np.where(votes["mean"] >= 0.5, "real", "bogus"),
+                         agreement=np.maximum(votes["mean"], 1 - votes["mean"]), n_labels=votes["size"])
+    return rows.merge(votes[["label", "agreement", "n_labels"]], left_on="candidate_id", right_index=True)

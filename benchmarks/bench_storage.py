@@ -44,23 +44,25 @@ def candidate_rows(night: str, count: int, rng: np.random.Generator) -> pd.DataF
     flux = rng.normal(0, 2000, count)
     flux_err = rng.uniform(50, 300, count)
     compact = night.replace("-", "")
-    return pd.DataFrame({
-        "night": night,
-        "candidate_id": [f"C{compact}-{i:06d}" for i in range(count)],
-        "frame_id": [f"F{f % 4 + 1:02d}-{compact}-s{f:03d}" for f in frame],
-        "field": [f"F{f % 4 + 1:02d}" for f in frame],
-        "x": rng.uniform(0, 2048, count),
-        "y": rng.uniform(0, 2048, count),
-        "ra": rng.uniform(149, 151, count),
-        "dec": rng.uniform(1, 3, count),
-        "flux": flux,
-        "flux_err": flux_err,
-        "snr": np.abs(flux) / flux_err,
-        "score": rng.uniform(0, 1, count),
-        "flags": rng.integers(0, 1 << 10, count),
-        "sign": np.where(flux >= 0, 1, -1),
-        "stamp_path": [f"candidate_detections/{night}/C{compact}-{i:06d}.npz" for i in range(count)],
-    })
+    return pd.DataFrame(
+        {
+            "night": night,
+            "candidate_id": [f"C{compact}-{i:06d}" for i in range(count)],
+            "frame_id": [f"F{f % 4 + 1:02d}-{compact}-s{f:03d}" for f in frame],
+            "field": [f"F{f % 4 + 1:02d}" for f in frame],
+            "x": rng.uniform(0, 2048, count),
+            "y": rng.uniform(0, 2048, count),
+            "ra": rng.uniform(149, 151, count),
+            "dec": rng.uniform(1, 3, count),
+            "flux": flux,
+            "flux_err": flux_err,
+            "snr": np.abs(flux) / flux_err,
+            "score": rng.uniform(0, 1, count),
+            "flags": rng.integers(0, 1 << 10, count),
+            "sign": np.where(flux >= 0, 1, -1),
+            "stamp_path": [f"candidate_detections/{night}/C{compact}-{i:06d}.npz" for i in range(count)],
+        }
+    )
 
 
 def nights(count: int) -> list[str]:
@@ -82,14 +84,19 @@ def bench_table(name: str, url: str, tables: dict[str, pd.DataFrame]) -> dict:
 
     io_manager = TableIOManager(database_url=url).create_io_manager(None)
     instance = DagsterInstance.ephemeral()  # one for all contexts (each would otherwise build its own)
-    frame_type = DagsterType(lambda _context, value: isinstance(value, pd.DataFrame), name="DataFrame",
-                             typing_type=pd.DataFrame)
+    frame_type = DagsterType(
+        lambda _context, value: isinstance(value, pd.DataFrame), name="DataFrame", typing_type=pd.DataFrame
+    )
 
     def output_contexts() -> dict:
         return {
             night: build_output_context(
-                asset_key="candidate_detections", partition_key=night, asset_partitions_def=nightly_partitions,
-                definition_metadata={"partition_expr": "night"}, name="result", instance=instance,
+                asset_key="candidate_detections",
+                partition_key=night,
+                asset_partitions_def=nightly_partitions,
+                definition_metadata={"partition_expr": "night"},
+                name="result",
+                instance=instance,
             )
             for night in tables
         }
@@ -99,8 +106,12 @@ def bench_table(name: str, url: str, tables: dict[str, pd.DataFrame]) -> dict:
     passes = [output_contexts(), output_contexts()]
     inputs = {
         night: build_input_context(
-            asset_key="candidate_detections", partition_key=night, asset_partitions_def=nightly_partitions,
-            upstream_output=upstream, dagster_type=frame_type, instance=instance,
+            asset_key="candidate_detections",
+            partition_key=night,
+            asset_partitions_def=nightly_partitions,
+            upstream_output=upstream,
+            dagster_type=frame_type,
+            instance=instance,
         )
         for night, upstream in output_contexts().items()
     }
@@ -122,13 +133,21 @@ def bench_table(name: str, url: str, tables: dict[str, pd.DataFrame]) -> dict:
     if read_rows != total:
         raise AssertionError(f"{name}: wrote {total} rows, read back {read_rows}")
     first = next(iter(tables))
-    if not np.allclose(loaded[first].sort_values("candidate_id").flux.to_numpy(),
-                       tables[first].sort_values("candidate_id").flux.to_numpy()):
+    if not np.allclose(
+        loaded[first].sort_values("candidate_id").flux.to_numpy(),
+        tables[first].sort_values("candidate_id").flux.to_numpy(),
+    ):
         raise AssertionError(f"{name}: rows read back differ from those written")
     return {
-        "backend": name, "kind": "table", "rows": total, "nights": len(tables),
-        "write_s": round(write_s, 3), "rewrite_s": round(rewrite_s, 3), "read_s": round(read_s, 3),
-        "write_rows_per_s": round(total / write_s), "rewrite_rows_per_s": round(total / rewrite_s),
+        "backend": name,
+        "kind": "table",
+        "rows": total,
+        "nights": len(tables),
+        "write_s": round(write_s, 3),
+        "rewrite_s": round(rewrite_s, 3),
+        "read_s": round(read_s, 3),
+        "write_rows_per_s": round(total / write_s),
+        "rewrite_rows_per_s": round(total / rewrite_s),
         "read_rows_per_s": round(total / read_s),
     }
 
@@ -152,8 +171,9 @@ def bench_objects(name: str, store, frames: list[bytes]) -> dict:
     keys: list[str] = []
 
     def put_all() -> None:
-        keys.extend(store.put_versioned(f"bench/2024-02-01/frame-{i:04d}.fits", content)
-                    for i, content in enumerate(frames))
+        keys.extend(
+            store.put_versioned(f"bench/2024-02-01/frame-{i:04d}.fits", content) for i, content in enumerate(frames)
+        )
 
     got: list[bytes] = []
 
@@ -166,10 +186,16 @@ def bench_objects(name: str, store, frames: list[bytes]) -> dict:
     store.delete(keys)
     megabytes = sum(len(content) for content in frames) / 1e6
     return {
-        "backend": name, "kind": "objects", "objects": len(frames), "megabytes": round(megabytes, 1),
-        "put_s": round(put_s, 3), "get_s": round(get_s, 3),
-        "put_mb_per_s": round(megabytes / put_s, 1), "get_mb_per_s": round(megabytes / get_s, 1),
-        "put_objects_per_s": round(len(frames) / put_s, 1), "get_objects_per_s": round(len(frames) / get_s, 1),
+        "backend": name,
+        "kind": "objects",
+        "objects": len(frames),
+        "megabytes": round(megabytes, 1),
+        "put_s": round(put_s, 3),
+        "get_s": round(get_s, 3),
+        "put_mb_per_s": round(megabytes / put_s, 1),
+        "get_mb_per_s": round(megabytes / get_s, 1),
+        "put_objects_per_s": round(len(frames) / put_s, 1),
+        "get_objects_per_s": round(len(frames) / get_s, 1),
     }
 
 
@@ -178,8 +204,11 @@ def environment() -> dict:
     import sqlalchemy
 
     return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "dagster": dagster.__version__, "sqlalchemy": sqlalchemy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "dagster": dagster.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
     }
 
 
@@ -187,12 +216,16 @@ def print_table(results: list[dict]) -> None:
     print(f"\n{'backend':12s} {'what':26s} {'write':>12s} {'rewrite':>12s} {'read':>12s}")
     for entry in results:
         if entry["kind"] == "table":
-            print(f"{entry['backend']:12s} {str(entry['rows']) + ' rows, ' + str(entry['nights']) + ' nights':26s}"
-                  f" {entry['write_rows_per_s']:>8,d} r/s {entry['rewrite_rows_per_s']:>8,d} r/s"
-                  f" {entry['read_rows_per_s']:>8,d} r/s")
+            print(
+                f"{entry['backend']:12s} {str(entry['rows']) + ' rows, ' + str(entry['nights']) + ' nights':26s}"
+                f" {entry['write_rows_per_s']:>8,d} r/s {entry['rewrite_rows_per_s']:>8,d} r/s"
+                f" {entry['read_rows_per_s']:>8,d} r/s"
+            )
         else:
-            print(f"{entry['backend']:12s} {str(entry['objects']) + ' FITS, ' + str(entry['megabytes']) + ' MB':26s}"
-                  f" {entry['put_mb_per_s']:>7.1f} MB/s {'':>12s} {entry['get_mb_per_s']:>7.1f} MB/s")
+            print(
+                f"{entry['backend']:12s} {str(entry['objects']) + ' FITS, ' + str(entry['megabytes']) + ' MB':26s}"
+                f" {entry['put_mb_per_s']:>7.1f} MB/s {'':>12s} {entry['get_mb_per_s']:>7.1f} MB/s"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="rows in all, spread over the nights")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--size", type=int, default=512, help="frame side in pixels")
-    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql", "folder", "s3"],
-                        choices=["sqlite", "postgresql", "folder", "s3"])
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["sqlite", "postgresql", "folder", "s3"],
+        choices=["sqlite", "postgresql", "folder", "s3"],
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
 

@@ -10,6 +10,10 @@ from alembic.script import ScriptDirectory
 from astrid_assets.io.tables import engine_for
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: AstrID's own Alembic version table: Dagster's storage, which may share the database, uses ``alembic_version``.
+VERSION_TABLE = "astrid_alembic_version"
+#: Tables whose schema belongs to the migrations (people write them), not to ``metadata.create_all``.
+MIGRATED_TABLES = frozenset({"validations"})
 
 
 def _config(connection) -> Config:
@@ -28,5 +32,5 @@ def upgrade(url: str) -> None:
 def is_current(url: str) -> bool:
     """True when the database's revision is the newest one."""
     with engine_for(url).connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
         return current == ScriptDirectory.from_config(_config(connection)).get_current_head()

@@ -148,10 +148,10 @@ class S3ObjectStore(ObjectStore):
             code = error.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404"}:
                 raise KeyError(f"no object {key!r} in {self.url}") from None
-            raise ObjectStoreError(f"{action} {key!r} in {self.url} failed: {code}") from None
+            raise ObjectStoreError(f"object store: {action} {key!r} in {self.url} failed: {code}") from None
         except BotoCoreError as error:
             raise ObjectStoreError(
-                f"{action} {key!r} in {self.url} failed: {type(error).__name__}"
+                f"object store: {action} {key!r} in {self.url} failed: {type(error).__name__}"
             ) from None
 
     def put(self, key: str, content: bytes) -> str:

@@ -142,3 +142,52 @@ Index("ix_validations_candidate_id", validations.c.candidate_id)
 Index("ix_validations_night", validations.c.night)
 
 LABELS = ("real", "bogus", "unsure")
+
+
+# --- Learning loop: partitioned by dataset version / model version (dynamic partitions) ---
+
+training_datasets = Table(
+    "training_datasets",
+    metadata,
+    Column("dataset_version", String(64), nullable=False),
+    Column("name", String(128)),
+    Column("night_start", String(10)),
+    Column("night_end", String(10)),
+    Column("split", String(8), nullable=False),  # train | val | test
+    Column("n_real", Integer, nullable=False),
+    Column("n_bogus", Integer, nullable=False),
+    Column("nights", Text),  # ","-separated nights of this split
+    Column("digest", String(64), nullable=False),  # sha256 over stamps, labels and candidate ids
+    Column("path", Text, nullable=False),  # object-store key of the arrays (.npz)
+    Column("config", Text),  # the collect configuration, JSON
+)
+Index("ix_training_datasets_version", training_datasets.c.dataset_version)
+
+unet_models = Table(
+    "unet_models",
+    metadata,
+    Column("model_version", String(64), nullable=False),
+    Column("dataset_version", String(64), nullable=False),
+    Column("dataset_digest", String(64)),
+    Column("mlflow_run_id", String(64)),
+    Column("registry_version", String(16)),
+    Column("weights_path", Text),
+    Column("best_epoch", Integer),
+    Column("epochs_completed", Integer),
+    Column("stopped_early", Boolean),
+    Column("test_roc_auc", Float),
+    Column("test_f1", Float),
+    Column("frozen_roc_auc", Float),
+    Column("promoted", Boolean),
+    Column("decision", Text),
+    Column("manifest", Text),  # reproducibility manifest, JSON
+)
+Index("ix_unet_models_version", unet_models.c.model_version)
+
+scored_detections = _nightly_table(
+    "scored_detections",
+    Column("candidate_id", String(160), nullable=False),
+    Column("frame_id", String(128), nullable=False),
+    Column("real_probability", Float),  # null when no champion was available
+    Column("model_version", String(64)),  # registry version of the champion that scored it
+)

@@ -13,7 +13,8 @@ written. The asset names its partition column with ``metadata={"partition_expr":
 Connecting retries connection errors with a short exponential backoff (:func:`connect_with_retry`),
 then fails with :class:`DatabaseUnavailableError`, which names the database by its redacted URL.
 On PostgreSQL, the first writers of a table that does not exist yet take an advisory lock, so two
-concurrent first runs do not both try to create it.
+concurrent first runs do not both try to create it, and writers of the same partition take one, so
+two concurrent runs of one night cannot both insert.
 """
 
 from __future__ import annotations
@@ -145,6 +146,18 @@ def _partition_clause(table, dimension: TablePartitionDimension):
     return column.in_(list(dimension.partitions))
 
 
+def _slice_key(table_slice: TableSlice) -> str:
+    """The table and partitions a write replaces, as text (the key of its advisory lock)."""
+    parts = [table_slice.table]
+    for dimension in table_slice.partition_dimensions or []:
+        partitions = dimension.partitions
+        if isinstance(partitions, TimeWindow):
+            parts.append(f"{dimension.partition_expr}:{partitions.start.isoformat()}/{partitions.end.isoformat()}")
+        else:
+            parts.append(f"{dimension.partition_expr}:{','.join(sorted(map(str, partitions)))}")
+    return "|".join(parts)
+
+
 class SqlClient(DbClient[Connection]):
     """Connects, creates tables and deletes partition slices on any SQLAlchemy database."""
 
@@ -194,6 +207,10 @@ class SqlClient(DbClient[Connection]):
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection: Connection) -> None:  # type: ignore[override]
         table, clause = self.where(table_slice)
+        if _is_postgres(self.engine):
+            # Writers of the same partition queue here until the first commits. Otherwise two runs of
+            # one night could each delete (seeing none of the other's new rows) and both insert.
+            connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(_slice_key(table_slice)))))
         statement = table.delete()
         connection.execute(statement.where(clause) if clause is not None else statement)
 

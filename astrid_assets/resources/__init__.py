@@ -49,3 +49,29 @@ class DatabaseResource(ConfigurableResource):
         from astrid_assets.io.tables import read_nights
 
         return read_nights(table, nights, self.url or settings.database_url())
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """The MLflow tracking server and model registry (``MLFLOW_TRACKING_URI`` or a local store)."""
+
+    tracking_uri: str | None = None
+
+    def uri(self) -> str:
+        return self.tracking_uri or settings.mlflow_tracking_uri()
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri())
+        return mlflow.MlflowClient(self.uri())
+
+    def load_champion(self):
+        """(model, registry version) of the champion, or (None, None) when there is none."""
+        import mlflow.pytorch
+
+        from astrid_assets.registry import CHAMPION, MODEL_NAME, version_by_alias
+
+        version = version_by_alias(self.client(), CHAMPION)
+        if version is None:
+            return None, None
+        return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu"), version

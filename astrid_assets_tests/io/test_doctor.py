@@ -1,8 +1,9 @@
-"""``astrid doctor`` against real servers (PostgreSQL, moto's S3, an HTTP /health endpoint) and closed ports."""
+"""``astrid doctor`` against real servers (PostgreSQL, moto's S3, an MLflow tracking server) and closed ports."""
 
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import sys
 import threading
@@ -27,20 +28,18 @@ AWS_SECRET = "DoctorAwsSecret-GARPLY"
 
 
 @contextmanager
-def health_server():
-    """A stand-in MLflow tracking server: ``GET /health`` answers 200 OK; yields its URL."""
+def not_mlflow_server():
+    """An HTTP server that is not MLflow: every path answers 404; yields its URL."""
 
-    class Health(http.server.BaseHTTPRequestHandler):
+    class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
-            ok = self.path.split("?")[0].rstrip("/").endswith("/health")
-            self.send_response(200 if ok else 404)
+            self.send_response(404)
             self.end_headers()
-            self.wfile.write(b"OK" if ok else b"not found")
 
         def log_message(self, *_args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -48,6 +47,30 @@ def health_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from astrid_assets.io.migrate import MIGRATIONS
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+@pytest.fixture
+def closed_port():
+    """Ports bound but never listened on: connections are refused, and no other process can take them."""
+    sockets = []
+
+    def bind() -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        return sock.getsockname()[1]
+
+    yield bind
+    for sock in sockets:
+        sock.close()
 
 
 def doctor(capsys, *args: str) -> tuple[int, dict[str, str], str]:
@@ -59,14 +82,14 @@ def doctor(capsys, *args: str) -> tuple[int, dict[str, str], str]:
     return code, lines, captured.out + captured.err
 
 
-def test_doctor_on_real_servers_reports_not_migrated_then_migrates(s3_endpoint, monkeypatch, capsys):
+def test_doctor_on_real_servers_reports_not_migrated_then_migrates(s3_endpoint, mlflow_uri, monkeypatch, capsys):
     bucket = f"astrid-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
-    with servers.postgres_database(prefix="astrid_doctor") as url, health_server() as mlflow:
+    with servers.postgres_database(prefix="astrid_doctor") as url:
         url_with_password = make_url(url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
         monkeypatch.setenv("ASTRID_DATABASE_URL", url_with_password)  # trust auth: accepted
         monkeypatch.setenv("ASTRID_OBJECT_STORE", f"s3://{bucket}/astrid")
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
         try:
             code, lines, printed = doctor(capsys)
             assert code == 1
@@ -82,7 +105,8 @@ def test_doctor_on_real_servers_reports_not_migrated_then_migrates(s3_endpoint, 
 
             code, lines, again = doctor(capsys)
             assert code == 0, again
-            assert lines["database"].endswith(f"OK: reachable, all {len(metadata.tables)} tables present")
+            assert lines["database"].endswith(
+                f"OK: reachable, all {len(metadata.tables)} tables present, migrations at head ({alembic_head()})")
             assert make_url(url_with_password).render_as_string(hide_password=True) in lines["database"]
         finally:
             engine_for(url_with_password).dispose()
@@ -91,8 +115,8 @@ def test_doctor_on_real_servers_reports_not_migrated_then_migrates(s3_endpoint, 
         assert DB_PASSWORD not in text
 
 
-def test_doctor_on_closed_ports_fails_each_backend_with_a_redacted_reason(monkeypatch, capsys):
-    database_port, s3_port, mlflow_port = (servers.free_port() for _ in range(3))
+def test_doctor_on_closed_ports_fails_each_backend_with_a_redacted_reason(closed_port, monkeypatch, capsys):
+    database_port, s3_port, mlflow_port = closed_port(), closed_port(), closed_port()
     monkeypatch.setenv("ASTRID_DATABASE_URL", f"postgresql+psycopg2://astrid:{DB_PASSWORD}@127.0.0.1:{database_port}/a")
     monkeypatch.setenv("ASTRID_OBJECT_STORE", "s3://astrid-bucket/astrid")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{s3_port}")
@@ -114,19 +138,19 @@ def test_doctor_on_closed_ports_fails_each_backend_with_a_redacted_reason(monkey
         assert secret not in printed
 
 
-def test_doctor_on_the_embedded_default_from_the_command_line(astrid_home):
-    command = [sys.executable, "-m", "astrid_assets.cli", "doctor"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 1 and "FAILED: not migrated" in first.stdout
-    migrated = subprocess.run([*command, "--migrate"], capture_output=True, text=True, timeout=120)
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert [line.split("  ")[-1].split(":")[0] for line in migrated.stdout.splitlines()] == ["OK", "OK", "OK"]
+def test_doctor_on_the_embedded_default_from_the_command_line(astrid_home, capsys):
+    first = subprocess.run([sys.executable, "-m", "astrid_assets.cli", "doctor"], capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 1 and "FAILED: not migrated" in first.stdout  # the exit code reaches the shell
+    code, lines, printed = doctor(capsys, "--migrate")
+    assert code == 0, printed
+    assert [line.split("  ")[-1].split(":")[0] for line in lines.values()] == ["OK", "OK", "OK"]
     assert not list((astrid_home / "objects").rglob("*probe*"))
 
 
 def test_doctor_reports_schema_drift_and_an_unwritable_mlflow_store(astrid_home, monkeypatch, capsys):
     url = f"sqlite:///{astrid_home / 'astrid.db'}"
-    metadata.create_all(engine_for(url))
+    assert doctor(capsys, "--migrate")[0] == 0
     with engine_for(url).begin() as connection:
         connection.execute(sa.text("ALTER TABLE calibrated_frames DROP COLUMN depth_mag"))
     (astrid_home / "not-a-folder").write_text("a file where the MLflow store should be")
@@ -137,3 +161,26 @@ def test_doctor_reports_schema_drift_and_an_unwritable_mlflow_store(astrid_home,
         in lines["database"]
     assert "FAILED: file store not writable:" in lines["mlflow"] and "is not a folder" in lines["mlflow"]
     assert "OK" in lines["object store"]
+
+
+def test_doctor_fails_an_http_server_that_is_not_mlflow(astrid_home, monkeypatch, capsys):
+    with not_mlflow_server() as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        code, lines, _ = doctor(capsys, "--migrate")
+    assert code == 1
+    assert lines["mlflow"].endswith("FAILED: GET /health answered HTTP 404")
+    assert "OK" in lines["database"] and "OK" in lines["object store"]
+
+
+def test_dagsters_alembic_version_in_the_same_database_is_left_alone(astrid_home, capsys):
+    """Dagster's storage keeps its revision in alembic_version; AstrID's migrations use their own table."""
+    url = f"sqlite:///{astrid_home / 'astrid.db'}"
+    with engine_for(url).begin() as connection:
+        connection.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        connection.execute(sa.text("INSERT INTO alembic_version VALUES ('29b539ebc72a')"))
+    code, lines, _ = doctor(capsys, "--migrate")
+    assert "OK" in lines["database"], lines["database"]
+    with engine_for(url).connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "29b539ebc72a"
+        assert connection.execute(sa.text("SELECT version_num FROM astrid_alembic_version")).scalar_one() == "0001"
+        assert sa.inspect(connection).has_table("validations")

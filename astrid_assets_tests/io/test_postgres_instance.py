@@ -1,6 +1,6 @@
 """Real materializations on a PostgreSQL-backed Dagster instance, with tables in PostgreSQL and images in S3.
 
-The servers are real and local: the machine's PostgreSQL (a fresh database for the test session,
+The servers are real and local: the machine's PostgreSQL (a fresh database for this module,
 holding both Dagster's storage and AstrID's tables, as production does) and moto's S3 server on
 loopback. Also loads the repository's own ``dagster.yaml`` — the production instance config —
 with ``DAGSTER_PG_*`` pointing at that database, and runs a materialization on it.
@@ -25,6 +25,7 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import schema
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets_tests import servers
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +34,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def pg_instance(postgres_url, tmp_path_factory):
+def pg_database():
+    """A fresh PostgreSQL database for this module, holding Dagster's storage and AstrID's tables (one
+    database, as in production). Not the session's ``postgres_url`` database: other modules expect
+    that one to hold no Dagster runs."""
+    with servers.postgres_database(prefix="astrid_instance") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_instance(pg_database, tmp_path_factory):
     """A Dagster instance whose runs, event logs and schedules live in the test PostgreSQL database."""
     home = tmp_path_factory.mktemp("dagster_home")
-    config = {"storage": {"postgres": {"postgres_url": postgres_url}}, "telemetry": {"enabled": False}}
+    config = {"storage": {"postgres": {"postgres_url": pg_database}}, "telemetry": {"enabled": False}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     instance = DagsterInstance.from_config(str(home))
     yield instance
@@ -51,10 +61,10 @@ def bucket(s3_endpoint):
 
 
 @pytest.fixture
-def empty_tables(postgres_url):
+def empty_tables(pg_database):
     """AstrID's tables dropped, so each test starts from an unmigrated database."""
-    schema.metadata.drop_all(engine_for(postgres_url))
-    return postgres_url
+    schema.metadata.drop_all(engine_for(pg_database))
+    return pg_database
 
 
 def resources(database_url: str, bucket: str) -> dict:
@@ -120,7 +130,7 @@ def test_rematerialising_a_night_on_a_postgres_instance_changes_nothing(pg_insta
     assert set(run_ids) <= {record.run_id for record in records}
 
 
-def test_the_shipped_dagster_yaml_works_on_postgres(postgres_url, empty_tables, bucket, tmp_path, monkeypatch):
+def test_the_shipped_dagster_yaml_works_on_postgres(empty_tables, bucket, tmp_path, monkeypatch):
     """The production instance config, with DAGSTER_PG_* pointing at the test database."""
     from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
@@ -128,7 +138,8 @@ def test_the_shipped_dagster_yaml_works_on_postgres(postgres_url, empty_tables, 
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    url = make_url(postgres_url)
+    database = empty_tables
+    url = make_url(database)
     monkeypatch.setenv("DAGSTER_PG_HOST", url.host)
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
     monkeypatch.setenv("DAGSTER_PG_USER", url.username)
@@ -139,11 +150,11 @@ def test_the_shipped_dagster_yaml_works_on_postgres(postgres_url, empty_tables, 
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
-        result = materialize([raw_observations], partition_key=NIGHT, resources=resources(postgres_url, bucket),
+        result = materialize([raw_observations], partition_key=NIGHT, resources=resources(database, bucket),
                              instance=instance)
         assert result.success
         assert instance.get_run_by_id(result.run_id).status == DagsterRunStatus.SUCCESS
         assert instance.get_latest_materialization_event(AssetKey("raw_observations")).run_id == result.run_id
-        assert len(table_rows(postgres_url, "raw_observations")) == 17
+        assert len(table_rows(database, "raw_observations")) == 17
     finally:
         instance.dispose()

@@ -2,8 +2,9 @@
 
 * a run that dies in the middle of a table write, or in the middle of a night's uploads, leaves
   the last good partition — rows and objects — exactly as it was, and no partial rows;
-* two runs on different nights at the same time, in two processes, lose and duplicate nothing,
-  on a fresh database (both create the tables) and on an existing one (overlapping transactions);
+* two runs at the same time, in two processes, lose and duplicate nothing: on different nights
+  on a fresh database (both create the tables) and on an existing one (overlapping transactions),
+  and on the same night (one copy is left);
 * an unreachable object store or database is retried with backoff, then fails with a clear message
   naming the store or the database (redacted), without library internals;
 * credentials never reach the run's event log, asset metadata, error messages or Python logging.
@@ -16,6 +17,7 @@ import inspect
 import io
 import logging
 import multiprocessing
+import socket
 import time
 import uuid
 from pathlib import PurePosixPath
@@ -37,7 +39,7 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import object_store, schema, tables
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
-from astrid_assets_tests.servers import free_port
+from astrid_assets_tests import servers
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +69,19 @@ def simulate_each_night_once(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def pg_home(postgres_url, tmp_path_factory):
+def pg_database():
+    """A fresh PostgreSQL database for this module, holding Dagster's storage and AstrID's tables (one
+    database, as in production). Not the session's ``postgres_url`` database: other modules expect
+    that one to hold no Dagster runs."""
+    with servers.postgres_database(prefix="astrid_faults") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_home(pg_database, tmp_path_factory):
     """A DAGSTER_HOME whose instance keeps runs and event logs in the test PostgreSQL database."""
     home = tmp_path_factory.mktemp("dagster_home")
-    config = {"storage": {"postgres": {"postgres_url": postgres_url}}, "telemetry": {"enabled": False}}
+    config = {"storage": {"postgres": {"postgres_url": pg_database}}, "telemetry": {"enabled": False}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     return str(home)
 
@@ -90,10 +101,10 @@ def bucket(s3_endpoint):
 
 
 @pytest.fixture
-def database(postgres_url):
-    """The test database with AstrID's tables dropped: each test starts unmigrated."""
-    schema.metadata.drop_all(engine_for(postgres_url))
-    return postgres_url
+def database(pg_database):
+    """The module's database with AstrID's tables dropped: each test starts unmigrated."""
+    schema.metadata.drop_all(engine_for(pg_database))
+    return pg_database
 
 
 @pytest.fixture
@@ -102,6 +113,22 @@ def s3_requests(monkeypatch):
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a new session: fresh credentials from the env
     boto3.setup_default_session()
     return boto3.DEFAULT_SESSION.events
+
+
+@pytest.fixture
+def closed_port():
+    """Ports bound but never listened on: connections are refused, and no other process can take them."""
+    sockets = []
+
+    def bind() -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        return sock.getsockname()[1]
+
+    yield bind
+    for sock in sockets:
+        sock.close()
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -148,10 +175,6 @@ def failure_text(result) -> str:
 def s3_attempts() -> int:
     """Requests per operation the store makes: boto3's ``max_attempts`` counts retries, plus the first."""
     return inspect.signature(object_store.S3ObjectStore).parameters["max_attempts"].default + 1
-
-
-def closed_port() -> int:
-    return free_port()  # bound and released: nothing listens there
 
 
 # --- a run that dies mid-write ------------------------------------------------------------------
@@ -243,7 +266,7 @@ def _run_in_child(home: str, night: str, run_resources: dict, results) -> None:
         results.put((night, False, f"{type(error).__name__}: {error}"))
 
 
-def _run_concurrently(home: str, database_url: str, store_url: str, nights: list[str]) -> dict:
+def _run_concurrently(home: str, database_url: str, store_url: str, nights: list[str]) -> list:
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     engine_for(database_url).dispose()  # no pooled connection may be shared with the children
@@ -253,7 +276,7 @@ def _run_concurrently(home: str, database_url: str, store_url: str, nights: list
     ]
     for process in processes:
         process.start()
-    outcomes = dict((night, (ok, text)) for night, ok, text in (results.get(timeout=120) for _ in processes))
+    outcomes = [results.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(timeout=30)
         assert process.exitcode == 0
@@ -268,43 +291,62 @@ def _after_barrier(barrier, function):
     return wrapped
 
 
-def test_concurrent_runs_on_different_nights_lose_and_duplicate_nothing(pg_home, database, bucket, monkeypatch):
-    nights = ["2024-01-02", "2024-01-03"]
-    store = f"s3://{bucket}/astrid"
-    barrier_timeout = 60
-
-    # 1. Fresh database: both runs reach table creation together (and would both CREATE TABLE).
-    barrier = multiprocessing.get_context("fork").Barrier(2, timeout=barrier_timeout)
-    monkeypatch.setattr(tables.SqlClient, "ensure_schema_exists",
-                        _after_barrier(barrier, tables.SqlClient.ensure_schema_exists))
-    outcomes = _run_concurrently(pg_home, database, store, nights)
-    assert all(ok for ok, _ in outcomes.values()), outcomes
-    monkeypatch.undo()
-
-    # 2. Both nights again: each deletes its night, then both insert while both transactions are open.
-    barrier = multiprocessing.get_context("fork").Barrier(2, timeout=barrier_timeout)
-    monkeypatch.setattr(tables.DataFrameTableHandler, "handle_output",
-                        _after_barrier(barrier, tables.DataFrameTableHandler.handle_output))
-    outcomes = _run_concurrently(pg_home, database, store, nights)
-    assert all(ok for ok, _ in outcomes.values()), outcomes
-
-    with engine_for(database).connect() as connection:
+def count_rows(url: str) -> tuple[dict[str, int], list]:
+    """Rows per night, and any (night, frame_id) stored more than once."""
+    with engine_for(url).connect() as connection:
         counts = dict(connection.exec_driver_sql(
             "SELECT night, count(*) FROM raw_observations GROUP BY night").all())
         duplicates = connection.exec_driver_sql(
             "SELECT night, frame_id FROM raw_observations GROUP BY night, frame_id HAVING count(*) > 1").all()
-    assert counts == {night: FRAMES_PER_NIGHT for night in nights}
-    assert duplicates == []
+    return counts, duplicates
+
+
+def test_concurrent_runs_on_different_nights_lose_and_duplicate_nothing(pg_home, database, bucket, monkeypatch):
+    nights = ["2024-01-02", "2024-01-03"]
+    store = f"s3://{bucket}/astrid"
+    context = multiprocessing.get_context("fork")
+
+    # 1. Fresh database: both runs reach table creation together (and would both CREATE TABLE).
+    monkeypatch.setattr(tables.SqlClient, "ensure_schema_exists",
+                        _after_barrier(context.Barrier(2, timeout=60), tables.SqlClient.ensure_schema_exists))
+    outcomes = _run_concurrently(pg_home, database, store, nights)
+    assert all(ok for _, ok, _ in outcomes), outcomes
+    monkeypatch.undo()
+
+    # 2. Both nights again: each deletes its night, then both insert while both transactions are open.
+    monkeypatch.setattr(tables.DataFrameTableHandler, "handle_output",
+                        _after_barrier(context.Barrier(2, timeout=60), tables.DataFrameTableHandler.handle_output))
+    outcomes = _run_concurrently(pg_home, database, store, nights)
+    assert all(ok for _, ok, _ in outcomes), outcomes
+    assert count_rows(database) == ({night: FRAMES_PER_NIGHT for night in nights}, [])
     for night in nights:
-        rows = night_rows(database, "raw_observations", night)
-        assert rows.frame_id.str.contains(night.replace("-", "")).all()
+        assert night_rows(database, "raw_observations", night).frame_id.str.contains(night.replace("-", "")).all()
+
+
+def test_concurrent_runs_of_the_same_night_leave_one_copy(pg_home, database, bucket, monkeypatch):
+    """Two runs of one night together: without a lock each would delete, neither seeing the other's rows."""
+    store = f"s3://{bucket}/astrid"
+    context = multiprocessing.get_context("fork")
+    real_insert = tables._insert_rows
+
+    def insert_then_dawdle(*args):  # keep the transaction open after inserting, before committing
+        real_insert(*args)
+        time.sleep(1.0)
+
+    monkeypatch.setattr(tables, "_insert_rows", insert_then_dawdle)
+    assert materialize([raw_observations], partition_key=NIGHT, resources=resources(database, store)).success
+    monkeypatch.setattr(tables.SqlClient, "ensure_schema_exists",
+                        _after_barrier(context.Barrier(2, timeout=60), tables.SqlClient.ensure_schema_exists))
+    outcomes = _run_concurrently(pg_home, database, store, [NIGHT, NIGHT])
+    assert all(ok for _, ok, _ in outcomes), outcomes
+    assert count_rows(database) == ({NIGHT: FRAMES_PER_NIGHT}, [])
 
 
 # --- unreachable servers ------------------------------------------------------------------------
 
 
 def test_an_unreachable_object_store_is_retried_then_fails_cleanly(
-    pg_instance, database, bucket, s3_requests, monkeypatch
+    pg_instance, database, bucket, s3_requests, closed_port, monkeypatch
 ):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{closed_port()}")
     attempts = []
@@ -325,7 +367,7 @@ def test_an_unreachable_object_store_is_retried_then_fails_cleanly(
     assert elapsed < 30
 
 
-def test_an_unreachable_database_is_retried_then_fails_naming_it(pg_instance, bucket, monkeypatch):
+def test_an_unreachable_database_is_retried_then_fails_naming_it(pg_instance, bucket, closed_port):
     port = closed_port()
     url = f"postgresql+psycopg2://astrid:{DB_PASSWORD}@127.0.0.1:{port}/astrid"
     started = time.monotonic()
@@ -356,7 +398,7 @@ def test_an_unreachable_database_is_retried_then_fails_naming_it(pg_instance, bu
 
 
 def test_credentials_never_reach_logs_metadata_or_errors(
-    pg_instance, database, bucket, s3_requests, monkeypatch, caplog, capfd
+    pg_instance, database, bucket, s3_requests, closed_port, monkeypatch, caplog, capfd
 ):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)

@@ -1,0 +1,634 @@
+"""Training, evaluation and batched prediction of the real/bogus U-Net.
+
+Loss
+----
+``mask_bce_weight · BCE(mask) + dice_weight · (1 − soft dice(mask)) + label_weight · BCE(score)``:
+per-pixel BCE and soft dice (pooled over the batch, smoothing 1) of the predicted transient mask
+against :func:`~astrid_assets.ml.dataset.transient_masks`, plus BCE of the candidate logit
+(:func:`~astrid_assets.ml.unet.real_bogus_logit`, derived from the mask) against the label.
+
+Schedule
+--------
+AdamW (weight decay on convolution weights only), learning rate warmed up linearly over
+``warmup_epochs`` then decayed along a cosine to ``min_lr_fraction · learning_rate`` at
+``epochs``; stepped every batch.  Gradients are clipped to a global norm of ``grad_clip``.
+Early stopping watches the validation loss: an epoch improves when it is below the best so far
+by more than ``min_delta``; after ``patience`` epochs without improvement training stops.
+
+Reproducibility
+---------------
+With ``deterministic=True`` (the default) training runs under
+``torch.use_deterministic_algorithms(True)`` (cuDNN deterministic, no benchmark; on CUDA
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` is set if unset — it must be set before cuBLAS starts, so set
+it in the environment when the process uses CUDA earlier); the previous global settings are
+restored afterwards.  Python, numpy and torch are seeded with ``seed``; each epoch's shuffling and
+augmentation come from a generator seeded with ``(seed, epoch)``, so an epoch draws the same
+batches whether the run was interrupted or not.  A resumed run on the same device and thread count
+therefore ends with the same weights, bit for bit (checked on CPU in the tests).
+
+Checkpoints
+-----------
+In ``checkpoint_dir``: ``last.pt`` after every epoch, ``best.pt`` whenever the validation loss
+improves, ``epoch_NNNN.pt`` every ``checkpoint_every`` epochs.  Each holds the model, optimiser,
+scheduler and gradient-scaler states, the epoch, the best validation loss and its epoch, the
+early-stopping counter, the metric history, the resolved configuration and the RNG states
+(torch, numpy, python, CUDA).  Files are written to a temporary name and renamed (a crash never
+leaves a half-written checkpoint).  They load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from astrid_assets.ml.dataset import StampSet, normalise_stamps
+from astrid_assets.ml.metrics import classification_metrics
+from astrid_assets.ml.unet import UNet, load_weights, real_bogus_logit, save_weights
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "combined_loss",
+    "evaluate",
+    "load_checkpoint",
+    "load_weights",
+    "predict",
+    "resolve_device",
+    "save_weights",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "astrid-unet-checkpoint/1"
+BEST, LAST = "best.pt", "last.pt"
+_ARCHITECTURE_KEYS = ("base_channels", "depth")
+
+EpochCallback = Callable[[int, dict], None]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` → ``cuda`` when available, else ``cpu``; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that defines a training run (and is logged as its parameters)."""
+
+    epochs: int = 40  #: maximum number of epochs
+    batch_size: int = 64
+    learning_rate: float = 3e-3  #: peak learning rate (AdamW)
+    weight_decay: float = 1e-4  #: AdamW decoupled weight decay, convolution weights only
+    warmup_epochs: float = 1.0  #: linear warm-up length (may be fractional)
+    min_lr_fraction: float = 0.02  #: cosine floor, as a fraction of learning_rate
+    grad_clip: float | None = 1.0  #: maximum global gradient norm; None disables clipping
+    patience: int | None = 6  #: epochs without val-loss improvement before stopping; None disables
+    min_delta: float = 1e-4  #: smallest val-loss decrease that counts as an improvement
+    seed: int = 0
+    deterministic: bool = True  #: torch.use_deterministic_algorithms + seeded generators
+    mixed_precision: bool = True  #: autocast (bf16, else fp16 with loss scaling) — on CUDA only
+    device: str = "auto"  #: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
+    base_channels: int = 16  #: U-Net width at full resolution
+    depth: int = 3  #: number of U-Net halvings
+    mask_bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    label_weight: float = 1.0
+    augment: bool = True  #: random flips/transposes (the 8 symmetries of the square) per stamp
+    checkpoint_every: int = 5  #: also keep epoch_NNNN.pt every this many epochs; 0 disables
+    eval_batch_size: int = 256
+    threshold: float = 0.5  #: probability threshold for precision/recall/F1/confusion counts
+    restore_best: bool = True  #: return the best-epoch weights (else the last epoch's)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "min_lr_fraction": 0 <= self.min_lr_fraction <= 1,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "patience": self.patience is None or self.patience >= 1,
+            "min_delta": self.min_delta >= 0,
+            "base_channels": self.base_channels >= 1,
+            "depth": self.depth >= 1,
+            "mask_bce_weight": self.mask_bce_weight >= 0,
+            "dice_weight": self.dice_weight >= 0,
+            "label_weight": self.label_weight >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "threshold": 0 <= self.threshold <= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid training configuration: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"invalid device {self.device!r}") from error
+
+    @classmethod
+    def from_dict(cls, overrides: Mapping[str, typing.Any] | None = None) -> TrainingConfig:
+        """Defaults with ``overrides`` applied (values coerced to the field types: ``"1e-3"`` → 0.001,
+        ``"true"`` → True, ``None``/``"none"`` for optional fields).  Unknown keys raise ValueError."""
+        overrides = dict(overrides or {})
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(overrides) - set(hints))
+        if unknown:
+            raise ValueError(f"unknown training parameter(s) {unknown}; known: {sorted(hints)}")
+        return cls(**{name: _coerce(name, value, hints[name]) for name, value in overrides.items()})
+
+    def replace(self, **changes) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> TrainingConfig:
+        """This configuration as it will run here: ``device`` resolved, ``mixed_precision`` off unless CUDA."""
+        device = resolve_device(self.device)
+        name = device.type if device.index is None else f"{device.type}:{device.index}"
+        return dataclasses.replace(self, device=name, mixed_precision=self.mixed_precision and device.type == "cuda")
+
+    def to_dict(self) -> dict:
+        """The resolved configuration as a plain dict."""
+        return dataclasses.asdict(self.resolved())
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML (sorted keys): the run's parameter snapshot."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=True)
+
+
+def _coerce(name: str, value, hint):
+    optional = type(None) in typing.get_args(hint)
+    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError(f"{name} may not be None")
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.strip().lower() in ("true", "yes", "1")
+            if isinstance(value, bool | int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if base is int:
+            number = float(value)
+            if isinstance(value, bool) or number != int(number):
+                raise ValueError
+            return int(number)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return base(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: cannot read {value!r} as {base.__name__}") from error
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` returns."""
+
+    model: UNet  #: best-epoch weights (``restore_best``) or the last epoch's, in eval mode
+    history: list[dict]  #: per-epoch metrics of the whole run (resumed epochs included), with "epoch"
+    best_epoch: int  #: epoch with the lowest validation loss (0 if none)
+    best_val_loss: float
+    stopped_early: bool
+    epochs_completed: int  #: last completed epoch
+    epochs_run: list[int] = field(default_factory=list)  #: epochs run by this call
+    resumed_from: int = 0  #: epoch of the checkpoint this call resumed from (0: started afresh)
+    train_seconds: float = 0.0  #: wall time of this call
+    checkpoint_dir: Path | None = None
+    config: dict = field(default_factory=dict)  #: resolved configuration
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / BEST
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / LAST
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+
+
+def _rng_states() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _augment(inputs: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Per-stamp random element of the square's symmetry group (flips and a transpose).
+
+    The stamps are odd-sized with the candidate on the central pixel, which every such
+    operation keeps in place; labels and the centre-based score are invariant."""
+    n = inputs.shape[0]
+    flags = torch.rand((3, n), generator=generator) < 0.5
+    for k, transform in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
+        chosen = flags[k].to(inputs.device)[:, None, None, None]
+        inputs = torch.where(chosen, transform(inputs), inputs)
+        masks = torch.where(chosen, transform(masks), masks)
+    return inputs, masks
+
+
+def combined_loss(
+    mask_logits: torch.Tensor,
+    target_masks: torch.Tensor,
+    labels: torch.Tensor,
+    mask_bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    label_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(total loss, candidate logits)`` for mask logits ``(N, 1, H, W)``, target masks ``(N, 1, H, W)``
+    and labels ``(N,)`` (see the module docstring)."""
+    mask_logits = mask_logits.float()
+    candidate_logits = real_bogus_logit(mask_logits)
+    total = label_weight * F.binary_cross_entropy_with_logits(candidate_logits, labels)
+    if mask_bce_weight:
+        total = total + mask_bce_weight * F.binary_cross_entropy_with_logits(mask_logits, target_masks)
+    if dice_weight:
+        probabilities = torch.sigmoid(mask_logits)
+        overlap = (probabilities * target_masks).sum()
+        soft_dice = (2.0 * overlap + 1.0) / (probabilities.sum() + target_masks.sum() + 1.0)
+        total = total + dice_weight * (1.0 - soft_dice)
+    return total, candidate_logits
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def _evaluate(model: UNet, dataset: StampSet, config: TrainingConfig, device: torch.device, amp: bool) -> dict:
+    was_training = model.training
+    model.eval()
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    probabilities = np.empty(n, np.float64)
+    loss_sum, overlap, predicted_pixels, target_pixels = 0.0, 0, 0, 0
+    for start in range(0, n, config.eval_batch_size):
+        stop = min(start + config.eval_batch_size, n)
+        inputs = torch.from_numpy(dataset.inputs[start:stop]).to(device)
+        masks = torch.from_numpy(dataset.masks[start:stop]).to(device)[:, None]
+        labels = torch.from_numpy(dataset.labels[start:stop]).to(device)
+        with _autocast(device, amp):
+            mask_logits = model(inputs)
+        loss, candidate_logits = combined_loss(
+            mask_logits, masks, labels, config.mask_bce_weight, config.dice_weight, config.label_weight
+        )
+        loss_sum += float(loss) * (stop - start)
+        probabilities[start:stop] = torch.sigmoid(candidate_logits).double().cpu().numpy()
+        predicted = mask_logits.float() > 0  # sigmoid > 0.5
+        truth = masks > 0.5
+        overlap += int((predicted & truth).sum())
+        predicted_pixels += int(predicted.sum())
+        target_pixels += int(truth.sum())
+    model.train(was_training)
+    metrics = {"loss": loss_sum / n}
+    metrics.update(classification_metrics(dataset.labels, probabilities, config.threshold))
+    total = predicted_pixels + target_pixels
+    metrics["dice"] = 1.0 if total == 0 else 2.0 * overlap / total
+    metrics["n"] = n
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+
+def evaluate(
+    model: UNet, dataset: StampSet, config: TrainingConfig | None = None, device: str | torch.device | None = None
+) -> dict:
+    """Metrics of ``model`` on ``dataset``: ``loss`` (the training loss), ``roc_auc``, ``precision``,
+    ``recall``, ``f1``, ``accuracy``, ``dice`` (pixel masks at 0.5, pooled) and the confusion counts
+    ``tp``, ``fp``, ``tn``, ``fn`` at ``config.threshold`` (0.5), and ``n``.
+
+    ``device`` None: where the model is; otherwise the model is moved there."""
+    config = config or TrainingConfig()
+    if device is not None:
+        model.to(resolve_device(device))
+    device = _model_device(model)
+    return _evaluate(model, dataset, config, device, amp=False)
+
+
+@torch.no_grad()
+def predict(
+    model: UNet,
+    stamps: np.ndarray | StampSet,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    return_masks: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Real probability ``(N,)`` float32 of each candidate, batched, without gradients.
+
+    ``stamps`` are raw ``(N, 3, 63, 63)`` stamps in electrons (normalised here with
+    :func:`~astrid_assets.ml.dataset.normalise_stamps`) or a :class:`StampSet` (already normalised).
+    ``device``: 'auto' (CUDA when available), or any torch device; the model is moved there and
+    put in eval mode.  ``return_masks=True`` also returns the per-pixel mask probabilities
+    ``(N, 63, 63)`` float32 (for previews)."""
+    inputs = stamps.inputs if isinstance(stamps, StampSet) else normalise_stamps(stamps)
+    device = resolve_device(device)
+    model.to(device).eval()
+    n = inputs.shape[0]
+    probabilities = np.empty(n, np.float32)
+    mask_probabilities = np.empty((n, *inputs.shape[2:]), np.float32) if return_masks else None
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        mask_logits = model(torch.from_numpy(inputs[start:stop]).to(device)).float()
+        probabilities[start:stop] = torch.sigmoid(real_bogus_logit(mask_logits)).cpu().numpy()
+        if return_masks:
+            mask_probabilities[start:stop] = torch.sigmoid(mask_logits[:, 0]).cpu().numpy()
+    return (probabilities, mask_probabilities) if return_masks else probabilities
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """A training checkpoint as saved by :func:`train` (``weights_only`` load)."""
+    payload = torch.load(Path(path), map_location=device, weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an AstrID training checkpoint")
+    return payload
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def _lr_lambda(config: TrainingConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = config.epochs * steps_per_epoch
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    floor = config.min_lr_fraction
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train(
+    train_set: StampSet,
+    val_set: StampSet,
+    config: TrainingConfig | None = None,
+    checkpoint_dir: str | Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume: bool = False,
+) -> TrainingResult:
+    """Train a U-Net on ``train_set``, validating on ``val_set`` after every epoch.
+
+    After each epoch (numbered from 1) the checkpoints are written, then ``on_epoch(epoch, metrics)``
+    is called with ``train_loss``, ``val_loss``, ``val_precision``, ``val_recall``, ``val_f1``,
+    ``val_roc_auc``, ``val_accuracy``, ``val_dice``, ``learning_rate`` (at the epoch's last step)
+    and ``epoch_seconds`` — all floats, ready for ``mlflow.log_metrics(metrics, step=epoch)``.  An
+    exception raised by the callback aborts training and propagates; the run can then be resumed.
+
+    ``resume=True`` continues from ``checkpoint_dir/last.pt`` at the next epoch (ValueError if the
+    architecture differs); without a ``last.pt`` it logs a warning and starts afresh (so a retried
+    run that died before its first checkpoint still trains) — ``result.resumed_from`` tells which.
+    ``epochs`` and ``patience`` may be raised to extend a finished run (the cosine horizon follows
+    the new ``epochs``); a run that stopped early stays stopped.  ``checkpoint_dir=None`` trains
+    without writing checkpoints.
+    """
+    config = (config or TrainingConfig()).resolved()
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError("train and validation sets must not be empty")
+    device = torch.device(config.device)
+    directory = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if resume and directory is None:
+        raise ValueError("resume=True needs a checkpoint_dir")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    with _deterministic_mode(config.deterministic, device):
+        _seed_everything(config.seed)
+        model = UNet(in_channels=train_set.inputs.shape[1], base_channels=config.base_channels, depth=config.depth)
+        model.to(device)
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.learning_rate,
+        )
+        steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+        lr_factor = _lr_lambda(config, steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        amp = config.mixed_precision and device.type == "cuda"
+        use_scaler = amp and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        history: list[dict] = []
+        best_val_loss, best_epoch, bad_epochs, stopped_early, start_epoch = math.inf, 0, 0, False, 1
+        best_state: dict | None = None
+        resumed_from = 0
+        last = None if directory is None else directory / LAST
+        if resume and not last.exists():
+            log.warning("resume=True but there is no checkpoint %s: training from the start", last)
+        if resume and last.exists():
+            checkpoint = load_checkpoint(last, device)
+            saved = checkpoint["config"]
+            mismatched = [k for k in _ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)]
+            if mismatched:
+                raise ValueError(f"cannot resume {last}: architecture differs ({mismatched})")
+            changed = sorted(k for k, v in config.to_dict().items() if saved.get(k, v) != v)
+            if changed:
+                log.warning("resuming %s with changed parameters %s", last, changed)
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * lr_factor(scheduler.last_epoch)  # the (possibly new) horizon
+            scaler.load_state_dict(checkpoint["scaler"])
+            _restore_rng_states(checkpoint["rng"])
+            history = list(checkpoint["history"])
+            best_val_loss, best_epoch = checkpoint["best_val_loss"], checkpoint["best_epoch"]
+            bad_epochs, stopped_early = checkpoint["bad_epochs"], checkpoint["stopped_early"]
+            resumed_from = checkpoint["epoch"]
+            start_epoch = resumed_from + 1
+            if (directory / BEST).exists():
+                best_state = load_checkpoint(directory / BEST, "cpu")["model"]
+            log.info("resuming from %s at epoch %d", last, start_epoch)
+
+        inputs = torch.from_numpy(train_set.inputs)
+        masks = torch.from_numpy(train_set.masks)[:, None]
+        labels = torch.from_numpy(train_set.labels)
+        epochs_run: list[int] = []
+        for epoch in range(start_epoch, config.epochs + 1):
+            if stopped_early:
+                break
+            epoch_started = time.perf_counter()
+            model.train()
+            generator = _epoch_generator(config.seed, epoch)
+            order = torch.randperm(len(train_set), generator=generator)
+            loss_sum = 0.0
+            for start in range(0, len(train_set), config.batch_size):
+                index = order[start : start + config.batch_size]
+                x, m = inputs[index], masks[index]
+                if config.augment:
+                    x, m = _augment(x, m, generator)
+                x, m, y = x.to(device, non_blocking=True), m.to(device, non_blocking=True), labels[index].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, amp):
+                    mask_logits = model(x)
+                loss, _ = combined_loss(
+                    mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight
+                )
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                learning_rate = optimizer.param_groups[0]["lr"]
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += float(loss.detach()) * index.numel()
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"training loss is not finite at epoch {epoch}")
+
+            validation = _evaluate(model, val_set, config, device, amp)
+            val_loss = validation["loss"]
+            if val_loss < best_val_loss - config.min_delta:
+                best_val_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            stopped_early = config.patience is not None and bad_epochs >= config.patience and epoch < config.epochs
+            metrics = {
+                "train_loss": loss_sum / len(train_set),
+                "val_loss": val_loss,
+                "val_precision": validation["precision"],
+                "val_recall": validation["recall"],
+                "val_f1": validation["f1"],
+                "val_roc_auc": validation["roc_auc"],
+                "val_accuracy": validation["accuracy"],
+                "val_dice": validation["dice"],
+                "learning_rate": float(learning_rate),
+                "epoch_seconds": time.perf_counter() - epoch_started,
+            }
+            history.append({"epoch": epoch, **metrics})
+            epochs_run.append(epoch)
+
+            if directory is not None:
+                payload = {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "model_config": model.config(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "best_val_loss": best_val_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "config": config.to_dict(),
+                    "rng": _rng_states(),
+                }
+                if best_epoch == epoch:
+                    _save_checkpoint(directory / BEST, payload)
+                if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+                    _save_checkpoint(directory / f"epoch_{epoch:04d}.pt", payload)
+                _save_checkpoint(directory / LAST, payload)
+            if on_epoch is not None:
+                on_epoch(epoch, dict(metrics))
+            if stopped_early:
+                log.info("early stopping at epoch %d (best epoch %d)", epoch, best_epoch)
+                break
+
+        completed = history[-1]["epoch"] if history else 0
+        if config.restore_best and best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+    return TrainingResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        stopped_early=stopped_early,
+        epochs_completed=completed,
+        epochs_run=epochs_run,
+        resumed_from=resumed_from,
+        train_seconds=time.perf_counter() - started,
+        checkpoint_dir=directory,
+        config=config.to_dict(),
+    )

@@ -1,0 +1,124 @@
+"""The learning loop against real servers: PostgreSQL tables, S3 objects, an MLflow tracking server.
+
+Simulated nights are processed and curated once for the module; then a dataset version is built
+and U-Net versions are trained, registered, promoted (or refused) and rolled back.
+"""
+
+import argparse
+import os
+
+import boto3
+import mlflow
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from astrid_assets.definitions import (
+    build_training_dataset,
+    default_resources,
+    learning_assets,
+    nightly_assets,
+    nightly_pipeline,
+    train_unet,
+)
+from astrid_assets.io.tables import engine_for, read_nights
+from astrid_assets.registry import CHALLENGER, CHAMPION, rollback, version_by_alias
+from astrid_assets.resources import SimulatedSurveyResource
+from astrid_assets.validations import count_labels
+from astrid_assets_tests import servers
+
+NIGHTS = [f"2024-01-0{day}" for day in range(1, 8)]
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, s3_endpoint, mlflow_uri):
+    """Seven simulated nights through nightly_pipeline on PostgreSQL + S3, curated by the simulated curator."""
+    home = tmp_path_factory.mktemp("astrid-learning")
+    (home / "dagster").mkdir()
+    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    boto3.client("s3").create_bucket(Bucket="astrid-learning")
+    with servers.postgres_database("astrid_learning") as url, pytest.MonkeyPatch.context() as patch:
+        for name, value in {"ASTRID_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+                            "ASTRID_DATABASE_URL": url, "ASTRID_OBJECT_STORE": "s3://astrid-learning/astrid",
+                            "MLFLOW_TRACKING_URI": mlflow_uri}.items():
+            patch.setenv(name, value)
+        instance = DagsterInstance.get()
+        resources = {**default_resources(), "simulated_survey": SimulatedSurveyResource(frames_per_night=3)}
+        defs = Definitions(assets=nightly_assets + learning_assets, resources=resources,
+                           jobs=[nightly_pipeline, build_training_dataset, train_unet])
+        for night in NIGHTS:
+            assert defs.resolve_job_def("nightly_pipeline").execute_in_process(
+                partition_key=night, instance=instance).success
+        from astrid_assets.cli import curate
+
+        curate(argparse.Namespace(start=NIGHTS[0], end=NIGHTS[-1], fraction=1.0,
+                                                 error_rate=0.02, seed=0))
+        yield defs, instance, url
+
+
+def run(defs, instance, job: str, version: str, config: dict):
+    for partitions in ("dataset_versions", "model_versions"):
+        instance.add_dynamic_partitions(partitions, [version])
+    asset = "training_datasets" if job == "build_training_dataset" else "unet_models"
+    return defs.resolve_job_def(job).execute_in_process(
+        partition_key=version, instance=instance, run_config={"ops": {asset: {"config": config}}},
+        raise_on_error=False)
+
+
+def model_metadata(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("unet_models")[0].metadata.items()}
+
+
+def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri):
+    defs, instance, url = loop
+    assert count_labels(url) > 300
+
+    dataset = run(defs, instance, "build_training_dataset", "v1", {"night_start": NIGHTS[0], "night_end": NIGHTS[-1]})
+    assert dataset.success
+    assert all(check.passed for check in dataset.get_asset_check_evaluations())
+    with engine_for(url).connect() as connection:
+        splits = pd.read_sql("SELECT * FROM training_datasets WHERE dataset_version = 'v1'", connection)
+    assert sorted(splits.split) == ["test", "train", "val"] and (splits.n_real > 0).all()
+    nights_of = [set(n.split(",")) for n in splits.nights]
+    assert not (nights_of[0] & nights_of[1] or nights_of[0] & nights_of[2] or nights_of[1] & nights_of[2])
+
+    first = run(defs, instance, "train_unet", "v1", {"epochs": 15, "roc_auc_floor": 0.9})
+    assert first.success
+    metadata = model_metadata(first)
+    assert metadata["test_roc_auc"] >= 0.95, metadata
+    assert metadata["promoted"] and metadata["registry_version"] == "1"
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    client = mlflow.MlflowClient(mlflow_uri)
+    run_record = client.get_run(metadata["mlflow_run_id"])
+    assert run_record.info.run_name == "unet_v1"
+    assert run_record.data.tags["dataset_version"] == "v1" and "dagster_run_id" in run_record.data.tags
+    assert "val_roc_auc" in run_record.data.metrics and "learning_rate" in run_record.data.metrics
+    assert len(client.get_metric_history(run_record.info.run_id, "val_loss")) >= 2
+    assert run_record.inputs.dataset_inputs[0].dataset.name == "training_datasets:v1"
+    artifacts = {a.path for a in client.list_artifacts(run_record.info.run_id)}
+    assert {"config", "dataset", "reproducibility", "plots"} <= artifacts
+    assert version_by_alias(client, CHAMPION) == "1"
+    stored = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="astrid-mlflow").get("Contents", [])]
+    assert any(run_record.info.run_id in key for key in stored), "MLflow artifacts must land in the S3 bucket"
+
+    worse = run(defs, instance, "train_unet", "v1-worse", {"epochs": 1, "learning_rate": 1e-6, "patience": 1})
+    assert worse.success
+    assert not model_metadata(worse)["promoted"]
+    assert version_by_alias(client, CHAMPION) == "1" and version_by_alias(client, CHALLENGER) == "2"
+
+    forced = run(defs, instance, "train_unet", "v1-again", {"epochs": 15, "roc_auc_floor": 0.0,
+                                                             "promotion_margin": -1.0})
+    assert model_metadata(forced)["promoted"]
+    assert version_by_alias(client, CHAMPION) == "3"
+    assert rollback(client) == ("3", "1")
+    assert version_by_alias(client, CHAMPION) == "1"
+
+    scored = defs.resolve_job_def("nightly_pipeline").execute_in_process(
+        partition_key=NIGHTS[-1], instance=instance, asset_selection=[AssetKey("scored_detections")])
+    assert scored.success
+    table = read_nights("scored_detections", NIGHTS[-1:])
+    candidates = read_nights("candidate_detections", NIGHTS[-1:])
+    assert len(table) == len(candidates) and table.real_probability.between(0, 1).all()
+    assert set(table.model_version) == {"1"}
+    assert os.environ["ASTRID_OBJECT_STORE"].startswith("s3://")
