@@ -5,7 +5,6 @@ default or production) is decided by environment variables alone; see :mod:`astr
 """
 
 from dagster import Definitions, define_asset_job
-from dagster_mlflow import mlflow_tracking
 
 from astrid_assets import settings
 from astrid_assets.defs.calibration import calibrated_frames
@@ -20,6 +19,7 @@ from astrid_assets.resources import (
     ModelRegistryResource,
     ObjectStoreResource,
     SimulatedSurveyResource,
+    mlflow_run,
 )
 
 nightly_assets = [
@@ -53,7 +53,7 @@ def default_resources() -> dict:
         "simulated_survey": SimulatedSurveyResource(),
         "database": DatabaseResource(),
         "model_registry": ModelRegistryResource(),
-        "mlflow": mlflow_tracking.configured(
+        "mlflow": mlflow_run.configured(
             {"experiment_name": MLFLOW_EXPERIMENT, "mlflow_tracking_uri": settings.mlflow_tracking_uri()}
         ),
     }

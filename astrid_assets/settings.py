@@ -10,7 +10,7 @@ variable                    meaning                                     embedded
 ``ASTRID_DATABASE_URL``     SQLAlchemy URL for AstrID's tables          SQLite ``<home>/astrid.db``
 ``ASTRID_OBJECT_STORE``     folder path or ``s3://bucket/prefix``       ``<home>/objects``
 ``AWS_ENDPOINT_URL_S3``     S3 endpoint (R2, MinIO); read by boto3      AWS
-``MLFLOW_TRACKING_URI``     MLflow tracking server or store             ``<home>/mlruns`` (file store)
+``MLFLOW_TRACKING_URI``     MLflow tracking server or store             SQLite ``<home>/mlflow.db``
 ``ASTRID_FITS_DROP``        FITS drop folder ``<root>/<YYYY-MM-DD>/``   unset: simulated survey
 ==========================  ==========================================  =============================
 
@@ -41,8 +41,16 @@ def object_store_url() -> str:
 
 
 def mlflow_tracking_uri() -> str:
-    """MLflow tracking URI; a local store under ``ASTRID_HOME`` by default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or (astrid_home() / "mlruns").as_uri()
+    """MLflow tracking URI; a local SQLite store under ``ASTRID_HOME`` by default (artifacts beside it).
+
+    MLflow 3 keeps its file store in maintenance mode (no model registry features), hence SQLite.
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{astrid_home() / 'mlflow.db'}"
+
+
+def mlflow_local_artifacts() -> str:
+    """Artifact location of experiments created in the embedded (SQLite) MLflow store."""
+    return (astrid_home() / "mlartifacts").as_uri()
 
 
 def fits_drop_root() -> str | None:

@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_training.py
     .venv/bin/python benchmarks/bench_training.py --base-channels 8 16 --steps 10 --output /tmp/training.json
+    .venv/bin/python benchmarks/bench_training.py --threads 1   # one intra-op thread (busy machines)
 
 Figures, per device and U-Net width (``base_channels``, depth 3, 63×63 stamps padded to 64):
 
@@ -112,8 +113,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="optimisation steps per timed block")
     parser.add_argument("--candidates", type=int, default=1024, help="candidates per inference block")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = make_stamps(max(args.candidates, args.batch_size), seed=0)
     stamps = normalise_stamps(data.stamps)

@@ -41,7 +41,7 @@ def robust_background(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     deviation of its finite pixels, and to 1 if that is zero too.
     """
     stamps = _check_stamps(stamps)
-    return _robust_background(stamps.reshape(stamps.shape[0], stamps.shape[1], -1))
+    return _robust_background(stamps.reshape(*stamps.shape[:2], stamps.shape[2] * stamps.shape[3]))
 
 
 def _robust_background(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,7 @@ def transient_masks(
     if real.size == 0:
         return masks
     difference = stamps[real, DIFFERENCE].astype(np.float64)
-    median, sigma = _robust_background(difference.reshape(real.size, 1, -1))
+    median, sigma = _robust_background(difference.reshape(real.size, 1, height * width))
     z = (difference - median[:, :, None]) / sigma[:, :, None]
     finite = np.isfinite(z)
     z = np.where(finite, z, 0.0)

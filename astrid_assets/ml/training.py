@@ -504,7 +504,7 @@ def train(
         if resume and not last.exists():
             log.warning("resume=True but there is no checkpoint %s: training from the start", last)
         if resume and last.exists():
-            checkpoint = load_checkpoint(last, device)
+            checkpoint = load_checkpoint(last, "cpu")  # RNG states must stay on the CPU; states are copied over
             saved = checkpoint["config"]
             mismatched = [k for k in _ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)]
             if mismatched:
@@ -517,7 +517,8 @@ def train(
             scheduler.load_state_dict(checkpoint["scheduler"])
             for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
                 group["lr"] = base * lr_factor(scheduler.last_epoch)  # the (possibly new) horizon
-            scaler.load_state_dict(checkpoint["scaler"])
+            if use_scaler and checkpoint["scaler"]:  # empty when saved without loss scaling (CPU, bf16)
+                scaler.load_state_dict(checkpoint["scaler"])
             _restore_rng_states(checkpoint["rng"])
             history = list(checkpoint["history"])
             best_val_loss, best_epoch = checkpoint["best_val_loss"], checkpoint["best_epoch"]

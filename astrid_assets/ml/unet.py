@@ -117,8 +117,10 @@ def real_bogus_logit(mask_logits: torch.Tensor, radius: float = CENTRAL_RADIUS) 
     if mask_logits.ndim == 4:
         mask_logits = mask_logits[:, 0]
     region = central_region(*mask_logits.shape[-2:], radius=radius, device=mask_logits.device)
-    central = mask_logits[:, region].float() / LSE_TEMPERATURE
-    return LSE_TEMPERATURE * (torch.logsumexp(central, dim=1) - math.log(central.shape[1]))
+    # masked_fill rather than boolean indexing: an elementwise backward, deterministic on CUDA
+    central = (mask_logits.float() / LSE_TEMPERATURE).masked_fill(~region, -math.inf)
+    pooled = torch.logsumexp(central.flatten(1), dim=1) - math.log(int(region.sum()))
+    return LSE_TEMPERATURE * pooled
 
 
 def real_bogus_probability(mask_logits: torch.Tensor, radius: float = CENTRAL_RADIUS) -> torch.Tensor:

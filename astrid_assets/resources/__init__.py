@@ -3,7 +3,8 @@
 Every secret comes from the environment (see :mod:`astrid_assets.settings`); nothing here holds one.
 """
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, resource
+from dagster_mlflow import mlflow_tracking
 
 from astrid_assets import settings
 from astrid_assets.io.object_store import ObjectStore, open_object_store
@@ -75,3 +76,26 @@ class ModelRegistryResource(ConfigurableResource):
         if version is None:
             return None, None
         return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu"), version
+
+
+def prepare_experiment(tracking_uri: str, name: str) -> None:
+    """Create the experiment with its artifacts under ``ASTRID_HOME`` on the embedded SQLite store.
+
+    (MLflow would otherwise put a local store's artifacts in ``./mlruns`` of the working folder.)
+    A tracking server decides its own artifact location.
+    """
+    if not tracking_uri.startswith("sqlite:"):
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=settings.mlflow_local_artifacts())
+
+
+@resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
+def mlflow_run(context):
+    """dagster-mlflow's ``mlflow_tracking`` run, with the embedded store's experiment prepared first."""
+    config = context.resource_config
+    prepare_experiment(config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri(), config["experiment_name"])
+    yield from mlflow_tracking.resource_fn(context)
