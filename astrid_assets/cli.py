@@ -97,32 +97,48 @@ def print_summary(results: dict) -> None:
     )
 
 
+def train_version(version: str, night_start: str, night_end: str, training: dict) -> dict:
+    """Add ``version`` to both dynamic partitions, build its dataset, then train its model."""
+    from astrid_assets.definitions import defs
+
+    instance = embedded_instance()
+    for partitions in ("dataset_versions", "model_versions"):
+        instance.add_dynamic_partitions(partitions, [version])
+    outcomes = {}
+    for job, asset, config in [("build_training_dataset", "training_datasets",
+                                {"night_start": night_start, "night_end": night_end}),
+                               ("train_unet", "unet_models", training)]:
+        print(f"astrid: {job} {version} ...", flush=True)
+        outcomes[job] = defs.resolve_job_def(job).execute_in_process(
+            partition_key=version, instance=instance, raise_on_error=False,
+            run_config={**QUIET_RUN_CONFIG, "ops": {asset: {"config": config}}})
+        if not outcomes[job].success:
+            break
+    return outcomes
+
+
 def run_learning_loop(nights: list[str], version: str, epochs: int) -> dict:
     """Simulated curation, a dataset and a model version, then the nights re-scored by the champion."""
     from dagster import AssetKey
 
     from astrid_assets.definitions import defs
 
-    instance = embedded_instance()
     curate(argparse.Namespace(start=nights[0], end=nights[-1], fraction=1.0, error_rate=0.02, seed=0))
-    for partitions in ("dataset_versions", "model_versions"):
-        instance.add_dynamic_partitions(partitions, [version])
-    outcomes = {}
-    for job, config in [("build_training_dataset", {"night_start": nights[0], "night_end": nights[-1]}),
-                        ("train_unet", {"epochs": epochs})]:
-        print(f"astrid: {job} {version} ...", flush=True)
-        asset = "training_datasets" if job == "build_training_dataset" else "unet_models"
-        outcomes[job] = defs.resolve_job_def(job).execute_in_process(
-            partition_key=version, instance=instance, raise_on_error=False,
-            run_config={**QUIET_RUN_CONFIG, "ops": {asset: {"config": config}}})
-        if not outcomes[job].success:
-            return outcomes
+    outcomes = train_version(version, nights[0], nights[-1], {"epochs": epochs})
+    if not all(result.success for result in outcomes.values()):
+        return outcomes
     print("astrid: scoring the nights with the champion ...", flush=True)
     for night in nights:
         outcomes[f"score {night}"] = defs.resolve_job_def("nightly_pipeline").execute_in_process(
-            partition_key=night, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG,
+            partition_key=night, instance=embedded_instance(), raise_on_error=False, run_config=QUIET_RUN_CONFIG,
             asset_selection=[AssetKey("scored_detections")])
     return outcomes
+
+
+def train(args: argparse.Namespace) -> int:
+    outcomes = train_version(args.version, args.start, args.end, {"epochs": args.epochs})
+    print_learning_summary(outcomes, night_window(args.start, args.end))
+    return 0 if all(result.success for result in outcomes.values()) else 1
 
 
 def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
@@ -268,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     curator.add_argument("--error-rate", type=float, default=0.02, help="probability a label is wrong")
     curator.add_argument("--seed", type=int, default=0)
     curator.set_defaults(handler=curate)
+
+    trainer = commands.add_parser("train", help="build a dataset version from labels and train a U-Net version on it")
+    trainer.add_argument("--version", required=True, help="dataset and model version key, e.g. v2")
+    trainer.add_argument("--start", required=True, help="first night of the label window")
+    trainer.add_argument("--end", required=True, help="last night of the label window")
+    trainer.add_argument("--epochs", type=int, default=30)
+    trainer.set_defaults(handler=train)
 
     back = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
     back.set_defaults(handler=rollback)

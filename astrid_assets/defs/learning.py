@@ -154,6 +154,7 @@ class TrainingRunConfig(Config):
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     patience: int = 6
+    base_channels: int = 16  #: U-Net width at full resolution
     seed: int = 0
     deterministic: bool = True
     device: str = "auto"

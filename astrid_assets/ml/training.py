@@ -540,7 +540,7 @@ def train(
             model.train()
             generator = _epoch_generator(config.seed, epoch)
             order = torch.randperm(len(train_set), generator=generator)
-            loss_sum = 0.0
+            loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
             for start in range(0, len(train_set), config.batch_size):
                 index = order[start : start + config.batch_size]
                 x, m = inputs[index], masks[index]
@@ -561,8 +561,9 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                loss_sum += float(loss.detach()) * index.numel()
-            if not math.isfinite(loss_sum):
+                loss_sum += loss.detach() * index.numel()
+            train_loss = float(loss_sum) / len(train_set)
+            if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss is not finite at epoch {epoch}")
 
             validation = _evaluate(model, val_set, config, device, amp)
@@ -574,7 +575,7 @@ def train(
                 bad_epochs += 1
             stopped_early = config.patience is not None and bad_epochs >= config.patience and epoch < config.epochs
             metrics = {
-                "train_loss": loss_sum / len(train_set),
+                "train_loss": train_loss,
                 "val_loss": val_loss,
                 "val_precision": validation["precision"],
                 "val_recall": validation["recall"],

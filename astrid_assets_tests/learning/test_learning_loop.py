@@ -28,6 +28,7 @@ from astrid_assets.validations import count_labels
 from astrid_assets_tests import servers
 
 NIGHTS = [f"2024-01-0{day}" for day in range(1, 8)]
+SMALL_MODEL = {"epochs": 10, "base_channels": 8, "batch_size": 32}  # a CI-sized U-Net
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     nights_of = [set(n.split(",")) for n in splits.nights]
     assert not (nights_of[0] & nights_of[1] or nights_of[0] & nights_of[2] or nights_of[1] & nights_of[2])
 
-    first = run(defs, instance, "train_unet", "v1", {"epochs": 15, "roc_auc_floor": 0.9})
+    first = run(defs, instance, "train_unet", "v1", {**SMALL_MODEL, "roc_auc_floor": 0.9})
     assert first.success
     metadata = model_metadata(first)
     assert metadata["test_roc_auc"] >= 0.95, metadata
@@ -102,12 +103,12 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     stored = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="astrid-mlflow").get("Contents", [])]
     assert any(run_record.info.run_id in key for key in stored), "MLflow artifacts must land in the S3 bucket"
 
-    worse = run(defs, instance, "train_unet", "v1-worse", {"epochs": 1, "learning_rate": 1e-6, "patience": 1})
+    worse = run(defs, instance, "train_unet", "v1-worse", {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-6})
     assert worse.success
     assert not model_metadata(worse)["promoted"]
     assert version_by_alias(client, CHAMPION) == "1" and version_by_alias(client, CHALLENGER) == "2"
 
-    forced = run(defs, instance, "train_unet", "v1-again", {"epochs": 15, "roc_auc_floor": 0.0,
+    forced = run(defs, instance, "train_unet", "v1-again", {**SMALL_MODEL, "epochs": 2, "roc_auc_floor": 0.0,
                                                              "promotion_margin": -1.0})
     assert model_metadata(forced)["promoted"]
     assert version_by_alias(client, CHAMPION) == "3"
