@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, MetadataValue
 
+from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
-from astrid_assets.partitions import nightly_partitions
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame
 from astrid_assets.science.frames import FrameError, provenance_cards, read_frame, to_fits_bytes
@@ -61,12 +61,8 @@ def calibrated_hdus(calibrated, header: fits.Header, night: str) -> list:
     return extensions
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"fits", "sql"},
-    group_name="nightly",
 )
 def calibrated_frames(
     context: AssetExecutionContext,

@@ -15,11 +15,10 @@ from dagster import (
     Config,
     MetadataValue,
     Output,
-    asset,
 )
 
+from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.io import schema
-from astrid_assets.partitions import nightly_partitions
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science.frames import read_extensions
@@ -57,12 +56,8 @@ def frame_seed(night: str, frame_id: str) -> int:
     return zlib.crc32(f"{night}/{frame_id}".encode())
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"sql"},
-    group_name="nightly",
     check_specs=[AssetCheckSpec(
         "injection_recovery", asset="candidate_detections",
         description="Fake point sources (measured PSF, S/N 3–30) injected into the night's calibrated frames "

@@ -16,11 +16,11 @@ from datetime import date
 
 import pandas as pd
 from astropy.io import fits
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MetadataValue
 
+from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
-from astrid_assets.partitions import nightly_partitions
 from astrid_assets.previews import difference_preview, markdown_image
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science import masks
@@ -84,12 +84,8 @@ def reference_for_field(
             "input_frames": inputs, "status": "ok"}
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"fits", "sql"},
-    group_name="nightly",
 )
 def reference_images(
     context: AssetExecutionContext,
@@ -128,12 +124,8 @@ def reference_images(
     return table
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"fits", "sql"},
-    group_name="nightly",
 )
 def difference_images(
     context: AssetExecutionContext,

@@ -7,11 +7,11 @@ import pandas as pd
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MetadataValue
 
 from astrid_assets import settings
+from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.io import schema
-from astrid_assets.partitions import nightly_partitions
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
 from astrid_assets.science.frames import FrameError, image_type, provenance_cards, read_frame, to_fits_bytes
 from astrid_assets.surveys.base import RawFrame
@@ -94,12 +94,8 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
     }
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"fits", "sql"},
-    group_name="nightly",
 )
 def raw_observations(
     context: AssetExecutionContext,

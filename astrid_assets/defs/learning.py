@@ -23,9 +23,10 @@ from dagster import (
 
 from astrid_assets import settings
 from astrid_assets.defs.detection import stamps_from_bytes
+from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
-from astrid_assets.partitions import dataset_versions, model_versions, nightly_partitions
+from astrid_assets.partitions import dataset_versions, model_versions
 from astrid_assets.previews import markdown_image
 from astrid_assets.resources import DatabaseResource, ModelRegistryResource, ObjectStoreResource
 from astrid_assets.validations import labelled_candidates
@@ -292,12 +293,8 @@ def unet_models(
     }])
 
 
-@asset(
-    partitions_def=nightly_partitions,
-    metadata={"partition_expr": "night"},
-    io_manager_key="table_io_manager",
+@nightly_asset(
     kinds={"pytorch", "sql"},
-    group_name="nightly",
 )
 def scored_detections(
     context: AssetExecutionContext, candidate_detections: pd.DataFrame, object_store: ObjectStoreResource,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -55,22 +54,6 @@ def alembic_head() -> str:
     from astrid_assets.io.migrate import MIGRATIONS
 
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
-
-
-@pytest.fixture
-def closed_port():
-    """Ports bound but never listened on: connections are refused, and no other process can take them."""
-    sockets = []
-
-    def bind() -> int:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-        return sock.getsockname()[1]
-
-    yield bind
-    for sock in sockets:
-        sock.close()
 
 
 def doctor(capsys, *args: str) -> tuple[int, dict[str, str], str]:

@@ -9,13 +9,11 @@ with ``DAGSTER_PG_*`` pointing at that database, and runs a materialization on i
 from __future__ import annotations
 
 import shutil
-import uuid
 from pathlib import Path
 
 import boto3
 import pandas as pd
 import pytest
-import yaml
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, materialize
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -25,39 +23,11 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import schema
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
-from astrid_assets_tests import servers
 
 pytestmark = pytest.mark.integration
 
 NIGHT = "2024-01-02"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def pg_database():
-    """A fresh PostgreSQL database for this module, holding Dagster's storage and AstrID's tables (one
-    database, as in production). Not the session's ``postgres_url`` database: other modules expect
-    that one to hold no Dagster runs."""
-    with servers.postgres_database(prefix="astrid_instance") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def pg_instance(pg_database, tmp_path_factory):
-    """A Dagster instance whose runs, event logs and schedules live in the test PostgreSQL database."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    config = {"storage": {"postgres": {"postgres_url": pg_database}}, "telemetry": {"enabled": False}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    instance = DagsterInstance.from_config(str(home))
-    yield instance
-    instance.dispose()
-
-
-@pytest.fixture
-def bucket(s3_endpoint):
-    name = f"astrid-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture

@@ -17,16 +17,13 @@ import inspect
 import io
 import logging
 import multiprocessing
-import socket
 import time
-import uuid
 from pathlib import PurePosixPath
 
 import boto3
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from astropy.io import fits
 from dagster import DagsterInstance, materialize
 from dagster._serdes import serialize_value
@@ -39,7 +36,6 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import object_store, schema, tables
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
-from astrid_assets_tests import servers
 
 pytestmark = pytest.mark.integration
 
@@ -68,38 +64,6 @@ def simulate_each_night_once(monkeypatch):
     monkeypatch.setattr(ingest, "fetch_simulated", cached)
 
 
-@pytest.fixture(scope="module")
-def pg_database():
-    """A fresh PostgreSQL database for this module, holding Dagster's storage and AstrID's tables (one
-    database, as in production). Not the session's ``postgres_url`` database: other modules expect
-    that one to hold no Dagster runs."""
-    with servers.postgres_database(prefix="astrid_faults") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def pg_home(pg_database, tmp_path_factory):
-    """A DAGSTER_HOME whose instance keeps runs and event logs in the test PostgreSQL database."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    config = {"storage": {"postgres": {"postgres_url": pg_database}}, "telemetry": {"enabled": False}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return str(home)
-
-
-@pytest.fixture(scope="module")
-def pg_instance(pg_home):
-    instance = DagsterInstance.from_config(pg_home)
-    yield instance
-    instance.dispose()
-
-
-@pytest.fixture
-def bucket(s3_endpoint):
-    name = f"astrid-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name)
-    return name
-
-
 @pytest.fixture
 def database(pg_database):
     """The module's database with AstrID's tables dropped: each test starts unmigrated."""
@@ -113,22 +77,6 @@ def s3_requests(monkeypatch):
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a new session: fresh credentials from the env
     boto3.setup_default_session()
     return boto3.DEFAULT_SESSION.events
-
-
-@pytest.fixture
-def closed_port():
-    """Ports bound but never listened on: connections are refused, and no other process can take them."""
-    sockets = []
-
-    def bind() -> int:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-        return sock.getsockname()[1]
-
-    yield bind
-    for sock in sockets:
-        sock.close()
 
 
 # --- helpers ------------------------------------------------------------------------------------
