@@ -221,6 +221,9 @@ def unet_models(
 
     version = context.partition_key
     store = object_store.open()
+    if training_datasets.empty:
+        raise ValueError(f"model version {version}: no training dataset {version}; "
+                         f"materialize training_datasets partition {version} first")
     dataset_version, digest, path = training_datasets.iloc[0][["dataset_version", "digest", "path"]]
     arrays = load_arrays(store.get(path))
     sets = split_sets(arrays)

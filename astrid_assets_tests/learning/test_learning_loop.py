@@ -103,12 +103,15 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     stored = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="astrid-mlflow").get("Contents", [])]
     assert any(run_record.info.run_id in key for key in stored), "MLflow artifacts must land in the S3 bucket"
 
-    worse = run(defs, instance, "train_unet", "v1-worse", {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-6})
+    window = {"night_start": NIGHTS[0], "night_end": NIGHTS[-1]}
+    for version in ("v2", "v3"):
+        assert run(defs, instance, "build_training_dataset", version, window).success
+    worse = run(defs, instance, "train_unet", "v2", {**SMALL_MODEL, "epochs": 1, "learning_rate": 1e-6})
     assert worse.success
     assert not model_metadata(worse)["promoted"]
     assert version_by_alias(client, CHAMPION) == "1" and version_by_alias(client, CHALLENGER) == "2"
 
-    forced = run(defs, instance, "train_unet", "v1-again", {**SMALL_MODEL, "epochs": 2, "roc_auc_floor": 0.0,
+    forced = run(defs, instance, "train_unet", "v3", {**SMALL_MODEL, "epochs": 2, "roc_auc_floor": 0.0,
                                                              "promotion_margin": -1.0})
     assert model_metadata(forced)["promoted"]
     assert version_by_alias(client, CHAMPION) == "3"
