@@ -237,6 +237,20 @@ def curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def rerun(args: argparse.Namespace) -> int:
+    from astrid_assets import settings
+    from astrid_assets.defs.learning import rerun_from_manifest
+    from astrid_assets.io.object_store import open_object_store
+
+    outcome = rerun_from_manifest(args.version, open_object_store(settings.object_store_url()), settings.database_url())
+    same = all(abs(outcome["recorded"][k] - outcome["rebuilt"][k]) <= 1e-9 for k in outcome["recorded"])
+    for key in outcome["recorded"]:
+        print(f"{key}: recorded {outcome['recorded'][key]:.6f}  rebuilt {outcome['rebuilt'][key]:.6f}")
+    print(f"model {args.version}: {'reproduced' if same else 'NOT reproduced'} from its manifest"
+          f" (git {outcome['manifest'].get('git_commit')}, params {outcome['manifest'].get('params_hash', '')[:12]})")
+    return 0 if same else 1
+
+
 def rollback(args: argparse.Namespace) -> int:
     from astrid_assets.registry import MODEL_NAME
     from astrid_assets.registry import rollback as rollback_champion
@@ -291,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--end", required=True, help="last night of the label window")
     trainer.add_argument("--epochs", type=int, default=30)
     trainer.set_defaults(handler=train)
+
+    again = commands.add_parser("rerun", help="rebuild a model version from its manifest (CPU, deterministic)"
+                                " and compare its test metrics with the recorded ones")
+    again.add_argument("--version", required=True)
+    again.set_defaults(handler=rerun)
 
     back = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
     back.set_defaults(handler=rollback)

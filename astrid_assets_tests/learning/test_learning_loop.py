@@ -21,6 +21,8 @@ from astrid_assets.definitions import (
     nightly_pipeline,
     train_unet,
 )
+from astrid_assets.defs.learning import rerun_from_manifest
+from astrid_assets.io.object_store import open_object_store
 from astrid_assets.io.tables import engine_for, read_nights
 from astrid_assets.registry import CHALLENGER, CHAMPION, rollback, version_by_alias
 from astrid_assets.resources import SimulatedSurveyResource
@@ -102,6 +104,9 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     assert version_by_alias(client, CHAMPION) == "1"
     stored = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="astrid-mlflow").get("Contents", [])]
     assert any(run_record.info.run_id in key for key in stored), "MLflow artifacts must land in the S3 bucket"
+
+    rebuilt = rerun_from_manifest("v1", open_object_store(os.environ["ASTRID_OBJECT_STORE"]), url)
+    assert rebuilt["rebuilt"] == pytest.approx(rebuilt["recorded"], abs=1e-9), rebuilt
 
     window = {"night_start": NIGHTS[0], "night_end": NIGHTS[-1]}
     for version in ("v2", "v3"):
