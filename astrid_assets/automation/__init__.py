@@ -1,0 +1,1 @@
+"""Schedules and sensors: the nightly run and the retraining loop."""

@@ -1,0 +1,45 @@
+"""The retraining sensor: new validated detections → a dataset version → a model version.
+
+Its cursor is the number of labels recorded so far. When at least ``ASTRID_RETRAIN_MIN_LABELS``
+(default 200) new labels have landed since the last training, it adds a version ``r<count>`` to
+both dynamic partition sets and requests the dataset build; on a later tick, once that dataset is
+materialized, it requests the model training. Run keys are derived from the version, so a tick
+that repeats never builds or trains twice.
+"""
+
+import os
+
+from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from astrid_assets.jobs import build_training_dataset, train_unet
+from astrid_assets.partitions import dataset_versions, model_versions
+from astrid_assets.resources import DatabaseResource
+
+
+def min_new_labels() -> int:
+    return int(os.environ.get("ASTRID_RETRAIN_MIN_LABELS", "200"))
+
+
+@sensor(name="retrain_on_new_labels", minimum_interval_seconds=300, jobs=[build_training_dataset, train_unet])
+def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseResource):
+    from astrid_assets import settings
+    from astrid_assets.validations import count_labels
+
+    labels = count_labels(database.url or settings.database_url())
+    last = int(context.cursor or 0)
+    requests, partitions = [], []
+    trained = context.instance.get_materialized_partitions(AssetKey("unet_models"))
+    built = context.instance.get_materialized_partitions(AssetKey("training_datasets"))
+    for version in sorted(built - trained):
+        if version.startswith("r"):
+            requests.append(RunRequest(job_name="train_unet", partition_key=version, run_key=f"model-{version}"))
+    if labels - last >= min_new_labels():
+        version = f"r{labels}"
+        partitions = [dataset_versions.build_add_request([version]), model_versions.build_add_request([version])]
+        requests.append(RunRequest(job_name="build_training_dataset", partition_key=version,
+                                   run_key=f"dataset-{version}"))
+        last = labels
+    if not requests:
+        return SkipReason(f"{labels - last} new labels since the last training; "
+                          f"retraining needs {min_new_labels()}")
+    return SensorResult(run_requests=requests, dynamic_partitions_requests=partitions, cursor=str(last))

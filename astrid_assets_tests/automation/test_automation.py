@@ -1,0 +1,61 @@
+"""The nightly schedule and the retraining sensor, evaluated against a real (SQLite) database."""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from astrid_assets.definitions import defs
+from astrid_assets.io.schema import candidate_detections, metadata
+from astrid_assets.io.tables import engine_for
+from astrid_assets.resources import DatabaseResource
+from astrid_assets.validations import record_labels
+
+
+def test_the_schedule_processes_the_night_that_just_ended():
+    schedule = defs.resolve_schedule_def("nightly_schedule")
+    context = build_schedule_context(scheduled_execution_time=datetime(2024, 1, 6, 12, 0, tzinfo=UTC))
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2024-01-05"
+    assert schedule.job_name == "nightly_pipeline"
+
+
+def test_the_retraining_sensor_fires_once_per_batch_of_new_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTRID_RETRAIN_MIN_LABELS", "3")
+    url = f"sqlite:///{tmp_path / 'astrid.db'}"
+    metadata.create_all(engine_for(url), tables=[candidate_detections])
+    with engine_for(url).begin() as connection:
+        connection.execute(candidate_detections.insert(), [
+            {"night": "2024-01-06", "candidate_id": f"c{i}", "frame_id": "f", "field": "F01"} for i in range(4)])
+    sensor = defs.resolve_sensor_def("retrain_on_new_labels")
+    resources = {"database": DatabaseResource(url=url)}
+    with DagsterInstance.ephemeral() as instance:
+        def tick(cursor):
+            return sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+        assert isinstance(tick(None), SkipReason)
+        record_labels(url, pd.DataFrame({"candidate_id": ["c0", "c1", "c2"], "label": "real", "labeller": "ana"}))
+        fired = tick(None)
+        assert isinstance(fired, SensorResult) and fired.cursor == "3"
+        (request,) = fired.run_requests
+        assert (request.job_name, request.partition_key, request.run_key) == (
+            "build_training_dataset", "r3", "dataset-r3")
+        assert {r.partitions_def_name for r in fired.dynamic_partitions_requests} == {
+            "dataset_versions", "model_versions"}
+        assert isinstance(tick(fired.cursor), SkipReason)  # no new labels: no second training
+
+        instance.add_dynamic_partitions("dataset_versions", ["r3"])
+        instance.report_runless_asset_event(AssetMaterialization("training_datasets", partition="r3"))
+        follow_up = tick(fired.cursor)
+        (train,) = follow_up.run_requests
+        assert (train.job_name, train.partition_key, train.run_key) == ("train_unet", "r3", "model-r3")
+
+        record_labels(url, pd.DataFrame({"candidate_id": ["c3"], "label": "bogus", "labeller": "ana"}))
+        assert all(r.job_name == "train_unet" for r in tick(fired.cursor).run_requests)  # 1 new < 3
