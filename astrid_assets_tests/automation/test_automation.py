@@ -59,3 +59,49 @@ def test_the_retraining_sensor_fires_once_per_batch_of_new_labels(tmp_path, monk
 
         record_labels(url, pd.DataFrame({"candidate_id": ["c3"], "label": "bogus", "labeller": "ana"}))
         assert all(r.job_name == "train_unet" for r in tick(fired.cursor).run_requests)  # 1 new < 3
+
+
+def test_a_failed_run_is_posted_to_the_webhook(monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from dagster import build_run_status_sensor_context, job, op
+
+    from astrid_assets.automation.alerts import alert_on_run_failure
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ASTRID_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hooks/secret-token")
+
+    @op
+    def calibrate_night():
+        raise ValueError("night 2024-01-05, frame F01-s001: flat missing")
+
+    @job
+    def nightly_pipeline():
+        calibrate_night()
+
+    with DagsterInstance.ephemeral() as instance:
+        result = nightly_pipeline.execute_in_process(instance=instance, raise_on_error=False,
+                                                     tags={"dagster/partition": "2024-01-05"})
+        context = build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event()).for_run_failure()
+        alert_on_run_failure(context)
+    server.shutdown()
+    (alert,) = received
+    assert "nightly_pipeline (partition 2024-01-05) failed" in alert["text"]
+    assert "calibrate_night: ValueError: night 2024-01-05, frame F01-s001: flat missing" in alert["text"]
+    assert "secret-token" not in alert["text"]
