@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sep
+from astropy.stats import mad_std
 from astropy.wcs import WCS
 from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
@@ -370,7 +371,7 @@ def measure_registration_residuals(
         )
     offsets = stars[index] - ref_stars[ref_index]
     median = np.median(offsets, axis=0)
-    spread = 1.4826 * np.median(np.abs(offsets - median), axis=0)
+    spread = mad_std(offsets, axis=0)
     return RegistrationResiduals(
         dx=float(median[0]),
         dy=float(median[1]),

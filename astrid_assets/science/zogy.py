@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
+from astropy.stats import mad_std
 
 from astrid_assets.science import masks
 from astrid_assets.science.psf import (
@@ -321,10 +322,7 @@ def _robust_std(values: np.ndarray, usable: np.ndarray, max_samples: int = 1_000
     sample = values[usable]
     if sample.size > max_samples:
         sample = sample[:: sample.size // max_samples + 1]
-    if sample.size == 0:
-        return float("nan")
-    median = np.median(sample)
-    return float(1.4826 * np.median(np.abs(sample - median)))
+    return float(mad_std(sample)) if sample.size else float("nan")
 
 
 # --------------------------------------------------------------------------- flux ratio
