@@ -41,36 +41,36 @@ def embedded_instance():
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def run_nightly(nights: list[str]) -> dict:
-    """Execute ``nightly_pipeline`` for each night; the execution result of each night."""
+def range_tags(nights: list[str]) -> dict[str, str]:
+    """Run tags that make one run cover the window of nights (as a single-run backfill does)."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    return {ASSET_PARTITION_RANGE_START_TAG: nights[0], ASSET_PARTITION_RANGE_END_TAG: nights[-1]}
+
+
+def run_nightly(nights: list[str], asset_selection=None):
+    """Execute ``nightly_pipeline`` for the window of nights in one run; its execution result."""
     from astrid_assets.definitions import defs
 
-    instance = embedded_instance()
-    job = defs.resolve_job_def("nightly_pipeline")
-    outcomes = {}
-    for night in nights:
-        print(f"astrid: processing night {night} ...", flush=True)
-        result = job.execute_in_process(
-            partition_key=night, instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
-        )
-        outcomes[night] = result
-    return outcomes
+    print(f"astrid: processing nights {nights[0]} … {nights[-1]} in one run ...", flush=True)
+    return defs.resolve_job_def("nightly_pipeline").execute_in_process(
+        instance=embedded_instance(), raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags=range_tags(nights),
+        asset_selection=asset_selection)
 
 
-def injection_completeness(result) -> str:
-    """Completeness at S/N ≥ 10 from the night's injection–recovery check, as printed text."""
+def injection_completeness(result, night: str) -> str:
+    """Completeness at S/N ≥ 10 of the night from the run's injection–recovery check, as printed text."""
     for evaluation in result.get_asset_check_evaluations():
-        value = evaluation.metadata.get("completeness_snr_ge_10")
-        if evaluation.check_name == "injection_recovery" and value is not None:
-            return f"{value.value:6.0%}"
+        by_night = evaluation.metadata.get("completeness_by_night")
+        if evaluation.check_name == "injection_recovery" and by_night is not None and night in by_night.value:
+            return f"{by_night.value[night]:6.0%}"
     return "     -"
 
 
-def print_summary(results: dict) -> None:
+def print_summary(nights: list[str], result) -> None:
     from astrid_assets import settings
     from astrid_assets.io.tables import read_nights
 
-    nights = list(results)
     raw, calibrated = read_nights("raw_observations", nights), read_nights("calibrated_frames", nights)
     references, differences = read_nights("reference_images", nights), read_nights("difference_images", nights)
     candidates = read_nights("candidate_detections", nights)
@@ -84,7 +84,7 @@ def print_summary(results: dict) -> None:
             f" {len(ok):6d} {int(ok.usable.sum()):6d} {ok.fwhm_arcsec.median():5.2f} {ok.depth_mag.median():6.2f}"
             f" {int(((references.night == night) & (references.status == 'ok')).sum()):5d}"
             f" {int(((differences.night == night) & (differences.status == 'ok')).sum()):5d}"
-            f" {len(found):5d} {int((found['flags'] == 0).sum()):5d} {injection_completeness(results[night]):>11}"
+            f" {len(found):5d} {int((found['flags'] == 0).sum()):5d} {injection_completeness(result, night):>11}"
         )
     print(
         "\n(refs: fields with a reference; diffs: frames differenced with ZOGY; cands: |S_corr| >= 5;"
@@ -121,17 +121,13 @@ def run_learning_loop(nights: list[str], version: str, epochs: int) -> dict:
     """Simulated curation, a dataset and a model version, then the nights re-scored by the champion."""
     from dagster import AssetKey
 
-    from astrid_assets.definitions import defs
 
     curate(argparse.Namespace(start=nights[0], end=nights[-1], fraction=1.0, error_rate=0.02, seed=0))
     outcomes = train_version(version, nights[0], nights[-1], {"epochs": epochs})
     if not all(result.success for result in outcomes.values()):
         return outcomes
     print("astrid: scoring the nights with the champion ...", flush=True)
-    for night in nights:
-        outcomes[f"score {night}"] = defs.resolve_job_def("nightly_pipeline").execute_in_process(
-            partition_key=night, instance=embedded_instance(), raise_on_error=False, run_config=QUIET_RUN_CONFIG,
-            asset_selection=[AssetKey("scored_detections")])
+    outcomes["scoring"] = run_nightly(nights, asset_selection=[AssetKey("scored_detections")])
     return outcomes
 
 
@@ -166,13 +162,13 @@ def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     nights = night_window(args.start, args.end)
-    results = run_nightly(nights)
-    print_summary(results)
+    results = {"nightly_pipeline": run_nightly(nights)}
+    print_summary(nights, results["nightly_pipeline"])
     if not args.skip_training:
         learning = run_learning_loop(nights, f"demo-{args.end}", args.epochs)
         print_learning_summary(learning, nights)
         results.update(learning)
-    failed = [night for night, result in results.items() if not result.success]
+    failed = [name for name, result in results.items() if not result.success]
     if failed:
         print(f"astrid: runs failed for {', '.join(failed)}; see the run logs in the Dagster UI", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@ import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, MetadataValue
 
-from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
+from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrated_frames_checks
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
@@ -63,12 +64,13 @@ def calibrated_hdus(calibrated, header: fits.Header, night: str) -> list:
 
 @nightly_asset(
     kinds={"fits", "sql"},
+    check_specs=CALIBRATED_FRAMES_CHECKS,
 )
 def calibrated_frames(
     context: AssetExecutionContext,
     raw_observations: pd.DataFrame,
     object_store: ObjectStoreResource,
-) -> pd.DataFrame:
+):
     """Calibrated science frames with masks, variance and background maps, and quality rows.
 
     Master bias, dark and flat are sigma-clipped combines of the night's calibration frames;
@@ -78,8 +80,15 @@ def calibrated_frames(
     reasons; a frame that fails to calibrate is reported with ``status = failed`` and the rest
     of the night goes on.
     """
-    night = context.partition_key
     store = object_store.open()
+    yield from for_each_night(context, lambda night: calibrate_night(
+        context, night, night_rows(raw_observations, night), store), calibrated_frames_checks)
+
+
+def calibrate_night(
+    context: AssetExecutionContext, night: str, raw_observations: pd.DataFrame, store: ObjectStore
+) -> tuple[pd.DataFrame, dict]:
+    """One night's ``calibrated_frames`` rows and metadata."""
     accepted = raw_observations[raw_observations.status == "ok"]
     science = accepted[accepted.imagetyp == "object"]
     masters = night_masters(accepted, store, night)
@@ -112,7 +121,7 @@ def calibrated_frames(
         })
     table = pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys()))
     ok = table[table.status == "ok"]
-    context.add_output_metadata({
+    return table, {
         "frames_calibrated": len(ok),
         "usable_frames": int(ok.usable.sum()),
         "failed_frames": len(failures),
@@ -123,5 +132,4 @@ def calibrated_frames(
             ok[["frame_id", "fwhm_arcsec", "sky", "noise", "depth_mag", "quality_score", "usable"]]
             .round(2).to_markdown(index=False) if len(ok) else "no frames"
         ),
-    })
-    return table
+    }

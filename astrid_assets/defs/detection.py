@@ -4,6 +4,7 @@ nightly injection–recovery check that says how complete the night's search was
 
 import io
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,11 +15,12 @@ from dagster import (
     AssetExecutionContext,
     Config,
     MetadataValue,
-    Output,
 )
 
-from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
+from astrid_assets.defs.quality_checks import CANDIDATE_DETECTIONS_CHECKS, candidate_detections_checks
 from astrid_assets.io import schema
+from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science.frames import read_extensions
@@ -58,7 +60,7 @@ def frame_seed(night: str, frame_id: str) -> int:
 
 @nightly_asset(
     kinds={"sql"},
-    check_specs=[AssetCheckSpec(
+    check_specs=[*CANDIDATE_DETECTIONS_CHECKS, AssetCheckSpec(
         "injection_recovery", asset="candidate_detections",
         description="Fake point sources (measured PSF, S/N 3–30) injected into the night's calibrated frames "
                     "are recovered by the same differencing and detection: completeness at S/N ≥ 10 ≥ 95 %.",
@@ -77,12 +79,26 @@ def candidate_detections(
     PSF; a rule-based score in [0, 1]; RA/Dec from the reference WCS. Science, reference and
     difference stamps (63×63) of every candidate go to the object store, one stack per frame.
     """
-    night = context.partition_key
     store = object_store.open()
-    differences = difference_images[difference_images.status == "ok"]
+    injections: dict[str, InjectionOutcome | None] = {}
+
+    def night_fn(night: str) -> tuple[pd.DataFrame, dict]:
+        table, metadata, searched = detect_night(night, config, night_rows(difference_images, night), store)
+        injections[night] = inject_night(context, config, searched, store, night)
+        return table, metadata
+
+    yield from for_each_night(context, night_fn, candidate_detections_checks)
+    yield injection_check(config, injections)
+
+
+def detect_night(
+    night: str, config: DetectionConfig, differences: pd.DataFrame, store: ObjectStore
+) -> tuple[pd.DataFrame, dict, list[tuple[str, Reference, pd.DataFrame, str]]]:
+    """One night's candidates, their metadata, and per searched frame what the injection test needs."""
+    differences = differences[differences.status == "ok"]
     references: dict[str, Reference] = {}
     tables, previews = [], []
-    loaded: list[tuple[str, Difference, Reference, pd.DataFrame, str]] = []
+    searched: list[tuple[str, Reference, pd.DataFrame, str]] = []
     for row in differences.itertuples():
         if row.reference_path not in references:
             references[row.reference_path] = Reference.from_extensions(read_extensions(store.get(row.reference_path)))
@@ -99,7 +115,7 @@ def candidate_detections(
             stamp_path=stamp_path, stamp_index=np.arange(len(found)),
         )
         tables.append(found)
-        loaded.append((row.frame_id, difference, reference, found, row.calibrated_path))
+        searched.append((row.frame_id, reference, found, row.calibrated_path))
         if len(found):
             best = found.sort_values("score", ascending=False).head(3)
             previews += [(stamps[i], f"{cid} S/N {snr:.0f}") for i, cid, snr in
@@ -119,17 +135,26 @@ def candidate_detections(
             triplet_grid(np.stack([p[0] for p in previews]), [p[1] for p in previews]), "candidate triplets"))
     if len(differences) == 0:
         metadata["note"] = "no difference images tonight (see difference_images metadata for why)"
-    yield Output(table, metadata=metadata)
-    yield injection_check(context, config, loaded, store, night)
+    return table, metadata, searched
 
 
-def injection_check(context, config: DetectionConfig, loaded, store, night: str) -> AssetCheckResult:
-    """Inject fakes into copies of up to ``injection_frames`` calibrated frames and recover them."""
-    if config.injection_frames == 0 or not loaded:
-        return AssetCheckResult(check_name="injection_recovery", passed=True, metadata={
-            "note": "no frames to test" if not loaded else "disabled by configuration"})
+@dataclass
+class InjectionOutcome:
+    """Fakes injected into one night's frames: their S/N, whether each was recovered, position errors (px)."""
+
+    frames: list[str]
+    snr: np.ndarray
+    recovered: np.ndarray
+    position_error: np.ndarray
+    false_detections: list[int]
+
+
+def inject_night(context, config: DetectionConfig, searched, store: ObjectStore, night: str) -> InjectionOutcome | None:
+    """Inject fakes into copies of up to ``injection_frames`` calibrated frames of the night and recover them."""
+    if config.injection_frames == 0 or not searched:
+        return None
     snr, recovered, errors, false_detections, frames = [], [], [], [], []
-    for frame_id, _difference, reference, found, calibrated_path in loaded[: config.injection_frames]:
+    for frame_id, reference, found, calibrated_path in searched[: config.injection_frames]:
         frame = CalibratedImage.from_extensions(read_extensions(store.get(calibrated_path)))
         rng = np.random.default_rng(frame_seed(night, frame_id))
         try:
@@ -144,22 +169,42 @@ def injection_check(context, config: DetectionConfig, loaded, store, night: str)
         false_detections.append(outcome.false_detections)
         frames.append(frame_id)
     if not frames:
-        return AssetCheckResult(check_name="injection_recovery", passed=False,
-                                severity=AssetCheckSeverity.WARN,
-                                metadata={"note": "injection failed on every frame tested"})
-    snr, recovered, errors = np.concatenate(snr), np.concatenate(recovered), np.concatenate(errors)
+        return InjectionOutcome([], np.array([]), np.array([], bool), np.array([]), [])
+    return InjectionOutcome(frames, np.concatenate(snr), np.concatenate(recovered), np.concatenate(errors),
+                            false_detections)
+
+
+def injection_check(config: DetectionConfig, outcomes: dict[str, InjectionOutcome | None]) -> AssetCheckResult:
+    """Completeness at S/N ≥ 10 of every night of the run must reach ``min_completeness``."""
+    tested = {night: o for night, o in outcomes.items() if o is not None}
+    if not tested:
+        note = "disabled by configuration" if config.injection_frames == 0 else "no frames to test"
+        return AssetCheckResult(check_name="injection_recovery", passed=True, metadata={"note": note})
+    failed = [night for night, o in tested.items() if not o.frames]
+    if failed:
+        return AssetCheckResult(check_name="injection_recovery", passed=False, severity=AssetCheckSeverity.WARN,
+                                metadata={"note": f"injection failed on every frame tested of {', '.join(failed)}"})
+    by_night = {night: summarise_completeness(o.snr, o.recovered)["completeness_snr_ge_10"]
+                for night, o in tested.items()}
+    snr = np.concatenate([o.snr for o in tested.values()])
+    recovered = np.concatenate([o.recovered for o in tested.values()])
+    errors = np.concatenate([o.position_error for o in tested.values()])
+    frames = [f for o in tested.values() for f in o.frames]
     summary = summarise_completeness(snr, recovered)
-    passed = bool(summary["completeness_snr_ge_10"] >= config.min_completeness)
+    short = {night: c for night, c in by_night.items() if not c >= config.min_completeness}
+    title = next(iter(tested)) if len(tested) == 1 else f"{min(tested)}…{max(tested)}"
     curve = completeness_curve(summary["bin_centres"], summary["fraction"], summary["snr_50"],
-                               f"{night}: {len(snr)} fakes in {len(frames)} frames")
+                               f"{title}: {len(snr)} fakes in {len(frames)} frames")
     return AssetCheckResult(
         check_name="injection_recovery",
-        passed=passed,
+        passed=not short,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "completeness_snr_ge_10": summary["completeness_snr_ge_10"],
+            "completeness_by_night": MetadataValue.json(by_night),
+            "nights_below_requirement": MetadataValue.json(sorted(short)),
             "snr_50_percent": summary["snr_50"],
-            "false_detections_per_frame": float(np.mean(false_detections)),
+            "false_detections_per_frame": float(np.mean([n for o in tested.values() for n in o.false_detections])),
             "median_position_error_px": float(np.nanmedian(errors)) if np.isfinite(errors).any() else None,
             "fakes": len(snr),
             "frames": MetadataValue.json(frames),

@@ -18,7 +18,15 @@ import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, Config, MetadataValue
 
-from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
+from astrid_assets.defs.quality_checks import (
+    DIFFERENCE_IMAGES_CHECKS,
+    REFERENCE_IMAGES_CHECKS,
+    S_CORR_STD_RANGE,
+    difference_images_checks,
+    reference_images_checks,
+    s_corr_outside_range,
+)
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import difference_preview, markdown_image
@@ -86,6 +94,7 @@ def reference_for_field(
 
 @nightly_asset(
     kinds={"fits", "sql"},
+    check_specs=REFERENCE_IMAGES_CHECKS,
 )
 def reference_images(
     context: AssetExecutionContext,
@@ -93,15 +102,24 @@ def reference_images(
     calibrated_frames: pd.DataFrame,
     object_store: ObjectStoreResource,
     database: DatabaseResource,
-) -> pd.DataFrame:
+):
     """For each field observed tonight, the deep reference it is differenced against.
 
     An inverse-variance weighted, sigma-clipped co-add of the best usable frames of the field
     from the reference window (nights before tonight), registered onto the best frame's grid,
     with its PSF; see the module docstring for how references are reused.
     """
-    night = context.partition_key
     store = object_store.open()
+    yield from for_each_night(context, lambda night: references_night(
+        context, night, config, night_rows(calibrated_frames, night), store, database,
+    ), reference_images_checks)
+
+
+def references_night(
+    context: AssetExecutionContext, night: str, config: ReferenceConfig, calibrated_frames: pd.DataFrame,
+    store: ObjectStore, database: DatabaseResource,
+) -> tuple[pd.DataFrame, dict]:
+    """One night's ``reference_images`` rows and metadata."""
     fields = sorted(calibrated_frames.loc[calibrated_frames.status == "ok", "field"].unique())
     window = database.read_nights("calibrated_frames", window_nights(config, night))
     usable = window[(window.status == "ok") & window.usable.astype(bool)] if len(window) else window
@@ -114,18 +132,18 @@ def reference_images(
             context.log.warning(f"night {night}, field {field}: reference failed: {problem}")
             rows.append({"night": night, "field": field, "status": "failed", "problem": problem})
     table = pd.DataFrame(rows, columns=list(schema.reference_images.c.keys()))
-    context.add_output_metadata({
+    return table, {
         "fields": len(table),
         "references": int((table.status == "ok").sum()),
         "without_reference": MetadataValue.md(
             "\n".join(f"- {r.field}: {r.problem}" for r in table[table.status != "ok"].itertuples()) or "none"
         ),
-    })
-    return table
+    }
 
 
 @nightly_asset(
     kinds={"fits", "sql"},
+    check_specs=DIFFERENCE_IMAGES_CHECKS,
 )
 def difference_images(
     context: AssetExecutionContext,
@@ -133,7 +151,7 @@ def difference_images(
     calibrated_frames: pd.DataFrame,
     reference_images: pd.DataFrame,
     object_store: ObjectStoreResource,
-) -> pd.DataFrame:
+):
     """Each usable calibrated frame registered onto its field's reference and subtracted.
 
     Registration by WCS (refined by bright-star residuals), PSF estimated from the frame's
@@ -143,8 +161,17 @@ def difference_images(
     multi-extension FITS (DIFF, SCORR, VARIANCE, MASK, NEW, PSF) on the reference's WCS.
     A frame without a reference, or whose registration or PSF fails, is skipped with the reason.
     """
-    night = context.partition_key
     store = object_store.open()
+    yield from for_each_night(context, lambda night: difference_night(
+        context, night, config, night_rows(calibrated_frames, night), night_rows(reference_images, night), store,
+    ), difference_images_checks)
+
+
+def difference_night(
+    context: AssetExecutionContext, night: str, config: DifferencingConfig, calibrated_frames: pd.DataFrame,
+    reference_images: pd.DataFrame, store: ObjectStore,
+) -> tuple[pd.DataFrame, dict]:
+    """One night's ``difference_images`` rows and metadata."""
     references = reference_images[reference_images.status == "ok"].set_index("field")
     frames = calibrated_frames[(calibrated_frames.status == "ok") & calibrated_frames.usable.astype(bool)]
     loaded: dict[str, tuple[Reference, fits.Header]] = {}
@@ -186,6 +213,12 @@ def difference_images(
             "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
             "status": "ok", "problem": None,
         })
+        if s_corr_outside_range(difference.s_corr_std):
+            rows[-1].update(status="rejected", problem=(
+                f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: "
+                "subtraction not trusted"))
+            context.log.warning(f"night {night}, frame {frame.frame_id}: {rows[-1]['problem']}")
+            continue
         if preview is None:
             preview = difference_preview(difference.new, difference.difference, difference.s_corr,
                                          f"{frame.frame_id} ({config.method})")
@@ -205,6 +238,5 @@ def difference_images(
         metadata["why_not_differenced"] = MetadataValue.md("no usable calibrated frames tonight")
     if preview is not None:
         metadata["preview"] = MetadataValue.md(markdown_image(preview, "difference preview"))
-    context.add_output_metadata(metadata)
-    return table
+    return table, metadata
 

@@ -10,8 +10,10 @@ from astropy.wcs import WCS
 from dagster import AssetExecutionContext, Config, MetadataValue
 
 from astrid_assets import settings
-from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.nightly import for_each_night, nightly_asset
+from astrid_assets.defs.quality_checks import RAW_OBSERVATIONS_CHECKS, raw_observations_checks
 from astrid_assets.io import schema
+from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
 from astrid_assets.science.frames import FrameError, image_type, provenance_cards, read_frame, to_fits_bytes
 from astrid_assets.surveys.base import RawFrame
@@ -96,13 +98,14 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
 
 @nightly_asset(
     kinds={"fits", "sql"},
+    check_specs=RAW_OBSERVATIONS_CHECKS,
 )
 def raw_observations(
     context: AssetExecutionContext,
     config: IngestConfig,
     object_store: ObjectStoreResource,
     simulated_survey: SimulatedSurveyResource,
-) -> pd.DataFrame:
+):
     """The night's science and calibration frames, one row per frame, FITS in the object store.
 
     Every frame is validated (readable FITS, a 2-D image that is not all NaN, a celestial WCS
@@ -110,8 +113,16 @@ def raw_observations(
     ``quarantine/`` and its row marked ``quarantined`` with the problem — and the rest of the
     night goes on. A night with no frames is an empty partition, not an error.
     """
-    night = context.partition_key
     store = object_store.open()
+    yield from for_each_night(context, lambda night: ingest_night(
+        context, night, config, store, simulated_survey), raw_observations_checks)
+
+
+def ingest_night(
+    context: AssetExecutionContext, night: str, config: IngestConfig, store: ObjectStore,
+    simulated_survey: SimulatedSurveyResource,
+) -> tuple[pd.DataFrame, dict]:
+    """One night's ``raw_observations`` rows and metadata."""
     rows, quarantined = [], []
     for raw in fetch_night(night, config, simulated_survey):
         try:
@@ -135,7 +146,7 @@ def raw_observations(
     accepted = frame_table[frame_table.status == "ok"]
     if frame_table.empty:
         context.log.info(f"night {night}: no frames from the configured sources")
-    context.add_output_metadata({
+    return frame_table, {
         "frames": len(accepted),
         "science_frames": int((accepted.imagetyp == "object").sum()),
         "calibration_frames": int((accepted.imagetyp != "object").sum()),
@@ -146,5 +157,4 @@ def raw_observations(
         ),
         "sources": MetadataValue.json(sorted(frame_table.source.unique().tolist())),
         "object_store": settings.redact_url(store.url),
-    })
-    return frame_table
+    }

@@ -24,6 +24,7 @@ from dagster import (
 from astrid_assets import settings
 from astrid_assets.defs.detection import stamps_from_bytes
 from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.quality_checks import SCORED_DETECTIONS_CHECKS, scored_detections_checks
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.partitions import dataset_versions, model_versions
@@ -298,11 +299,12 @@ def unet_models(
 
 @nightly_asset(
     kinds={"pytorch", "sql"},
+    check_specs=SCORED_DETECTIONS_CHECKS,
 )
 def scored_detections(
     context: AssetExecutionContext, candidate_detections: pd.DataFrame, object_store: ObjectStoreResource,
     model_registry: ModelRegistryResource,
-) -> pd.DataFrame:
+):
     """Each candidate's real/bogus probability from the champion U-Net (loaded by MLflow alias).
 
     With no champion yet, candidates pass through unscored (probability null) and the metadata
@@ -314,18 +316,19 @@ def scored_detections(
     table = candidate_detections[["night", "candidate_id", "frame_id"]].copy()
     if model is None or table.empty:
         table["real_probability"], table["model_version"] = None, None
-        context.add_output_metadata({"scored": 0, "candidates": len(table), "note": (
+        yield Output(table, metadata={"scored": 0, "candidates": len(table), "note": (
             "no champion model yet: candidates passed through unscored" if model is None else "no candidates")})
-        return table
+        yield from scored_detections_checks(list(context.partition_keys), table)
+        return
     stamps = collect_stamps(candidate_detections, object_store.open())
     table["real_probability"] = predict(model, stamps, device="auto").astype(float)
     table["model_version"] = version
-    context.add_output_metadata({
+    yield Output(table, metadata={
         "scored": len(table), "model_version": version,
         "likely_real": int((table.real_probability >= 0.5).sum()),
         "median_probability": float(table.real_probability.median()),
     })
-    return table
+    yield from scored_detections_checks(list(context.partition_keys), table)
 
 
 def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dict:

@@ -61,8 +61,57 @@ def test_three_nights_from_an_empty_store(astrid_home):
     assert "data:image/png;base64" in metadata["top_candidates"]
     assert "data:image/png;base64" in metadata_of(result, "difference_images")["preview"]
 
-    check = result.get_asset_check_evaluations()[0]
-    assert check.check_name == "injection_recovery" and check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert all(c.passed for c in checks.values()), [c.check_name for c in checks.values() if not c.passed]
+    first_checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
+    assert not first_checks["reference_coverage"].passed  # the first night has nothing to build a reference from
+    assert first_checks["reference_coverage"].severity.value == "WARN"
+    check = checks["injection_recovery"]
+    assert check.passed
     assert check.metadata["completeness_snr_ge_10"].value >= 0.95
     assert 3 <= check.metadata["snr_50_percent"].value <= 10
     assert "data:image/png;base64" in check.metadata["completeness_curve"].value
+
+
+def test_a_window_of_nights_runs_as_one_run_and_a_blocking_check_stops_bad_differences(astrid_home, monkeypatch):
+    """The backfill policy's single run: three nights, each step once; then a failing blocking check."""
+    from dagster import AssetKey
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from astrid_assets.defs import quality_checks
+
+    instance = DagsterInstance.get()
+    resources = {**default_resources(), "simulated_survey": SimulatedSurveyResource(fields=["F01"], frames_per_night=2)}
+    job = Definitions(assets=nightly_assets, jobs=[nightly_pipeline], resources=resources).resolve_job_def(
+        "nightly_pipeline")
+    result = job.execute_in_process(instance=instance, raise_on_error=False, tags={
+        ASSET_PARTITION_RANGE_START_TAG: NIGHTS[0], ASSET_PARTITION_RANGE_END_TAG: NIGHTS[-1]})
+    assert result.success
+    assert len(instance.get_run_records()) == 1
+    for asset in ("raw_observations", "calibrated_frames", "reference_images", "difference_images",
+                  "candidate_detections", "scored_detections"):
+        assert instance.get_materialized_partitions(AssetKey(asset)) == set(NIGHTS), asset
+    # Night 2's reference is built in the same run from night 1's calibrated frames (written by the earlier step).
+    assert list(read_nights("reference_images", NIGHTS).sort_values("night").status) == ["missing", "ok", "ok"]
+    candidates = read_nights("candidate_detections", NIGHTS)
+    assert set(candidates.night) == set(NIGHTS[1:]) and len(read_nights("scored_detections", NIGHTS)) == len(candidates)
+    metadata = metadata_of(result, "candidate_detections")
+    assert metadata["nights"] == 3 and metadata["candidates"] == len(candidates)
+    injection = next(c for c in result.get_asset_check_evaluations() if c.check_name == "injection_recovery")
+    assert set(injection.metadata["completeness_by_night"].value) == set(NIGHTS[1:]) and injection.passed
+
+    # A survey whose S_corr is far from unit variance: every difference is rejected, the blocking check fails,
+    # and nothing downstream runs, so the candidates already stored for the night are kept.
+    monkeypatch.setattr(quality_checks, "S_CORR_STD_RANGE", (5.0, 6.0))
+    night = NIGHTS[-1]
+    before = read_nights("candidate_detections", [night])
+    rerun = job.get_subset(asset_selection={AssetKey("difference_images"), AssetKey("candidate_detections")})
+    bad = rerun.execute_in_process(partition_key=night, instance=instance, raise_on_error=False)
+    assert not bad.success
+    check = next(c for c in bad.get_asset_check_evaluations() if c.check_name == "s_corr_variance")
+    assert not check.passed and check.metadata["failing_nights"].value == [night]
+    differences = read_nights("difference_images", [night])
+    assert (differences.status == "rejected").all() and differences.problem.str.contains("S_corr").all()
+    assert not bad.asset_materializations_for_node("candidate_detections")
+    after = read_nights("candidate_detections", [night])
+    assert len(after) == len(before) > 0

@@ -1,0 +1,152 @@
+"""Data-quality checks of the nightly assets, evaluated in the asset's own step on the rows it just wrote.
+
+Each check looks at every night of the run and names the nights (and frames) that fail. A
+*blocking* check that fails with ERROR stops the assets downstream of it in that run: the rows
+stay stored for inspection but are not built upon. Checks that describe a normal state of the sky
+(a cloudy night without frames, a field without a reference yet) only warn.
+
+The thresholds are module constants so that a survey with other characteristics changes them in
+one place.
+"""
+
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
+
+MAX_QUARANTINE_FRACTION = 0.5  #: more of a night's frames unreadable than this: the source is broken
+MAX_MEDIAN_MASKED_FRACTION = 0.10  #: median masked-pixel fraction of a night's calibrated frames
+MAX_FAILED_CALIBRATION_FRACTION = 0.5  #: share of a night's science frames that failed to calibrate
+S_CORR_STD_RANGE = (0.8, 1.25)  #: robust std of S_corr accepted for a difference image (1 on blank sky)
+MAX_REJECTED_DIFFERENCE_FRACTION = 0.5  #: share of a night's differences rejected for their S_corr std
+MAX_DIFFERENCE_MASKED_FRACTION = 0.25  #: masked-pixel fraction of a difference worth a warning
+MAX_CANDIDATES_PER_FRAME = 500  #: median candidates per searched frame; more means a failed subtraction
+
+
+def spec(asset: str, name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
+    return AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+
+
+def by_night(nights: list[str], table: pd.DataFrame, measure: Callable[[pd.DataFrame], float | None]) -> dict:
+    """``measure`` of each night's rows (None where it does not apply)."""
+    return {night: measure(table[table.night == night]) for night in nights}
+
+
+def result(name: str, values: dict, bad: Callable[[float], bool], severity: AssetCheckSeverity, what: str,
+           **metadata) -> AssetCheckResult:
+    """Passed unless some night's value is ``bad``; the metadata holds every night's value and the failures."""
+    failing = {night: value for night, value in values.items() if value is not None and bad(value)}
+    return AssetCheckResult(
+        check_name=name, passed=not failing, severity=severity,
+        description=(f"{what}: " + ", ".join(f"{n} ({v:.3g})" for n, v in failing.items())) if failing else None,
+        metadata={"by_night": MetadataValue.json({n: v for n, v in values.items() if v is not None}),
+                  "failing_nights": MetadataValue.json(sorted(failing)), **metadata},
+    )
+
+
+RAW_OBSERVATIONS_CHECKS = [
+    spec("raw_observations", "science_frames_received",
+         "Every night of the run delivered at least one science frame (a clouded-out night warns)."),
+    spec("raw_observations", "quarantine_rate",
+         f"At most {MAX_QUARANTINE_FRACTION:.0%} of a night's frames are quarantined as unreadable.", blocking=True),
+]
+
+
+def raw_observations_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    science = by_night(nights, table, lambda t: float(((t.status == "ok") & (t.imagetyp == "object")).sum()))
+    yield result("science_frames_received", science, lambda n: n == 0, AssetCheckSeverity.WARN,
+                 "nights without science frames")
+    quarantined = by_night(nights, table, lambda t: float((t.status == "quarantined").mean()) if len(t) else None)
+    yield result("quarantine_rate", quarantined, lambda f: f > MAX_QUARANTINE_FRACTION, AssetCheckSeverity.ERROR,
+                 "nights with most frames quarantined",
+                 quarantined_frames=MetadataValue.json(table.loc[table.status == "quarantined", "frame_id"].tolist()))
+
+
+CALIBRATED_FRAMES_CHECKS = [
+    spec("calibrated_frames", "masked_fraction",
+         f"The median fraction of masked pixels of a night's calibrated frames is at most "
+         f"{MAX_MEDIAN_MASKED_FRACTION:.0%}; more means broken masters or cosmic-ray rejection.", blocking=True),
+    spec("calibrated_frames", "calibration_failures",
+         f"At most {MAX_FAILED_CALIBRATION_FRACTION:.0%} of a night's science frames fail to calibrate.",
+         blocking=True),
+]
+
+
+def calibrated_frames_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    ok = table[table.status == "ok"]
+    masked = by_night(nights, ok, lambda t: float(t.masked_fraction.median()) if len(t) else None)
+    yield result("masked_fraction", masked, lambda f: f > MAX_MEDIAN_MASKED_FRACTION, AssetCheckSeverity.ERROR,
+                 "nights with abnormal masked fraction")
+    failed = by_night(nights, table, lambda t: float((t.status == "failed").mean()) if len(t) else None)
+    yield result("calibration_failures", failed, lambda f: f > MAX_FAILED_CALIBRATION_FRACTION,
+                 AssetCheckSeverity.ERROR, "nights where most frames failed to calibrate")
+
+
+REFERENCE_IMAGES_CHECKS = [
+    spec("reference_images", "reference_coverage",
+         "Every field observed in the night has a reference (the first nights of a survey warn)."),
+]
+
+
+def reference_images_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    missing = by_night(nights, table, lambda t: float((t.status != "ok").sum()) if len(t) else None)
+    yield result("reference_coverage", missing, lambda n: n > 0, AssetCheckSeverity.WARN,
+                 "nights with fields lacking a reference",
+                 fields_without_reference=MetadataValue.json(sorted(set(table.loc[table.status != "ok", "field"]))))
+
+
+DIFFERENCE_IMAGES_CHECKS = [
+    spec("difference_images", "s_corr_variance",
+         f"S_corr has unit variance on blank sky: differences whose robust std lies outside "
+         f"{S_CORR_STD_RANGE} are rejected (not searched), and a night fails if more than "
+         f"{MAX_REJECTED_DIFFERENCE_FRACTION:.0%} of its differences are.", blocking=True),
+    spec("difference_images", "difference_masked_fraction",
+         f"No difference image has more than {MAX_DIFFERENCE_MASKED_FRACTION:.0%} of its pixels masked."),
+]
+
+
+def s_corr_outside_range(s_corr_std: float) -> bool:
+    low, high = S_CORR_STD_RANGE
+    return not low <= s_corr_std <= high
+
+
+def difference_images_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    differenced = table[table.status.isin(["ok", "rejected"])]
+    rejected = by_night(nights, differenced, lambda t: float((t.status == "rejected").mean()) if len(t) else None)
+    yield result("s_corr_variance", rejected, lambda f: f > MAX_REJECTED_DIFFERENCE_FRACTION,
+                 AssetCheckSeverity.ERROR, "nights with most differences off unit S_corr variance",
+                 s_corr_std=MetadataValue.json(dict(zip(
+                     differenced.frame_id, differenced.s_corr_std.astype(float).round(4), strict=True))))
+    masked = by_night(nights, differenced, lambda t: float(t.masked_fraction.max()) if len(t) else None)
+    yield result("difference_masked_fraction", masked, lambda f: f > MAX_DIFFERENCE_MASKED_FRACTION,
+                 AssetCheckSeverity.WARN, "nights with a heavily masked difference")
+
+
+CANDIDATE_DETECTIONS_CHECKS = [
+    spec("candidate_detections", "candidate_density",
+         f"The median number of candidates per searched frame is at most {MAX_CANDIDATES_PER_FRAME}; "
+         "a flood of candidates means a failed subtraction and is not scored.", blocking=True),
+]
+
+
+def candidate_detections_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    per_frame = by_night(nights, table, lambda t: float(t.groupby("frame_id").size().median()) if len(t) else None)
+    yield result("candidate_density", per_frame, lambda n: n > MAX_CANDIDATES_PER_FRAME, AssetCheckSeverity.ERROR,
+                 "nights with a flood of candidates")
+
+
+SCORED_DETECTIONS_CHECKS = [
+    spec("scored_detections", "scores_valid",
+         "Once a champion model exists, every candidate has a real/bogus probability in [0, 1]."),
+]
+
+
+def scored_detections_checks(nights: list[str], table: pd.DataFrame) -> Iterator[AssetCheckResult]:
+    def invalid(t: pd.DataFrame) -> float | None:
+        scored = t[t.model_version.notna()]
+        if scored.empty:
+            return None
+        return float((~scored.real_probability.between(0, 1)).sum())
+
+    yield result("scores_valid", by_night(nights, table, invalid), lambda n: n > 0, AssetCheckSeverity.ERROR,
+                 "nights with missing or invalid probabilities")
