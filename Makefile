@@ -15,11 +15,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/astrid demo
 
-## System tools the tests drive (Debian packages): docker-compose (validates docker-compose.yaml).
+## System tools the tests drive (Debian packages): docker-compose (validates docker-compose.yaml),
+## chromium and chromium-driver (the UI test drives the webserver in headless Chromium). Installs only what is missing.
 test-tools:
-	@command -v docker-compose >/dev/null || { \
+	@missing=""; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	[ -z "$$missing" ] || { \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 ## Install and run the whole test suite (pytest exit 5, "no tests", fails like any other error).
 test: install test-tools

@@ -41,21 +41,15 @@ def embedded_instance():
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def range_tags(nights: list[str]) -> dict[str, str]:
-    """Run tags that make one run cover the window of nights (as a single-run backfill does)."""
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-    return {ASSET_PARTITION_RANGE_START_TAG: nights[0], ASSET_PARTITION_RANGE_END_TAG: nights[-1]}
-
-
 def run_nightly(nights: list[str], asset_selection=None):
     """Execute ``nightly_pipeline`` for the window of nights in one run; its execution result."""
     from astrid_assets.definitions import defs
+    from astrid_assets.partitions import night_range_tags
 
     print(f"astrid: processing nights {nights[0]} … {nights[-1]} in one run ...", flush=True)
     return defs.resolve_job_def("nightly_pipeline").execute_in_process(
-        instance=embedded_instance(), raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags=range_tags(nights),
-        asset_selection=asset_selection)
+        instance=embedded_instance(), raise_on_error=False, run_config=QUIET_RUN_CONFIG,
+        tags=night_range_tags(nights[0], nights[-1]), asset_selection=asset_selection)
 
 
 def injection_completeness(result, night: str) -> str:

@@ -9,6 +9,7 @@ from dagster import Definitions
 from astrid_assets import settings
 from astrid_assets.automation.alerts import alert_on_run_failure
 from astrid_assets.automation.nightly import nightly_schedule
+from astrid_assets.automation.rescoring import rescore_after_new_champion
 from astrid_assets.automation.retraining import retrain_on_new_labels
 from astrid_assets.defs.calibration import calibrated_frames
 from astrid_assets.defs.detection import candidate_detections
@@ -49,6 +50,6 @@ defs = Definitions(
     assets=nightly_assets + learning_assets,
     jobs=[nightly_pipeline, build_training_dataset, train_unet],
     schedules=[nightly_schedule],
-    sensors=[retrain_on_new_labels, alert_on_run_failure],
+    sensors=[retrain_on_new_labels, rescore_after_new_champion, alert_on_run_failure],
     resources=default_resources(),
 )

@@ -7,9 +7,15 @@
 """
 
 from dagster import DailyPartitionsDefinition, DynamicPartitionsDefinition
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 FIRST_NIGHT = "2024-01-01"
 
 nightly_partitions = DailyPartitionsDefinition(start_date=FIRST_NIGHT, timezone="UTC")
 dataset_versions = DynamicPartitionsDefinition(name="dataset_versions")
 model_versions = DynamicPartitionsDefinition(name="model_versions")
+
+
+def night_range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make one run cover the nights ``first`` … ``last`` (as a single-run backfill does)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}

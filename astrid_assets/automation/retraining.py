@@ -20,7 +20,15 @@ def min_new_labels() -> int:
     return int(os.environ.get("ASTRID_RETRAIN_MIN_LABELS", "200"))
 
 
-@sensor(name="retrain_on_new_labels", minimum_interval_seconds=300, jobs=[build_training_dataset, train_unet])
+def sensor_interval_s() -> int:
+    """Seconds between evaluations of AstrID's sensors (``ASTRID_SENSOR_INTERVAL_S``, default 300)."""
+    return int(os.environ.get("ASTRID_SENSOR_INTERVAL_S", "300"))
+
+
+@sensor(name="retrain_on_new_labels", minimum_interval_seconds=sensor_interval_s(),
+        jobs=[build_training_dataset, train_unet],
+        description="Builds a dataset version and trains a model version once ASTRID_RETRAIN_MIN_LABELS new "
+                    "labels have landed.")
 def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseResource):
     from astrid_assets import settings
     from astrid_assets.validations import count_labels

@@ -66,13 +66,19 @@ class ModelRegistryResource(ConfigurableResource):
         mlflow.set_tracking_uri(self.uri())
         return mlflow.MlflowClient(self.uri())
 
+    def champion_version(self) -> str | None:
+        """Registry version of the model under the ``champion`` alias, or None."""
+        from astrid_assets.registry import CHAMPION, version_by_alias
+
+        return version_by_alias(self.client(), CHAMPION)
+
     def load_champion(self):
         """(model, registry version) of the champion, or (None, None) when there is none."""
         import mlflow.pytorch
 
-        from astrid_assets.registry import CHAMPION, MODEL_NAME, version_by_alias
+        from astrid_assets.registry import MODEL_NAME
 
-        version = version_by_alias(self.client(), CHAMPION)
+        version = self.champion_version()
         if version is None:
             return None, None
         return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu"), version

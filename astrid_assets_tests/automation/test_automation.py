@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 from dagster import (
+    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     SensorResult,
@@ -105,3 +106,56 @@ def test_a_failed_run_is_posted_to_the_webhook(monkeypatch):
     assert "nightly_pipeline (partition 2024-01-05) failed" in alert["text"]
     assert "calibrate_night: ValueError: night 2024-01-05, frame F01-s001: flat missing" in alert["text"]
     assert "secret-token" not in alert["text"]
+
+
+def test_a_new_champion_rescores_the_recent_nights_once(tmp_path, monkeypatch):
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from astrid_assets.io.schema import scored_detections
+    from astrid_assets.resources import ModelRegistryResource
+
+    class Registry(ModelRegistryResource):  # the registry's alias, without an MLflow store
+        champion: str | None = None
+
+        def champion_version(self):
+            return self.champion
+
+    monkeypatch.setenv("ASTRID_RESCORE_NIGHTS", "7")
+    url = f"sqlite:///{tmp_path / 'astrid.db'}"
+    nights = [f"2024-01-{d:02d}" for d in range(1, 10)]
+    metadata.create_all(engine_for(url), tables=[candidate_detections, scored_detections])
+    with engine_for(url).begin() as connection:
+        connection.execute(candidate_detections.insert(), [
+            {"night": night, "candidate_id": f"{night}-c{i}", "frame_id": "f", "field": "F01"}
+            for night in nights for i in range(3)])
+
+    def score(version, chosen):
+        with engine_for(url).begin() as connection:
+            connection.execute(scored_detections.delete().where(scored_detections.c.night.in_(chosen)))
+            connection.execute(scored_detections.insert(), [
+                {"night": night, "candidate_id": f"{night}-c{i}", "frame_id": "f", "real_probability": 0.5,
+                 "model_version": version} for night in chosen for i in range(3)])
+
+    sensor = defs.resolve_sensor_def("rescore_after_new_champion")
+    with DagsterInstance.ephemeral() as instance:
+        for night in nights:
+            instance.report_runless_asset_event(AssetMaterialization("candidate_detections", partition=night))
+
+        def tick(champion):
+            resources = {"database": DatabaseResource(url=url), "model_registry": Registry(champion=champion)}
+            return sensor(build_sensor_context(instance=instance, resources=resources))
+
+        assert isinstance(tick(None), SkipReason)
+        score(None, nights)  # scored while there was no champion: no probabilities
+        score("2", nights[2:5])
+        (request,) = tick("2").run_requests  # 2024-01-03…05 are already scored by v2
+        assert request.run_key == "rescore-v2-2024-01-06-2024-01-09"
+        assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
+            "2024-01-06", "2024-01-09")
+        assert request.job_name == "nightly_pipeline" and request.asset_selection == [
+            AssetKey("scored_detections")]
+
+        score("2", nights[5:])
+        assert isinstance(tick("2"), SkipReason)  # everything in the look-back is scored by the champion
+        (request,) = tick("3").run_requests  # a new champion: the whole look-back, the oldest night excluded
+        assert request.run_key == "rescore-v3-2024-01-03-2024-01-09"
