@@ -255,6 +255,26 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def trigger(args: argparse.Namespace) -> int:
+    from astrid_assets.trigger import TriggerError, trigger_night, trigger_window
+
+    try:
+        if args.night:
+            print(f"astrid trigger: night {args.night} …", flush=True)
+            run_id = trigger_night(args.url, args.night, wait=not args.no_wait, timeout_s=args.timeout)
+            print(f"run {run_id} {'launched' if args.no_wait else 'succeeded'}: {args.url.rstrip('/')}/runs/{run_id}")
+        else:
+            night_window(args.start, args.end)  # refuses a window that ends before it starts
+            print(f"astrid trigger: nights {args.start} … {args.end} …", flush=True)
+            backfill = trigger_window(args.url, args.start, args.end, wait=not args.no_wait, timeout_s=args.timeout)
+            print(f"backfill {backfill} {'launched' if args.no_wait else 'succeeded'}: "
+                  f"{args.url.rstrip('/')}/runs/b/{backfill}")
+    except (TriggerError, OSError) as error:
+        print(f"astrid trigger: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -303,10 +323,24 @@ def main(argv: list[str] | None = None) -> int:
 
     back = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
     back.set_defaults(handler=rollback)
+
+    launch = commands.add_parser("trigger", help="launch a night or a window of nights on a running deployment"
+                                 " (its webserver's GraphQL API) and wait for it")
+    launch.add_argument("--url", default=os.environ.get("ASTRID_DAGSTER_URL", "http://127.0.0.1:3000"),
+                        help="Dagster webserver (default $ASTRID_DAGSTER_URL or http://127.0.0.1:3000)")
+    which = launch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--night", help="one night, YYYY-MM-DD: a run of nightly_pipeline")
+    which.add_argument("--start", help="first night of a window: a backfill of the nightly assets")
+    launch.add_argument("--end", help="last night of the window (default: --start)")
+    launch.add_argument("--no-wait", action="store_true", help="return once launched")
+    launch.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait at most")
+    launch.set_defaults(handler=trigger)
     from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
 
     doctor.add_parser(commands)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is trigger and args.start and not args.end:
+        args.end = args.start
     return args.handler(args)
 
 

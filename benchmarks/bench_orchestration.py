@@ -255,8 +255,10 @@ def row_counts(database: Path) -> dict[str, dict[str, int]]:
     with sqlite3.connect(database) as connection:
         existing = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table in NIGHTLY_ASSETS:
-            rows = connection.execute(f"SELECT night, COUNT(*) FROM {table} GROUP BY night") if table in existing else []
-            counts[table] = dict(rows)
+            if table in existing:
+                counts[table] = dict(connection.execute(f"SELECT night, COUNT(*) FROM {table} GROUP BY night"))
+            else:
+                counts[table] = {}
     return counts
 
 
@@ -384,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {r["side"]: set(r["objects"]) for r in results}
     same_objects = all(k == keys["plain"] for k in keys.values())
     print(f"\nobject keys identical on every side: {same_objects}")
-    print(f"dagster (CLI) ÷ plain: {ratio:.2f}× (target ≤ {args.target}×: {'met' if ratio <= args.target else 'NOT met'})")
+    verdict = "met" if ratio <= args.target else "NOT met"
+    print(f"dagster (CLI) ÷ plain: {ratio:.2f}× (target ≤ {args.target}×: {verdict})")
     report = {
         "environment": {**environment(), "load_average_before": [round(x, 2) for x in load_before]},
         "nights": args.nights,

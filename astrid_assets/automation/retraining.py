@@ -9,7 +9,16 @@ that repeats never builds or trains twice.
 
 import os
 
-from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterRunStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from astrid_assets.jobs import build_training_dataset, train_unet
 from astrid_assets.partitions import dataset_versions, model_versions
@@ -23,6 +32,17 @@ def min_new_labels() -> int:
 def sensor_interval_s() -> int:
     """Seconds between evaluations of AstrID's sensors (``ASTRID_SENSOR_INTERVAL_S``, default 300)."""
     return int(os.environ.get("ASTRID_SENSOR_INTERVAL_S", "300"))
+
+
+def passed_its_gates(instance, version: str) -> bool:
+    """Whether the run that last built dataset ``version`` succeeded (its blocking checks passed).
+
+    A dataset whose gates failed is stored for inspection, but its run failed: it is not trained on.
+    """
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("training_datasets"), asset_partitions=[version]), limit=1).records
+    run = instance.get_run_by_id(records[0].run_id) if records else None
+    return run is None or run.status == DagsterRunStatus.SUCCESS
 
 
 @sensor(name="retrain_on_new_labels", minimum_interval_seconds=sensor_interval_s(),
@@ -39,7 +59,7 @@ def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseRe
     trained = context.instance.get_materialized_partitions(AssetKey("unet_models"))
     built = context.instance.get_materialized_partitions(AssetKey("training_datasets"))
     for version in sorted(built - trained):
-        if version.startswith("r"):
+        if version.startswith("r") and passed_its_gates(context.instance, version):
             requests.append(RunRequest(job_name="train_unet", partition_key=version, run_key=f"model-{version}"))
     if labels - last >= min_new_labels():
         version = f"r{labels}"
