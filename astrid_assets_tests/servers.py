@@ -128,3 +128,56 @@ def mlflow_server(work_dir: Path, artifacts_destination: str, s3_endpoint: str) 
     with server_process(command, port, work_dir / "mlflow.log", timeout=120,
                         env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}):
         yield f"http://127.0.0.1:{port}"
+
+
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+    """One GraphQL operation against a Dagster webserver; its data (errors raise)."""
+    import requests
+
+    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout)
+    response.raise_for_status()
+    body = response.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus " \
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+
+
+def wait_for_code_location(url: str, timeout: float = 180) -> None:
+    """Wait until the webserver has loaded every code location; a load error raises with its message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entries = graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+        if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+            errors = [e["locationOrLoadError"] for e in entries
+                      if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
+            if errors:
+                raise RuntimeError(f"code location failed to load: {errors}")
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the webserver at {url} did not load its code locations within {timeout} s")
+
+
+@contextmanager
+def dagster_deployment(work_dir: Path, env: dict[str, str], workspace: Path) -> Iterator[str]:
+    """``dagster-daemon`` and ``dagster-webserver`` on loopback, each in its own process group; yields the URL.
+
+    ``env`` must name ``DAGSTER_HOME`` (with its dagster.yaml) and whatever the code location needs.
+    """
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    with open(work_dir / "daemon.log", "wb") as daemon_log:
+        daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+                                  stdout=daemon_log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, **env})
+        try:
+            command = [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)]
+            with server_process(command, port, work_dir / "webserver.log", timeout=180, env=env):
+                url = f"http://127.0.0.1:{port}"
+                wait_for_code_location(url)
+                yield url
+        finally:
+            stop_process_group(daemon)
