@@ -1,0 +1,68 @@
+"""The nightly data-quality checks on small tables with a known verdict, night by night."""
+
+import pandas as pd
+
+from astrid_assets.defs import quality_checks as qc
+from astrid_assets.defs.nightly import merge_night_metadata
+
+NIGHTS = ["2024-01-05", "2024-01-06"]
+
+
+def by_name(results) -> dict:
+    return {r.check_name: r for r in results}
+
+
+def test_raw_observations_checks_name_the_bad_night():
+    frames = pd.DataFrame({
+        "night": ["2024-01-05"] * 4 + ["2024-01-06"] * 2,
+        "frame_id": list("abcdef"),
+        "status": ["ok", "quarantined", "quarantined", "quarantined", "ok", "ok"],
+        "imagetyp": ["object", None, None, None, "bias", "flat"],
+    })
+    checks = by_name(qc.raw_observations_checks(NIGHTS, frames))
+    assert not checks["quarantine_rate"].passed
+    assert checks["quarantine_rate"].metadata["failing_nights"].value == ["2024-01-05"]
+    assert checks["quarantine_rate"].metadata["quarantined_frames"].value == ["b", "c", "d"]
+    # 2024-01-06 delivered only calibration frames: a warning, not an error
+    assert not checks["science_frames_received"].passed
+    assert checks["science_frames_received"].severity.value == "WARN"
+    assert checks["science_frames_received"].metadata["failing_nights"].value == ["2024-01-06"]
+
+
+def test_a_night_without_rows_passes_the_rate_checks():
+    empty = pd.DataFrame(columns=["night", "frame_id", "status", "imagetyp"])
+    checks = by_name(qc.raw_observations_checks(NIGHTS, empty))
+    assert checks["quarantine_rate"].passed
+
+
+def test_difference_checks_reject_on_s_corr_variance():
+    differences = pd.DataFrame({
+        "night": ["2024-01-05"] * 3 + ["2024-01-06"] * 2,
+        "frame_id": list("abcde"),
+        "status": ["ok", "rejected", "rejected", "ok", "skipped"],
+        "s_corr_std": [1.01, 1.9, 2.2, 1.02, None],
+        "masked_fraction": [0.01, 0.02, 0.4, 0.01, None],
+    })
+    checks = by_name(qc.difference_images_checks(NIGHTS, differences))
+    assert not checks["s_corr_variance"].passed  # 2 of 3 rejected on 2024-01-05
+    assert checks["s_corr_variance"].metadata["failing_nights"].value == ["2024-01-05"]
+    assert not checks["difference_masked_fraction"].passed
+    assert qc.s_corr_outside_range(1.3) and not qc.s_corr_outside_range(1.0)
+
+
+def test_candidate_flood_and_scores():
+    flood = pd.DataFrame({"night": "2024-01-05", "frame_id": "a", "candidate_id": range(600)})
+    assert not by_name(qc.candidate_detections_checks(NIGHTS, flood))["candidate_density"].passed
+    scored = pd.DataFrame({"night": ["2024-01-05"] * 3, "candidate_id": list("abc"),
+                           "real_probability": [0.2, None, 0.9], "model_version": ["3", "3", "3"]})
+    assert not by_name(qc.scored_detections_checks(NIGHTS, scored))["scores_valid"].passed
+    unscored = scored.assign(real_probability=None, model_version=None)  # no champion yet: nothing to check
+    assert by_name(qc.scored_detections_checks(NIGHTS, unscored))["scores_valid"].passed
+
+
+def test_range_metadata_sums_counts_and_keeps_each_night():
+    merged = merge_night_metadata({"2024-01-05": {"frames": 4, "median_fwhm": 3.1, "note": "x"},
+                                   "2024-01-06": {"frames": 6, "median_fwhm": 2.9}})
+    assert merged["nights"] == 2 and merged["frames"] == 10 and "median_fwhm" not in merged
+    assert "2024-01-06" in merged["by_night"].value and "2.9" in merged["by_night"].value
+    assert merge_night_metadata({"2024-01-05": {"frames": 4}}) == {"frames": 4}
