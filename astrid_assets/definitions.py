@@ -4,7 +4,7 @@ Load with ``dagster dev -m astrid_assets.definitions``. Which deployment this is
 default or production) is decided by environment variables alone; see :mod:`astrid_assets.settings`.
 """
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from astrid_assets import settings
 from astrid_assets.automation.alerts import alert_on_run_failure
@@ -48,6 +48,10 @@ def default_resources() -> dict:
 
 defs = Definitions(
     assets=nightly_assets + learning_assets,
+    # Every AstrID job is a chain of steps that depend on each other (raw → … → scored; dataset →
+    # model): the multiprocess executor would start a fresh interpreter (torch, astropy, MLflow) for
+    # each step and gain no parallelism, so steps run one after another in the run's own process.
+    executor=in_process_executor,
     jobs=[nightly_pipeline, build_training_dataset, train_unet],
     schedules=[nightly_schedule],
     sensors=[retrain_on_new_labels, rescore_after_new_champion, alert_on_run_failure],

@@ -17,9 +17,9 @@ folder; ``DAGSTER_HOME``: a SQLite instance with telemetry off; no ``ASTRID_DATA
       dagster asset materialize -m astrid_assets.definitions \\
           --select raw_observations,calibrated_frames,...,scored_detections --partition-range A...B
 
-  It runs on the job's default (multiprocess) executor: every step is a child process that loads
-  the code location again. Tables go through the table IO manager (one transaction per step over
-  the range, inputs read back from the database), run and step events to the instance's SQLite
+  It runs on the executor AstrID's definitions choose (``in_process_executor``: the steps of the
+  chain run one after another in the run's process). Tables go through the table IO manager (one
+  transaction per step over the range, inputs read back from the database), run and step events to the instance's SQLite
   storage, the data-quality checks run in their steps.
 * **dagster (in-process)**, with ``--in-process`` — the same run from a Python process calling
   ``defs.resolve_job_def("nightly_pipeline").execute_in_process(tags=<partition-range tags>)``

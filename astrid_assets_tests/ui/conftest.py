@@ -38,7 +38,6 @@ UPSTREAM = ["raw_observations", "calibrated_frames", "reference_images", "differ
 #: reference, and the third night gets one difference image. The run launched from the UI needs none
 #: of this (candidate_detections reads only difference_images and the object store).
 UPSTREAM_RUN_CONFIG = {
-    "execution": {"config": {"in_process": {}}},
     "resources": {"simulated_survey": {"config": {"fields": ["F01"], "frames_per_night": 1, "size": 256}}},
 }
 INSTANCE_YAML = """\
