@@ -34,14 +34,19 @@ SENSOR = {"repositoryLocationName": "astrid", "repositoryName": "__repository__"
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, s3_endpoint, mlflow_uri):
-    """The webserver's URL, the instance (same PostgreSQL database) and AstrID's database URL."""
+def deployment(tmp_path_factory, s3_endpoint):
+    """The webserver's URL, the instance (same PostgreSQL database) and AstrID's database URL.
+
+    The deployment has its own MLflow server: the models its sensor trains must not appear in the
+    registry that the learning-loop tests count versions in.
+    """
     work = tmp_path_factory.mktemp("deployment")
     dagster_home = work / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
     boto3.client("s3").create_bucket(Bucket="astrid-e2e")
-    with servers.postgres_database("astrid_e2e") as url, pytest.MonkeyPatch.context() as patch:
+    with servers.postgres_database("astrid_e2e") as url, pytest.MonkeyPatch.context() as patch, \
+            servers.mlflow_server(work, "s3://astrid-e2e/mlflow", s3_endpoint) as mlflow_uri:
         pg = sa.engine.make_url(url)
         env = {
             "DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port),
