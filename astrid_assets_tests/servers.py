@@ -146,18 +146,25 @@ LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name load
             "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 
-def wait_for_code_location(url: str, timeout: float = 180) -> None:
-    """Wait until the webserver has loaded every code location; a load error raises with its message."""
+def wait_for_code_location(url: str, timeout: float = 180, process: subprocess.Popen | None = None) -> None:
+    """Wait until the webserver has loaded every code location; a load error, or ``process`` exiting, raises."""
+    import requests
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        entries = graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"dagster-webserver exited with code {process.returncode}")
+        try:
+            entries = graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+        except requests.RequestException:
+            entries = []
         if entries and all(e["loadStatus"] == "LOADED" for e in entries):
             errors = [e["locationOrLoadError"] for e in entries
                       if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
             if errors:
                 raise RuntimeError(f"code location failed to load: {errors}")
             return
-        time.sleep(1)
+        time.sleep(0.5)
     raise TimeoutError(f"the webserver at {url} did not load its code locations within {timeout} s")
 
 

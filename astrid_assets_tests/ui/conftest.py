@@ -16,9 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +46,6 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
 """
-WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
 
 @dataclass
@@ -68,33 +63,6 @@ def ui_output(tmp_path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\nUI screenshots: {folder}")
     return folder
-
-
-def graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
-
-
-def wait_for_code_location(url: str, webserver: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Until the workspace's code location has loaded; its load error, if it has one, fails at once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if webserver.poll() is not None:
-            raise RuntimeError(f"dagster-webserver exited with {webserver.returncode}; see {log}")
-        try:
-            entries = graphql(url, WORKSPACE_QUERY)["data"]["workspaceOrError"]["locationEntries"]
-        except (urllib.error.URLError, OSError, KeyError, TypeError):
-            entries = []
-        for entry in entries:
-            loaded = entry["locationOrLoadError"] or {}
-            if loaded.get("__typename") == "PythonError":
-                raise RuntimeError(f"code location {entry['name']} failed to load: {loaded['message']}")
-        if entries and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"the code location did not load within {timeout} s; see {log}")
 
 
 @pytest.fixture
@@ -124,7 +92,7 @@ def dagster_ui(astrid_home, tmp_path) -> DagsterUI:
     try:
         with servers.server_process(webserver, port, logs / "webserver.log", timeout=180) as process:
             url = f"http://127.0.0.1:{port}"
-            wait_for_code_location(url, process, logs / "webserver.log")
+            servers.wait_for_code_location(url, process=process)
             try:
                 upstream.wait(timeout=300)
             except subprocess.TimeoutExpired:
