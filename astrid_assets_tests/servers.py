@@ -130,33 +130,21 @@ def mlflow_server(work_dir: Path, artifacts_destination: str, s3_endpoint: str) 
         yield f"http://127.0.0.1:{port}"
 
 
-def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
-    """One GraphQL operation against a Dagster webserver; its data (errors raise)."""
-    import requests
-
-    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {body['errors']}")
-    return body["data"]
-
-
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus " \
             "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 
 def wait_for_code_location(url: str, timeout: float = 180, process: subprocess.Popen | None = None) -> None:
     """Wait until the webserver has loaded every code location; a load error, or ``process`` exiting, raises."""
-    import requests
+    from astrid_assets.trigger import TriggerError, graphql
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"dagster-webserver exited with code {process.returncode}")
         try:
-            entries = graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
-        except requests.RequestException:
+            entries = graphql(url, LOCATIONS, {})["workspaceOrError"]["locationEntries"]
+        except TriggerError:  # not answering yet
             entries = []
         if entries and all(e["loadStatus"] == "LOADED" for e in entries):
             errors = [e["locationOrLoadError"] for e in entries

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
 from astrid_assets.io.tables import read_nights
-from astrid_assets.trigger import backfill_state, trigger_night, trigger_window
+from astrid_assets.trigger import backfill_state, graphql, trigger_night, trigger_window
 from astrid_assets_tests import servers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_a_three_night_backfill_through_a_raw_graphql_mutation(deployment):
     params = {"title": "e2e window", "partitionsByAssets": [
         {"assetKey": {"path": [asset]}, "partitions": {"range": {"start": WINDOW[0], "end": WINDOW[-1]}}}
         for asset in NIGHTLY]}
-    launched = servers.graphql(webserver, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    launched = graphql(webserver, LAUNCH, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill = wait_for(lambda: (state := backfill_state(webserver, launched["backfillId"]))["status"].startswith(
         "COMPLETED") and all(r["status"] == "SUCCESS" for r in state["runs"]) and state, 600, "the backfill")
@@ -143,7 +143,7 @@ def test_the_retraining_sensor_trains_once_for_new_labels_and_not_again(deployme
     labels = count_labels(url)
     assert labels >= MIN_LABELS, f"only {labels} labels from the simulated curator"
 
-    started = servers.graphql(webserver, START_SENSOR, {"selector": SENSOR})["startSensor"]
+    started = graphql(webserver, START_SENSOR, {"selector": SENSOR})["startSensor"]
     assert started["__typename"] == "Sensor", started
     version = f"r{labels}"
 
@@ -165,7 +165,7 @@ def test_the_retraining_sensor_trains_once_for_new_labels_and_not_again(deployme
     finished = max(record.end_time for record in runs.values())
 
     def later_ticks():
-        ticks = servers.graphql(webserver, SENSOR_STATE, {"selector": SENSOR})["sensorOrError"]["sensorState"]["ticks"]
+        ticks = graphql(webserver, SENSOR_STATE, {"selector": SENSOR})["sensorOrError"]["sensorState"]["ticks"]
         after = [tick for tick in ticks if tick["timestamp"] > finished]
         return len(after) >= 2 and after
 
