@@ -61,6 +61,15 @@ def injection_completeness(result, night: str) -> str:
     return "     -"
 
 
+def not_differenced(differences) -> str:
+    """``"  not differenced: no_reference 3, unusable 1"`` for a night's frames that were not differenced."""
+    skipped = differences[differences.status != "ok"]
+    if skipped.empty:
+        return ""
+    counts = skipped.reason.fillna("other").value_counts()
+    return "  not differenced: " + ", ".join(f"{reason} {count}" for reason, count in counts.items())
+
+
 def print_summary(nights: list[str], result) -> None:
     from astrid_assets import settings
     from astrid_assets.io.tables import read_nights
@@ -79,6 +88,7 @@ def print_summary(nights: list[str], result) -> None:
             f" {int(((references.night == night) & (references.status == 'ok')).sum()):5d}"
             f" {int(((differences.night == night) & (differences.status == 'ok')).sum()):5d}"
             f" {len(found):5d} {int((found['flags'] == 0).sum()):5d} {injection_completeness(result, night):>11}"
+            + not_differenced(differences[differences.night == night])
         )
     print(
         "\n(refs: fields with a reference; diffs: frames differenced with ZOGY; cands: |S_corr| >= 5;"
@@ -276,11 +286,13 @@ def trigger(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from astrid_assets.surveys.simulated import DEMO_NIGHTS
+
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("demo", help="run the nightly pipeline for a window of nights on the embedded default")
-    run.add_argument("--start", default="2024-01-01", help="first night, YYYY-MM-DD (UTC)")
-    run.add_argument("--end", default="2024-01-07", help="last night, YYYY-MM-DD (UTC)")
+    run.add_argument("--start", default=DEMO_NIGHTS[0], help="first night, YYYY-MM-DD (UTC)")
+    run.add_argument("--end", default=DEMO_NIGHTS[1], help="last night, YYYY-MM-DD (UTC)")
     run.add_argument("--epochs", type=int, default=20, help="maximum training epochs of the demo model")
     run.add_argument("--skip-training", action="store_true", help="stop after the nightly pipeline")
     run.set_defaults(handler=demo)

@@ -12,6 +12,7 @@ variable                    meaning                                     embedded
 ``AWS_ENDPOINT_URL_S3``     S3 endpoint (R2, MinIO); read by boto3      AWS
 ``MLFLOW_TRACKING_URI``     MLflow tracking server or store             SQLite ``<home>/mlflow.db``
 ``ASTRID_FITS_DROP``        FITS drop folder ``<root>/<YYYY-MM-DD>/``   unset: simulated survey
+``ASTRID_FIRST_NIGHT``      first nightly partition (UTC date)          ``2000-01-01``
 ==========================  ==========================================  =============================
 
 Values are read when called, never cached at import, so a test or a deployment can change
@@ -20,6 +21,7 @@ variables; :func:`redact_url` is how a URL is shown to people.
 """
 
 import os
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -56,6 +58,24 @@ def mlflow_local_artifacts() -> str:
 def fits_drop_root() -> str | None:
     """Root of a FITS drop folder laid out as ``<root>/<YYYY-MM-DD>/*.fits``, if configured."""
     return os.environ.get("ASTRID_FITS_DROP") or None
+
+
+#: First nightly partition when ``ASTRID_FIRST_NIGHT`` is unset: early enough for archival CCD data.
+DEFAULT_FIRST_NIGHT = "2000-01-01"
+
+
+def first_night() -> str:
+    """The first nightly partition, ``YYYY-MM-DD`` (``ASTRID_FIRST_NIGHT``, default 2000-01-01).
+
+    Read when the definitions are loaded (a partitions definition is fixed for the life of a code
+    location); a malformed value is an error that names the variable.
+    """
+    value = os.environ.get("ASTRID_FIRST_NIGHT") or DEFAULT_FIRST_NIGHT
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"ASTRID_FIRST_NIGHT={value!r} is not a date YYYY-MM-DD") from None
+    return value
 
 
 def redact_url(url: str) -> str:

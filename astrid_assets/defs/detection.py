@@ -23,6 +23,7 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
+from astrid_assets.science.align import is_placeholder
 from astrid_assets.science.frames import read_extensions
 from astrid_assets.science.pipeline import (
     CalibratedImage,
@@ -105,7 +106,8 @@ def detect_night(
         reference = references[row.reference_path]
         extensions = read_extensions(store.get(row.path))
         difference = Difference.from_extensions(extensions, reference.image)
-        wcs = celestial_wcs(extensions["DIFF"][1])
+        header = extensions["DIFF"][1]
+        wcs = None if is_placeholder(header) else celestial_wcs(header)  # a placeholder grid has no sky
         found, stamps = find_candidates(difference, wcs, config.threshold)
         stamp_path = store.put_versioned(f"candidate_detections/{night}/{row.frame_id}.stamps.npy",
                                          stamps_to_bytes(stamps))

@@ -1,19 +1,22 @@
-"""``reference_images`` and ``difference_images``: deep references per field, ZOGY differences per frame.
+"""``reference_images`` and ``difference_images``: a reference per field, ZOGY differences per frame.
 
 References are partitioned by night like the rest of the chain: partition N holds, for each field
-observed on night N, the reference that night is differenced against. It is the co-add of the
-best usable frames of that field from the configured reference window, restricted to nights
-before N. Its object key is a hash of the frames it co-adds, so once the window is complete every
-later night finds the same key and reuses the stored reference instead of co-adding again; a
-first run on an empty store builds what the window's processed nights allow, and a night with
-nothing to build from says so in its metadata.
+observed on night N, the reference that night is differenced against. By default it is the co-add
+of the field's best usable frames from *any* earlier night within a look-back (no dates to
+configure); a field with a single earlier usable frame gets a shallow reference, marked as such.
+References are stable: a field keeps its current reference version (the content hash of its input
+frames) until a selection of frames promises a clearly deeper co-add, or a person asks for a
+rebuild in run config; a pinned window of nights or a pinned list of frames is possible too. Every
+difference records the reference version it used. A night whose frames could not be differenced
+says why, frame by frame (``reason`` and ``problem``), and fails the ``frames_differenced`` check.
 """
 
 
 import hashlib
 import io
-from datetime import date
+from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, Config, MetadataValue
@@ -24,6 +27,7 @@ from astrid_assets.defs.quality_checks import (
     REFERENCE_IMAGES_CHECKS,
     S_CORR_STD_RANGE,
     difference_images_checks,
+    reasons_by_night,
     reference_images_checks,
     s_corr_outside_range,
 )
@@ -32,6 +36,7 @@ from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import difference_preview, markdown_image
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science import masks
+from astrid_assets.science.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.frames import provenance_cards, read_extensions, to_fits_bytes
 from astrid_assets.science.pipeline import (
     CalibratedImage,
@@ -39,57 +44,134 @@ from astrid_assets.science.pipeline import (
     build_reference,
     difference_frame,
 )
+from astrid_assets.science.psf import PSFError
+from astrid_assets.science.register import RegistrationError
 
 
 class ReferenceConfig(Config):
-    """Which frames make a field's reference."""
+    """Which frames make a field's reference (defaults need no dates)."""
 
-    window_start: str = "2024-01-01"  #: first night of the reference window (UTC date)
-    window_end: str = "2024-01-05"  #: last night of the reference window
-    max_frames: int = 10  #: best frames (FWHM, depth) co-added
-    min_frames: int = 2  #: fewer usable frames than this: no reference yet
+    lookback_nights: int = 3650  #: earlier nights searched for a field's frames
+    max_frames: int = 10  #: best frames (FWHM, then depth) co-added
+    min_frames: int = 3  #: fewer input frames than this: the reference is built but marked shallow
+    improvement_mag: float = 0.2  #: a new version only when the best selection is this much deeper
+    rebuild: bool = False  #: a person asks for a new version now
+    window_start: str | None = None  #: pin a window of nights (UTC dates) instead of the look-back …
+    window_end: str | None = None  #: … and its last night
+    frames: list[str] = []  #: pin the exact frame ids to co-add
 
 
 class DifferencingConfig(Config):
     method: str = "zogy"  #: ``zogy`` (Zackay, Ofek & Gal-Yam 2016) or ``classic`` (PSF-matched)
 
 
-def window_nights(config: ReferenceConfig, night: str) -> list[str]:
-    """Nights of the reference window strictly before ``night``."""
-    first, last = date.fromisoformat(config.window_start), date.fromisoformat(config.window_end)
-    last = min(last, date.fromordinal(date.fromisoformat(night).toordinal() - 1))
-    return [date.fromordinal(d).isoformat() for d in range(first.toordinal(), last.toordinal() + 1)]
+def earlier_nights(config: ReferenceConfig, night: str) -> tuple[str, str]:
+    """First and last night (inclusive) searched for the reference frames of ``night``."""
+    before = date.fromisoformat(night) - timedelta(days=1)
+    if config.window_start or config.window_end:
+        first = date.fromisoformat(config.window_start) if config.window_start else date.min
+        last = min(date.fromisoformat(config.window_end), before) if config.window_end else before
+        return first.isoformat(), last.isoformat()
+    return (before - timedelta(days=config.lookback_nights - 1)).isoformat(), before.isoformat()
 
 
 def load_calibrated(store: ObjectStore, path: str) -> CalibratedImage:
     return CalibratedImage.from_extensions(read_extensions(store.get(path)))
 
 
+def relative_depth(frames: pd.DataFrame) -> np.ndarray:
+    """Depth per frame in magnitudes on a common scale, larger deeper, from the frame's own units.
+
+    ``MAGZP − 2.5 log10(F_lim / t)`` where every frame has a zero point; otherwise
+    ``−2.5 log10(F_lim / t)`` with ``F_lim`` the 5σ limiting flux (e-) and ``t`` the exposure time
+    (1 where unknown): a frame that collects more e- per second from a source of given brightness
+    ranks deeper. Transparency differences are then corrected by the co-add's flux scales, fitted
+    on the stars the frames share, and its inverse-variance weights.
+    """
+    limit = frames.limiting_flux.astype(float).to_numpy() if "limiting_flux" in frames else np.full(len(frames), np.nan)
+    exptime = frames.exptime.astype(float).fillna(1.0).to_numpy() if "exptime" in frames else np.ones(len(frames))
+    exptime = np.where(exptime > 0, exptime, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = -2.5 * np.log10(limit / exptime)
+    zero_points = frames.zero_point.astype(float).to_numpy() if "zero_point" in frames else np.full(len(frames), np.nan)
+    if len(frames) and np.isfinite(zero_points).all():
+        depth = depth + zero_points
+    return depth
+
+
+def predicted_sensitivity(depth: np.ndarray) -> float:
+    """Relative point-source S/N of a co-add of frames of the given depths (mag): ``sqrt(Σ 10^(0.8 m_i))``."""
+    depth = np.asarray(depth, dtype=float)
+    depth = depth[np.isfinite(depth)]
+    return float(np.sqrt(np.sum(10.0 ** (0.8 * (depth - 25.0))))) if depth.size else float("nan")
+
+
 def reference_for_field(
-    field: str, frames: pd.DataFrame, store: ObjectStore, config: ReferenceConfig, night: str
+    field: str, frames: pd.DataFrame, store: ObjectStore, config: ReferenceConfig, night: str,
+    current: dict | None, selection: str,
 ) -> dict:
-    """The ``reference_images`` row for one field: reuse the stored co-add or build it."""
-    row = {"night": night, "field": field}
-    if len(frames) < config.min_frames:
-        window = f"{config.window_start}…{config.window_end} before {night}"
+    """The ``reference_images`` row for one field: keep the current version, reuse a stored one or build one.
+
+    ``frames`` are the field's usable frames eligible for the reference; ``current`` is the field's
+    latest earlier reference row (None if it has none).
+    """
+    row = {"night": night, "field": field, "selection": selection}
+    first, last = earlier_nights(config, night)
+    if frames.empty:
+        if current is not None and current.get("path") and store.exists(current["path"]):
+            return {**row, **_carried(current), "decision": "kept: no newer usable frames"}
         return {**row, "status": "missing", "problem": (
-            f"no reference yet: {len(frames)} usable frame(s) of field {field} in the reference window "
-            f"{window} (need {config.min_frames}); process those nights first")}
-    frames = frames.sort_values("frame_id")
-    digest = hashlib.sha256(",".join(frames.path).encode()).hexdigest()[:16]
+            f"no reference yet: no usable frame of field {field} on an earlier night ({first} … {last}); "
+            "this is the field's first usable night")}
+    frames = frames.assign(rel_depth=relative_depth(frames))
+    order = np.lexsort((frames.frame_id.to_numpy(), -frames.rel_depth.fillna(-np.inf).to_numpy()))
+    frames = frames.iloc[order].reset_index(drop=True)
+    from astrid_assets.science.coadd import select_best_frames
+
+    chosen = select_best_frames(frames.fwhm_px.astype(float).to_numpy(), frames.rel_depth.to_numpy(), config.max_frames)
+    if len(chosen) == 0:
+        return {**row, "status": "missing", "problem": (
+            f"no reference yet: none of {len(frames)} earlier frame(s) of field {field} has a measured FWHM and depth")}
+    best = frames.iloc[np.sort(chosen)]
+    sensitivity = predicted_sensitivity(best.rel_depth.to_numpy())
+    decision = "built: first reference of the field"
+    if current is not None and selection == "auto":
+        gain = 2.5 * np.log10(sensitivity / current["sensitivity"]) if current.get("sensitivity") else np.inf
+        if config.rebuild:
+            decision = "rebuilt on request"
+        elif gain >= config.improvement_mag:
+            decision = f"rebuilt: best frames {gain:.2f} mag deeper than version {current['version']}"
+        elif store.exists(current["path"]):
+            return {**row, **_carried(current), "decision": (
+                f"kept: best selection only {gain:+.2f} mag (< {config.improvement_mag}) deeper")}
+    elif selection != "auto":
+        decision = f"built from {selection}"
+    digest = hashlib.sha256(",".join(sorted(best.path)).encode()).hexdigest()[:16]
     key = f"reference_images/{field}/{digest}.fits"
+    shallow = len(best) < config.min_frames
+    common = {**row, "path": key, "version": digest, "shallow": shallow, "sensitivity": sensitivity,
+              "status": "ok", "problem": None}
     if store.exists(key):
         header = fits.getheader(io.BytesIO(store.get(key)))
-        return {**row, "path": key, "n_frames": header["NFRAMES"], "fwhm_px": header["FWHM"],
-                "input_frames": header.get("INPUTS", ""), "status": "ok"}
-    images = [load_calibrated(store, path) for path in frames.path]
-    reference, used = build_reference(images, frames.fwhm_px.tolist(), frames.depth_mag.tolist(), config.max_frames)
-    inputs = ",".join(frames.frame_id.iloc[used])
+        return {**common, "n_frames": header["NFRAMES"], "fwhm_px": header["FWHM"],
+                "input_frames": ",".join(best.frame_id), "decision": decision + " (stored version reused)"}
+    images = [load_calibrated(store, path) for path in best.path]
+    reference, used = build_reference(images, best.fwhm_px.astype(float).tolist(), best.rel_depth.tolist(),
+                                      config.max_frames)
+    inputs = ",".join(best.frame_id.iloc[used])
     reference.header["INPUTS"] = inputs[:68]
+    reference.header["REFVER"] = (digest, "reference version: hash of its input frames")
+    reference.header["SHALLOW"] = (shallow, f"fewer than {config.min_frames} frames co-added")
     reference.header.extend(provenance_cards("reference_images", night), update=True)
     store.put(key, to_fits_bytes(reference.to_hdus()))
-    return {**row, "path": key, "n_frames": len(used), "fwhm_px": float(reference.header["FWHM"]),
-            "input_frames": inputs, "status": "ok"}
+    return {**common, "n_frames": len(used), "fwhm_px": float(reference.header["FWHM"]), "input_frames": inputs,
+            "decision": decision}
+
+
+def _carried(current: dict) -> dict:
+    """The columns of an earlier reference row that a night keeping it repeats."""
+    keys = ("path", "version", "n_frames", "fwhm_px", "input_frames", "shallow", "sensitivity")
+    return {**{k: current.get(k) for k in keys}, "status": "ok", "problem": None}
 
 
 @nightly_asset(
@@ -103,42 +185,69 @@ def reference_images(
     object_store: ObjectStoreResource,
     database: DatabaseResource,
 ):
-    """For each field observed tonight, the deep reference it is differenced against.
+    """For each field observed tonight, the reference it is differenced against.
 
     An inverse-variance weighted, sigma-clipped co-add of the best usable frames of the field
-    from the reference window (nights before tonight), registered onto the best frame's grid,
-    with its PSF; see the module docstring for how references are reused.
+    from earlier nights (look-back, pinned window or pinned frames), on the best frame's grid,
+    with its PSF; kept stable across nights (see the module docstring).
     """
     store = object_store.open()
+    made: dict[str, dict] = {}  # this run's latest reference per field: later nights of a range build on it
     yield from for_each_night(context, lambda night: references_night(
-        context, night, config, night_rows(calibrated_frames, night), store, database,
+        context, night, config, night_rows(calibrated_frames, night), store, database, made,
     ), reference_images_checks)
 
 
 def references_night(
     context: AssetExecutionContext, night: str, config: ReferenceConfig, calibrated_frames: pd.DataFrame,
-    store: ObjectStore, database: DatabaseResource,
+    store: ObjectStore, database: DatabaseResource, made: dict[str, dict] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """One night's ``reference_images`` rows and metadata."""
+    made = {} if made is None else made
     fields = sorted(calibrated_frames.loc[calibrated_frames.status == "ok", "field"].unique())
-    window = database.read_nights("calibrated_frames", window_nights(config, night))
-    usable = window[(window.status == "ok") & window.usable.astype(bool)] if len(window) else window
+    first, last = earlier_nights(config, night)
+    selection = "pinned-frames" if config.frames else "pinned-window" if (
+        config.window_start or config.window_end) else "auto"
     rows = []
     for field in fields:
         try:
-            rows.append(reference_for_field(field, usable[usable.field == field], store, config, night))
+            earlier = database.read_night_range("calibrated_frames", first, last, field=field)
+            usable = earlier[(earlier.status == "ok") & earlier.usable.fillna(False).astype(bool)]
+            if config.frames:
+                usable = usable[usable.frame_id.isin(config.frames)]
+            current = made.get(field) or latest_reference(database, field, night, config)
+            row = reference_for_field(field, usable, store, config, night, current, selection)
         except Exception as error:  # one field's failure must not sink the night
             problem = f"{type(error).__name__}: {error}"
             context.log.warning(f"night {night}, field {field}: reference failed: {problem}")
-            rows.append({"night": night, "field": field, "status": "failed", "problem": problem})
+            row = {"night": night, "field": field, "status": "failed", "problem": problem, "selection": selection}
+        if row["status"] == "ok":
+            made[field] = row
+        rows.append(row)
     table = pd.DataFrame(rows, columns=list(schema.reference_images.c.keys()))
+    ok = table[table.status == "ok"]
     return table, {
         "fields": len(table),
-        "references": int((table.status == "ok").sum()),
+        "references": len(ok),
+        "shallow_references": int(ok.shallow.fillna(False).astype(bool).sum()),
+        "new_versions": int(ok.decision.fillna("").astype(str).str.startswith(("built", "rebuilt")).sum()),
+        "decisions": MetadataValue.md("\n".join(f"- {r.field}: {r.decision} (version {r.version})"
+                                                for r in ok.itertuples()) or "none"),
         "without_reference": MetadataValue.md(
             "\n".join(f"- {r.field}: {r.problem}" for r in table[table.status != "ok"].itertuples()) or "none"
         ),
     }
+
+
+def latest_reference(database: DatabaseResource, field: str, night: str, config: ReferenceConfig) -> dict | None:
+    """The field's most recent ``ok`` reference row from an earlier night (None if it has none)."""
+    first, last = earlier_nights(ReferenceConfig(lookback_nights=config.lookback_nights), night)
+    rows = database.read_night_range("reference_images", first, last, field=field)
+    rows = rows[rows.status == "ok"] if len(rows) else rows
+    if rows.empty:
+        return None
+    record = rows.sort_values("night").iloc[-1].to_dict()
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
 
 
 @nightly_asset(
@@ -167,39 +276,64 @@ def difference_images(
     ), difference_images_checks)
 
 
+def failure_reason(error: Exception) -> str:
+    """One word for why a frame was not differenced, for counting: ``registration``, ``psf`` or ``subtraction``."""
+    if isinstance(error, RegistrationError):
+        return "registration"
+    if isinstance(error, PSFError):
+        return "psf"
+    return "subtraction"
+
+
 def difference_night(
     context: AssetExecutionContext, night: str, config: DifferencingConfig, calibrated_frames: pd.DataFrame,
     reference_images: pd.DataFrame, store: ObjectStore,
 ) -> tuple[pd.DataFrame, dict]:
-    """One night's ``difference_images`` rows and metadata."""
+    """One night's ``difference_images`` rows and metadata: one row per science frame of the night.
+
+    Frames that were not differenced keep a row with ``status = skipped`` (or ``rejected`` for an
+    untrusted subtraction), a one-word ``reason`` and the ``problem`` in words.
+    """
     references = reference_images[reference_images.status == "ok"].set_index("field")
-    frames = calibrated_frames[(calibrated_frames.status == "ok") & calibrated_frames.usable.astype(bool)]
-    loaded: dict[str, tuple[Reference, fits.Header]] = {}
+    loaded: dict[str, Reference] = {}
     rows, preview = [], None
-    for frame in frames.itertuples():
+    for frame in calibrated_frames.itertuples():
         base = {"night": night, "frame_id": frame.frame_id, "field": frame.field, "calibrated_path": frame.path,
                 "method": config.method}
+        if frame.status != "ok":
+            rows.append({**base, "status": "skipped", "reason": "calibration_failed",
+                         "problem": f"calibration failed: {frame.problem}"})
+            continue
+        if not bool(frame.usable):
+            rows.append({**base, "status": "skipped", "reason": "unusable",
+                         "problem": f"frame unusable: {frame.reasons}"})
+            continue
         if frame.field not in references.index:
             reason = reference_images.set_index("field").problem.get(frame.field, "no reference row")
-            rows.append({**base, "status": "skipped", "problem": f"field {frame.field} has no reference: {reason}"})
+            rows.append({**base, "status": "skipped", "reason": "no_reference",
+                         "problem": f"field {frame.field}: {reason}"})
             continue
         reference_path = references.loc[frame.field, "path"]
+        version = references.loc[frame.field].get("version")
+        base = {**base, "reference_path": reference_path, "reference_version": version}
         try:
             if frame.field not in loaded:
-                reference = Reference.from_extensions(read_extensions(store.get(reference_path)))
-                loaded[frame.field] = (reference, reference.header)
-            reference, reference_header = loaded[frame.field]
+                loaded[frame.field] = Reference.from_extensions(read_extensions(store.get(reference_path)))
+            reference = loaded[frame.field]
             calibrated = load_calibrated(store, frame.path)
             difference = difference_frame(calibrated, reference, method=config.method)
         except Exception as error:  # registration / PSF failures skip this frame only
             problem = f"{type(error).__name__}: {error}"
             context.log.warning(f"night {night}, frame {frame.frame_id}: not differenced: {problem}")
-            rows.append({**base, "reference_path": reference_path, "status": "skipped", "problem": problem})
+            rows.append({**base, "status": "skipped", "reason": failure_reason(error), "problem": problem})
             continue
         header = reference.wcs.to_header(relax=True)
+        if is_placeholder(reference.header):
+            header[PLACEHOLDER_CARD] = (True, "placeholder WCS: pixel grid only, no sky position")
         header["FRAMEID"] = frame.frame_id
         header["NEWFWHM"] = (difference.new_fwhm, "FWHM of the new frame's PSF, px")
         header["REFPATH"] = reference_path[-68:]
+        header["REFVER"] = (str(version), "reference version")
         for card in ("MAGZP", "EXPTIME", "MJD-OBS", "DATE-OBS", "FILTER"):
             if card in calibrated.header:
                 header[card] = calibrated.header[card]
@@ -207,14 +341,14 @@ def difference_night(
         path = store.put_versioned(f"difference_images/{night}/{frame.frame_id}.fits",
                                    to_fits_bytes(difference.to_hdus(header)))
         rows.append({
-            **base, "path": path, "reference_path": reference_path, "flux_ratio": difference.flux_ratio,
+            **base, "path": path, "flux_ratio": difference.flux_ratio,
             "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.s_corr_std,
-            "registration_rms": difference.registration_rms,
+            "registration_rms": difference.registration_rms, "registration": difference.registration,
             "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
             "status": "ok", "problem": None,
         })
         if s_corr_outside_range(difference.s_corr_std):
-            rows[-1].update(status="rejected", problem=(
+            rows[-1].update(status="rejected", reason="s_corr_variance", problem=(
                 f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: "
                 "subtraction not trusted"))
             context.log.warning(f"night {night}, frame {frame.frame_id}: {rows[-1]['problem']}")
@@ -225,18 +359,23 @@ def difference_night(
     table = pd.DataFrame(rows, columns=list(schema.difference_images.c.keys()))
     ok = table[table.status == "ok"]
     not_done = table[table.status != "ok"]
+    reasons = reasons_by_night([night], table)[night]
+    if len(table) and ok.empty:
+        context.log.error(f"night {night}: {len(table)} science frame(s), none differenced: "
+                          + ", ".join(f"{k} {v}" for k, v in reasons.items()))
     metadata = {
+        "science_frames": len(table),
         "differenced": len(ok),
         "not_differenced": len(not_done),
+        **{f"not_differenced_{reason}": count for reason, count in reasons.items()},
         "why_not_differenced": MetadataValue.md(
-            "\n".join(f"- `{r.frame_id}`: {r.problem}" for r in not_done.itertuples()) or "none"
+            "\n".join(f"- `{r.frame_id}` ({r.reason}): {r.problem}" for r in not_done.itertuples()) or "none"
         ),
         "median_s_corr_std": float(ok.s_corr_std.median()) if len(ok) else None,
         "median_registration_rms_px": float(ok.registration_rms.median()) if len(ok) else None,
     }
-    if len(frames) == 0:
-        metadata["why_not_differenced"] = MetadataValue.md("no usable calibrated frames tonight")
+    if len(table) == 0:
+        metadata["why_not_differenced"] = MetadataValue.md("no science frames tonight")
     if preview is not None:
         metadata["preview"] = MetadataValue.md(markdown_image(preview, "difference preview"))
     return table, metadata
-

@@ -40,8 +40,8 @@ class DatasetConfig(Config):
     """What a training dataset collects (the seeds' collect request)."""
 
     name: str = "astrid"
-    night_start: str = "2024-01-01"
-    night_end: str = "2099-12-31"
+    night_start: str = "0001-01-01"  #: first night of candidates to collect (default: all)
+    night_end: str = "9999-12-31"
     sources: list[str] = []  #: raw-frame sources to include (simulated, fits_drop, skyview, mast); empty: all
     confidence_threshold: float = 0.6  #: minimum fraction of a candidate's labels agreeing with its consensus
     max_samples: int = 20000  #: stratified subsample above this

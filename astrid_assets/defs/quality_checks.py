@@ -102,7 +102,18 @@ DIFFERENCE_IMAGES_CHECKS = [
          f"{MAX_REJECTED_DIFFERENCE_FRACTION:.0%} of its differences are.", blocking=True),
     spec("difference_images", "difference_masked_fraction",
          f"No difference image has more than {MAX_DIFFERENCE_MASKED_FRACTION:.0%} of its pixels masked."),
+    spec("difference_images", "frames_differenced",
+         "Every night on which science frames arrived differenced at least one of them; a night that "
+         "differenced none fails, with the frames counted per reason (no reference, unusable, "
+         "registration failed …). Not blocking: the reasons are the night's result."),
 ]
+
+
+def reasons_by_night(nights: list[str], table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per night, the number of frames not differenced for each ``reason`` (``{}`` where all were)."""
+    not_done = table[table.status != "ok"]
+    return {night: {str(k): int(v) for k, v in not_done[not_done.night == night].reason.fillna("other")
+                    .value_counts().items()} for night in nights}
 
 
 def s_corr_outside_range(s_corr_std: float) -> bool:
@@ -120,6 +131,18 @@ def difference_images_checks(nights: list[str], table: pd.DataFrame) -> Iterator
     masked = by_night(nights, differenced, lambda t: float(t.masked_fraction.max()) if len(t) else None)
     yield result("difference_masked_fraction", masked, lambda f: f > MAX_DIFFERENCE_MASKED_FRACTION,
                  AssetCheckSeverity.WARN, "nights with a heavily masked difference")
+    done = by_night(nights, table, lambda t: float((t.status == "ok").sum()) if len(t) else None)
+    reasons = reasons_by_night(nights, table)
+    failing = {night: n for night, n in done.items() if n == 0}
+    yield AssetCheckResult(
+        check_name="frames_differenced", passed=not failing, severity=AssetCheckSeverity.ERROR,
+        description="; ".join(
+            f"{night}: no frame differenced ({', '.join(f'{k} {v}' for k, v in reasons[night].items())})"
+            for night in failing) or None,
+        metadata={"differenced_by_night": MetadataValue.json({n: v for n, v in done.items() if v is not None}),
+                  "not_differenced_by_reason": MetadataValue.json(reasons),
+                  "failing_nights": MetadataValue.json(sorted(failing))},
+    )
 
 
 CANDIDATE_DETECTIONS_CHECKS = [

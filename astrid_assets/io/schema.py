@@ -49,7 +49,12 @@ calibrated_frames = _nightly_table(
     Column("elongation", Float),
     Column("sky", Float),  # e-/pixel
     Column("noise", Float),  # e- rms/pixel
-    Column("depth_mag", Float),  # 5-sigma point source
+    Column("depth_mag", Float),  # 5-sigma point source, mag (needs a zero point)
+    Column("limiting_flux", Float),  # e- in the exposure, 5-sigma PSF-optimal point source (no zero point needed)
+    Column("exptime", Float),  # s
+    Column("pixel_scale", Float),  # arcsec/px (1 where unknown: fwhm_arcsec is then in px)
+    Column("psf_model", String(16)),  # gaussian | moffat (majority of the PSF stars' fits)
+    Column("psf_beta", Float),  # median Moffat index (null for a Gaussian)
     Column("zero_point", Float),  # MAGZP, mag for 1 e-/s
     Column("n_sources", Integer),
     Column("masked_fraction", Float),
@@ -80,6 +85,11 @@ reference_images = _nightly_table(
     Column("input_frames", Text),  # frame ids co-added, ","-separated
     Column("status", String(16), nullable=False),  # ok | missing | failed
     Column("problem", Text),
+    Column("version", String(32)),  # content hash of the input frames: the reference version
+    Column("shallow", Boolean),  # fewer input frames than ReferenceConfig.min_frames
+    Column("selection", String(32)),  # auto | pinned-window | pinned-frames
+    Column("decision", Text),  # built | kept (why) | rebuilt (why)
+    Column("sensitivity", Float),  # relative point-source S/N of the co-add (anchor frame = its own)
 )
 
 difference_images = _nightly_table(
@@ -96,8 +106,11 @@ difference_images = _nightly_table(
     Column("s_corr_std", Float),  # robust std of S_corr over usable pixels (1 on blank sky)
     Column("registration_rms", Float),  # px
     Column("masked_fraction", Float),
-    Column("status", String(16), nullable=False),  # ok | skipped | failed
+    Column("status", String(16), nullable=False),  # ok | skipped | rejected
     Column("problem", Text),
+    Column("reason", String(32)),  # why not differenced, one word: no_reference | unusable | registration | psf | ...
+    Column("reference_version", String(32)),  # version of the reference this difference used
+    Column("registration", String(16)),  # wcs | star-pattern
 )
 
 candidate_detections = _nightly_table(

@@ -196,9 +196,10 @@ class SqlClient(DbClient[Connection]):
 
     def ensure_schema_exists(self, context, table_slice: TableSlice, connection: Connection) -> None:  # type: ignore[override]
         table = table_for(table_slice.table)
+        if inspect(connection).has_table(table.name, schema=self.schema):
+            add_missing_columns(connection, table, self.schema)
+            return
         if _is_postgres(self.engine):
-            if inspect(connection).has_table(table.name, schema=self.schema):
-                return
             # Held until this first write commits: a concurrent first writer waits, then finds the table.
             connection.execute(select(func.pg_advisory_xact_lock(_CREATE_TABLES_LOCK)))
             if self.schema:
@@ -219,6 +220,24 @@ class SqlClient(DbClient[Connection]):
         """A connection inside one transaction: committed on success, rolled back on error."""
         with connect_with_retry(self.url, log=_log_of(context)) as connection, connection.begin():
             yield connection.execution_options(**self._execution_options())
+
+
+def add_missing_columns(connection: Connection, table, schema: str | None = None) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for the nullable columns a newer AstrID declares and a table lacks.
+
+    Nightly tables belong to :mod:`astrid_assets.io.schema`, not to migrations: a column added
+    there (always nullable) reaches a database written by an older version on its next write,
+    and the rows already stored keep NULL in it. Returns the names of the columns added.
+    """
+    present = {column["name"] for column in inspect(connection).get_columns(table.name, schema=schema)}
+    missing = [column for column in table.columns if column.name not in present]
+    prefix = f'"{schema}".' if schema else ""
+    for column in missing:
+        if not column.nullable:
+            raise DatabaseUnavailableError(f"table {table.name} lacks the NOT NULL column {column.name}; migrate it")
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(text(f'ALTER TABLE {prefix}"{table.name}" ADD COLUMN "{column.name}" {kind}'))
+    return [column.name for column in missing]
 
 
 def _native(value):
@@ -340,9 +359,23 @@ class TableIOManager(ConfigurableIOManagerFactory):
 
 def read_nights(table_name: str, nights: list[str], url: str | None = None) -> pd.DataFrame:
     """Rows of a nightly table for the given nights (empty if the table does not exist yet)."""
+    return _read_where(table_name, lambda table: table.c.night.in_(nights), url)
+
+
+def read_night_range(table_name: str, first: str, last: str, url: str | None = None, **equal) -> pd.DataFrame:
+    """Rows of a nightly table for the nights ``first`` … ``last`` (inclusive, ``YYYY-MM-DD``), where
+    every ``column=value`` of ``equal`` holds (empty if the table does not exist yet)."""
+    return _read_where(table_name, lambda table: and_(
+        table.c.night >= first, table.c.night <= last, *(table.c[k] == v for k, v in equal.items())), url)
+
+
+def _read_where(table_name: str, where, url: str | None) -> pd.DataFrame:
     engine = engine_for(url or settings.database_url())
     table = table_for(table_name)
     with connect_with_retry(url or settings.database_url()) as connection:
         if not engine.dialect.has_table(connection, table.name):
             return pd.DataFrame(columns=list(table.c.keys()))
-        return pd.read_sql(select(table).where(table.c.night.in_(nights)), connection)
+        present = {column["name"] for column in inspect(connection).get_columns(table.name)}
+        columns = [column for column in table.columns if column.name in present]
+        frame = pd.read_sql(select(*columns).where(where(table)), connection)
+        return frame.reindex(columns=list(table.c.keys()))

@@ -51,6 +51,12 @@ class DatabaseResource(ConfigurableResource):
 
         return read_nights(table, nights, self.url or settings.database_url())
 
+    def read_night_range(self, table: str, first: str, last: str, **equal):
+        """Rows of ``table`` for the nights ``first`` … ``last`` where each ``column=value`` holds."""
+        from astrid_assets.io.tables import read_night_range
+
+        return read_night_range(table, first, last, self.url or settings.database_url(), **equal)
+
 
 class ModelRegistryResource(ConfigurableResource):
     """The MLflow tracking server and model registry (``MLFLOW_TRACKING_URI`` or a local store)."""

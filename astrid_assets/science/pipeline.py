@@ -19,6 +19,13 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from astrid_assets.science import masks
+from astrid_assets.science.align import (
+    PLACEHOLDER_CARD,
+    AlignmentError,
+    align_to_reference,
+    is_placeholder,
+    placeholder_wcs,
+)
 from astrid_assets.science.coadd import coadd, select_best_frames
 from astrid_assets.science.detect import cut_stamps, detect_candidates
 from astrid_assets.science.inject import completeness, inject_sources, match_catalogues
@@ -69,9 +76,44 @@ class CalibratedImage:
         return celestial_wcs(self.header)
 
     @property
+    def has_wcs(self) -> bool:
+        """Whether the header holds a celestial WCS (its own, or one borrowed by star patterns)."""
+        try:
+            return bool(self.wcs.has_celestial)
+        except Exception:  # a malformed WCS counts as none
+            return False
+
+    @property
     def sky_sigma(self) -> float:
         """Median background noise per pixel, e-."""
         return float(np.median(self.background_rms))
+
+    def with_wcs(self, wcs: WCS, how: str) -> CalibratedImage:
+        """A copy whose header carries ``wcs`` (celestial cards replaced) and ``WCSALIGN = how``."""
+        header = self.header.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            for key in list(WCS(header).celestial.to_header(relax=True)) + ["CD1_1", "CD1_2", "CD2_1", "CD2_2"]:
+                header.remove(key, ignore_missing=True, remove_all=True)
+        header.update(wcs.to_header(relax=True))
+        header["WCSALIGN"] = (how, "how this frame's WCS was obtained")
+        return CalibratedImage(self.science, self.mask, self.variance, self.background, self.background_rms, header)
+
+
+def on_reference_sky(frame: CalibratedImage, reference: Reference) -> tuple[CalibratedImage, str]:
+    """The frame with a WCS on the reference's grid, and how it was registered (``wcs`` or ``star-pattern``).
+
+    A frame without a WCS, or any frame when the reference's grid is a placeholder (a field whose
+    frames have no WCS), is matched to the reference by star patterns (:mod:`.align`).
+    """
+    if frame.has_wcs and (not is_placeholder(reference.header) or frame.header.get("WCSALIGN")):
+        return frame, str(frame.header.get("WCSALIGN", "wcs"))
+    try:
+        wcs, _ = align_to_reference(frame.science, frame.background, frame.background_rms, frame.mask,
+                                    reference.image, reference.sky_sigma, reference.mask, reference.wcs)
+    except AlignmentError as error:
+        raise RegistrationError(f"frame has no WCS and {error}") from None
+    return frame.with_wcs(wcs, "star-pattern"), "star-pattern"
 
 
 @dataclass
@@ -118,31 +160,62 @@ def build_reference(
 ) -> tuple[Reference, list[int]]:
     """Co-add the best frames (by FWHM and depth) onto the best frame's grid.
 
+    Parameters
+    ----------
+    frames : calibrated frames of one field (e-).
+    fwhm : PSF FWHM per frame, px.
+    depth : depth per frame, magnitudes or any logarithmic measure where larger is deeper (e.g.
+        ``-2.5 log10(limiting flux / exposure time)`` when no zero point is known): only its
+        order matters.
+    max_frames : most frames co-added.
+
     Flux scales come from the photometric zero points when every chosen frame has ``MAGZP``
     (magnitude of 1 e-/s): frame ``i`` collects ``10**(0.4 (MAGZP_i − MAGZP_a)) · t_i / t_a``
     e- per anchor e- (``t`` = ``EXPTIME``, left out unless every frame has one); otherwise
-    they are fitted from the stars. The reference header carries the anchor's ``MAGZP`` and
-    ``EXPTIME``: the co-add is in e- of the anchor exposure.
+    they are fitted from the stars the frames have in common — no zero point is needed. The
+    reference header carries the anchor's ``MAGZP`` (if any) and ``EXPTIME``: the co-add is in
+    e- of the anchor exposure.
+
+    The anchor (the grid) is the best chosen frame with a WCS. Frames without a WCS are put on
+    it by star patterns (:mod:`.align`); when no chosen frame has a WCS the grid is a
+    placeholder (``WCSPLACE = T``: pixel positions, no sky coordinates).
 
     Returns the reference and the indices of the frames used. Raises :class:`PSFError` when
-    the co-add's PSF cannot be estimated.
+    the co-add's PSF cannot be estimated, ``ValueError`` when no frame has a finite FWHM and depth.
     """
     chosen = [int(i) for i in select_best_frames(fwhm, depth, max_frames=max_frames)]
+    if not chosen:
+        raise ValueError(f"none of {len(frames)} frame(s) has a measured FWHM and depth to build a reference from")
+    with_wcs = [i for i in chosen if frames[i].has_wcs]
+    if with_wcs:
+        chosen.remove(with_wcs[0])
+        chosen.insert(0, with_wcs[0])
     anchor = frames[chosen[0]]
+    placeholder = not anchor.has_wcs
+    anchor_wcs = anchor.wcs if not placeholder else placeholder_wcs(
+        anchor.science.shape, float(anchor.header.get("PIXSCALE", 1.0)))
+    grid = Reference(anchor.science - anchor.background, anchor.variance, anchor.mask, np.zeros((1, 1)),
+                     anchor_wcs.to_header(relax=True))
+    if placeholder:
+        grid.header[PLACEHOLDER_CARD] = True
+    on_grid = [anchor] + [frames[i] if frames[i].has_wcs and not placeholder else on_reference_sky(frames[i], grid)[0]
+                          for i in chosen[1:]]
     zero_points = None
-    if all("MAGZP" in frames[i].header for i in chosen):
+    if all("MAGZP" in frame.header for frame in on_grid):
         # per-exposure zero points (mag of 1 e- in the exposure), so unequal EXPTIMEs scale too
-        with_time = all("EXPTIME" in frames[i].header for i in chosen)
-        zero_points = [float(frames[i].header["MAGZP"]) + (
-            2.5 * np.log10(float(frames[i].header["EXPTIME"])) if with_time else 0.0) for i in chosen]
+        with_time = all("EXPTIME" in frame.header for frame in on_grid)
+        zero_points = [float(frame.header["MAGZP"]) + (
+            2.5 * np.log10(float(frame.header["EXPTIME"])) if with_time else 0.0) for frame in on_grid]
     stack = coadd(
-        [(frames[i].science, frames[i].variance, frames[i].mask, frames[i].wcs, frames[i].background)
-         for i in chosen],
-        anchor.wcs, anchor.science.shape, zero_points=zero_points,
+        [(frame.science, frame.variance, frame.mask, anchor_wcs if frame is anchor else frame.wcs, frame.background)
+         for frame in on_grid],
+        anchor_wcs, anchor.science.shape, zero_points=zero_points,
     )
     if stack.psf is None:
         raise PSFError(f"the co-add's PSF could not be estimated: {stack.psf_error}")
-    header = anchor.wcs.to_header(relax=True)
+    header = anchor_wcs.to_header(relax=True)
+    if placeholder:
+        header[PLACEHOLDER_CARD] = (True, "placeholder WCS: pixel grid only, no sky position")
     header["NFRAMES"] = (len(chosen), "frames co-added")
     header["FWHM"] = (float(stack.psf.fwhm), "PSF FWHM of the co-add, px")
     header["BUNIT"] = ("electron", "background-subtracted, e- of the anchor frame")
@@ -172,6 +245,7 @@ class Difference:
     s_corr_std: float
     registration_rms: float  #: px, bright-star residuals after registration
     method: str
+    registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
 
     def to_hdus(self, header: fits.Header) -> list:
         header = header.copy()
@@ -180,6 +254,7 @@ class Difference:
             ("PSFFWHM", self.psf_fwhm, "FWHM of the difference PSF, px"),
             ("SCORRSTD", self.s_corr_std, "robust std of S_corr"),
             ("REGRMS", self.registration_rms, "registration residual rms, px"),
+            ("REGISTER", self.registration, "wcs or star-pattern"),
         ]:
             header[key] = (value, comment)
         primary = fits.PrimaryHDU(self.difference.astype(np.float32), header)
@@ -203,7 +278,33 @@ class Difference:
             psf_fwhm=float(header["PSFFWHM"]), new_fwhm=float(header.get("NEWFWHM", header["PSFFWHM"])),
             flux_ratio=float(header["FLUXRAT"]), s_corr_std=float(header["SCORRSTD"]),
             registration_rms=float(header["REGRMS"]), method=str(header["METHOD"]),
+            registration=str(header.get("REGISTER", "wcs")),
         )
+
+
+#: Star S/N thresholds tried in turn for the registration check: bright stars first; a sparse or
+#: shallow frame falls back to fainter ones rather than failing.
+RESIDUAL_STAR_SNR = (50.0, 20.0, 10.0)
+
+
+def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma: float, min_stars: int):
+    """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
+
+    Raises :class:`RegistrationError` naming the last threshold tried when none does.
+    """
+    problem = ""
+    for min_snr in RESIDUAL_STAR_SNR:
+        try:
+            residuals = measure_registration_residuals(
+                registered.image, new_sigma, reference.image, ref_sigma, registered.mask, reference.mask,
+                min_snr=min_snr)
+        except RegistrationError as error:
+            problem = str(error)
+            continue
+        if residuals.n_stars >= min_stars:
+            return residuals
+        problem = f"only {residuals.n_stars} stars with S/N >= {min_snr:g} matched the reference (need {min_stars})"
+    raise RegistrationError(problem)
 
 
 def difference_frame(
@@ -221,17 +322,14 @@ def difference_frame(
     Raises :class:`RegistrationError` (no overlap, WCS off by more than the field, too few
     matched stars, residuals above 1 px) or :class:`PSFError` (PSF cannot be estimated).
     """
+    frame, registration = on_reference_sky(frame, reference)
     registered = register_to_reference(
         frame.science - frame.background, frame.variance, frame.mask, frame.wcs, reference.wcs,
         reference.image.shape,
     )
     new_sigma, ref_sigma = frame.sky_sigma, reference.sky_sigma
     combined_mask = registered.mask | reference.mask
-    residuals = measure_registration_residuals(
-        registered.image, new_sigma, reference.image, ref_sigma, registered.mask, reference.mask
-    )
-    if residuals.n_stars < min_matched_stars:
-        raise RegistrationError(f"only {residuals.n_stars} stars matched the reference (need {min_matched_stars})")
+    residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
     if max(abs(residuals.dx), abs(residuals.dy)) > 0.1:  # WCS pointing error: re-register with the measured offset
         if max(abs(residuals.dx), abs(residuals.dy)) > 5:
             raise RegistrationError(f"WCS off by ({residuals.dx:.1f}, {residuals.dy:.1f}) px from the reference")
@@ -240,9 +338,7 @@ def difference_frame(
             reference.image.shape, pixel_offset=(residuals.dx, residuals.dy),
         )
         combined_mask = registered.mask | reference.mask
-        residuals = measure_registration_residuals(
-            registered.image, new_sigma, reference.image, ref_sigma, registered.mask, reference.mask
-        )
+        residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
     new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
     registration_rms = float(np.hypot(residuals.rms_x, residuals.rms_y))
     if method == "zogy":
@@ -256,6 +352,7 @@ def difference_frame(
             variance=result.difference_var, s_corr=result.S_corr, mask=result.mask, psf=result.P_D,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
             s_corr_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
+            registration=registration,
         )
     if method == "classic":
         result = classic_subtraction(
@@ -267,6 +364,7 @@ def difference_frame(
             variance=result.difference_var, s_corr=result.score, mask=result.mask, psf=result.psf,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
             s_corr_std=result.score_std, registration_rms=registration_rms, method="classic",
+            registration=registration,
         )
     raise ValueError(f"unknown subtraction method {method!r} (zogy or classic)")
 
@@ -334,6 +432,7 @@ def injection_recovery(
     position on the reference grid. False detections are candidates matching neither a fake nor
     a candidate of the untouched frame (``original``).
     """
+    frame, _ = on_reference_sky(frame, reference)
     psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
     xy = fake_positions(frame, reference, n_fakes, rng)
     snr = rng.uniform(*snr_range, size=len(xy))

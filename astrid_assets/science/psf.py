@@ -27,8 +27,7 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from astrid_assets.science import masks
-
-GAUSSIAN_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  #: FWHM / sigma of a Gaussian
+from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA, moffat_alpha
 
 #: SEP object flags that disqualify a PSF star: merged with a neighbour, truncated at the edge.
 _SEP_REJECT_FLAGS = sep.OBJ_MERGED | sep.OBJ_TRUNC
@@ -64,11 +63,6 @@ class PSFModel:
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def moffat_alpha(fwhm: float, beta: float) -> float:
-    """Core width ``alpha`` (px) of a Moffat (1969) profile ``(1 + r²/alpha²)^-beta`` of given FWHM."""
-    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
 def render_psf(

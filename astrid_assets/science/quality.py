@@ -5,7 +5,8 @@ Conventions
 * Input is a :class:`~astrid_assets.science.calibrate.CalibratedFrame` (electrons, sky not
   subtracted) and its FITS header; pixel coordinates are 0-based ``[y, x]``.
 * ``fwhm_px`` is the FWHM of a circular Moffat profile (Moffat 1969, A&A 3, 455) with free
-  core width α and index β, fitted to bright, unsaturated stars (neighbours' and masked
+  core width α and index β — or of its Gaussian limit (β → ∞) when β runs to its bound —
+  fitted to bright, unsaturated stars (neighbours' and masked
   pixels are left out of the fit; none allowed within 1 FWHM of the centre) **integrated over
   the pixels** (the model is averaged over an oversampled grid inside each pixel).  It is
   therefore the FWHM of the PSF before pixelisation, comparable with a seeing value in a
@@ -33,7 +34,14 @@ from scipy.optimize import least_squares
 
 from astrid_assets.science import masks
 from astrid_assets.science.calibrate import CalibratedFrame
-from astrid_assets.science.simulate import moffat_alpha, moffat_fwhm, moffat_noise_area, moffat_profile
+from astrid_assets.science.profiles import (
+    GAUSSIAN_FWHM_PER_SIGMA,
+    gaussian_noise_area,
+    moffat_alpha,
+    moffat_fwhm,
+    moffat_noise_area,
+    profile_image,
+)
 
 #: Detection threshold for counting sources and finding PSF stars, in units of the background rms.
 DETECT_SIGMA = 5.0
@@ -62,61 +70,93 @@ class QualityLimits:
 
 
 @dataclass(frozen=True)
-class MoffatFit:
-    """A pixel-integrated circular Moffat fitted to one star (pixels, e-)."""
+class ProfileFit:
+    """A pixel-integrated circular profile fitted to one star (pixels, e-).
+
+    ``beta`` is the Moffat index, or ``inf`` for the Gaussian limit; ``width`` is Moffat α or
+    Gaussian σ (pixels).
+    """
 
     x: float
     y: float
     flux: float
-    alpha: float
+    width: float
     beta: float
     sky: float
     success: bool
 
     @property
+    def model(self) -> str:
+        return "gaussian" if np.isinf(self.beta) else "moffat"
+
+    @property
     def fwhm(self) -> float:
-        return float(moffat_fwhm(self.alpha, self.beta))
+        if np.isinf(self.beta):
+            return float(GAUSSIAN_FWHM_PER_SIGMA * self.width)
+        return float(moffat_fwhm(self.width, self.beta))
 
     @property
     def noise_area(self) -> float:
         """Noise-equivalent area ``1/∫I²`` of the fitted profile, pixels."""
-        return moffat_noise_area(self.alpha, self.beta)
+        if np.isinf(self.beta):
+            return gaussian_noise_area(self.width)
+        return moffat_noise_area(self.width, self.beta)
 
 
-def pixel_integrated_moffat(
-    shape: tuple[int, int], x: float, y: float, flux: float, alpha: float, beta: float, oversample: int = 5
-) -> np.ndarray:
-    """A circular Moffat of total ``flux`` centred at ``(x, y)`` (0-based pixels of a stamp of
-    ``shape``), each pixel the mean of the profile over ``oversample²`` sub-pixel points."""
-    sub = (np.arange(oversample) + 0.5) / oversample - 0.5
-    ys = (np.arange(shape[0])[:, None] + sub[None, :]) - y
-    xs = (np.arange(shape[1])[:, None] + sub[None, :]) - x
-    r2 = ys[:, None, :, None] ** 2 + xs[None, :, None, :] ** 2
-    return flux * moffat_profile(r2, alpha, beta).mean(axis=(2, 3))
+#: Kept for callers of the first version: every fit is a :class:`ProfileFit`.
+MoffatFit = ProfileFit
 
 
-def fit_moffat(stamp: np.ndarray, variance: np.ndarray, first_guess_fwhm: float, oversample: int = 5) -> MoffatFit:
-    """Least-squares fit (weights ``1/variance``; pixels with infinite variance are ignored)
-    of a pixel-integrated circular Moffat plus a constant to a background-subtracted stamp
-    with the star near its centre."""
-    ny, nx = stamp.shape
-    weight = 1.0 / np.sqrt(np.clip(variance, 1e-12, None))  # infinite variance: pixel ignored
-    beta0 = 3.0
-    alpha0 = moffat_alpha(max(first_guess_fwhm, 1.0), beta0)
-    start = np.array([stamp.sum(), (nx - 1) / 2, (ny - 1) / 2, alpha0, beta0, 0.0])
-    lower = [0.0, 0.0, 0.0, 0.3, _BETA_BOUNDS[0], -np.inf]
-    upper = [np.inf, nx - 1.0, ny - 1.0, 4.0 * max(nx, ny), _BETA_BOUNDS[1], np.inf]
-    start = np.clip(start, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
-
+def _least_squares_profile(stamp, weight, start, lower, upper, oversample, gaussian: bool):
     def residuals(params: np.ndarray) -> np.ndarray:
-        flux, x, y, alpha, beta, sky = params
-        model = pixel_integrated_moffat(stamp.shape, x, y, flux, alpha, beta, oversample) + sky
+        if gaussian:
+            flux, x, y, width, sky = params
+            beta = None
+        else:
+            flux, x, y, width, beta, sky = params
+        model = profile_image(stamp.shape, x, y, flux, width, beta, oversample) + sky
         return ((stamp - model) * weight).ravel()
 
-    result = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+    start = np.clip(start, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
+    return least_squares(residuals, start, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+
+
+def fit_moffat(stamp: np.ndarray, variance: np.ndarray, first_guess_fwhm: float, oversample: int = 5) -> ProfileFit:
+    """Fit the Moffat family, Gaussian limit included, to a background-subtracted star stamp.
+
+    Least squares with weights ``1/variance`` (pixels with infinite variance are ignored) of a
+    pixel-integrated circular Moffat plus a constant, β free in :data:`_BETA_BOUNDS`. When β runs
+    to its upper bound the star is Gaussian-like (seeing-dominated cores, defocus, or a
+    simulator's Gaussian): a pixel-integrated Gaussian (β = ∞) is fitted instead and returned
+    with ``beta = inf``. A fit whose β sits at the *lower* bound (wings broader than β = 1.1)
+    or whose optimiser failed is marked unsuccessful.
+
+    Parameters
+    ----------
+    stamp : star stamp, e-, sky subtracted (a residual constant is fitted).
+    variance : per-pixel variance, e-²; ``inf`` ignores a pixel.
+    first_guess_fwhm : starting FWHM, px.
+    oversample : sub-pixel points per axis in the pixel integration.
+    """
+    ny, nx = stamp.shape
+    weight = 1.0 / np.sqrt(np.clip(variance, 1e-12, None))  # infinite variance: pixel ignored
+    fwhm0 = max(first_guess_fwhm, 0.8)
+    centre = [(nx - 1) / 2, (ny - 1) / 2]
+    lower = [0.0, 0.0, 0.0, 0.15, _BETA_BOUNDS[0], -np.inf]
+    upper = [np.inf, nx - 1.0, ny - 1.0, 4.0 * max(nx, ny), _BETA_BOUNDS[1], np.inf]
+    start = np.array([stamp.sum(), *centre, moffat_alpha(fwhm0, 3.0), 3.0, 0.0])
+    result = _least_squares_profile(stamp, weight, start, lower, upper, oversample, gaussian=False)
     flux, x, y, alpha, beta, sky = result.x
-    at_bound = beta <= _BETA_BOUNDS[0] * 1.001 or beta >= _BETA_BOUNDS[1] * 0.999
-    return MoffatFit(
+    if beta >= _BETA_BOUNDS[1] * 0.999:
+        g_lower = [0.0, 0.0, 0.0, 0.1, -np.inf]
+        g_upper = [np.inf, nx - 1.0, ny - 1.0, 2.0 * max(nx, ny), np.inf]
+        g_start = np.array([stamp.sum(), *centre, fwhm0 / GAUSSIAN_FWHM_PER_SIGMA, 0.0])
+        gauss = _least_squares_profile(stamp, weight, g_start, g_lower, g_upper, oversample, gaussian=True)
+        flux, x, y, sigma, sky = gauss.x
+        return ProfileFit(float(x), float(y), float(flux), float(sigma), float("inf"), float(sky),
+                          bool(gauss.success))
+    at_bound = beta <= _BETA_BOUNDS[0] * 1.001
+    return ProfileFit(
         float(x), float(y), float(flux), float(alpha), float(beta), float(sky), bool(result.success) and not at_bound
     )
 
@@ -243,8 +283,13 @@ def measure_quality(frame: CalibratedFrame, header: fits.Header) -> dict[str, fl
 
     Keys: ``fwhm_px``, ``fwhm_arcsec`` (pixel scale from the WCS), ``elongation`` (median SEP
     ``a/b`` of the PSF stars), ``sky`` (median background, e-/pixel), ``noise`` (median
-    background rms, e-/pixel), ``depth_mag`` (5-sigma point source, see module docstring;
-    needs ``MAGZP`` and ``EXPTIME``, else NaN), ``n_sources`` (SEP detections at 5 sigma),
+    background rms, e-/pixel), ``limiting_flux`` (5-sigma PSF-optimal point-source flux in this
+    exposure, e-: the depth in the frame's own units, needing no zero point), ``depth_mag``
+    (the same as a magnitude, see module docstring; needs ``MAGZP`` and an exposure time, else
+    NaN), ``psf_model`` (``gaussian`` or ``moffat``, the majority of the PSF stars' fits) and
+    ``psf_beta`` (median Moffat β, NaN for a Gaussian), ``pixel_scale`` (arcsec/px; 1 when
+    neither a WCS nor ``PIXSCALE`` gives one, so ``fwhm_arcsec`` is then in pixels),
+    ``n_sources`` (SEP detections at 5 sigma),
     ``n_psf_stars``, ``masked_fraction`` (pixels with any unusable flag), ``quality_score``
     (:func:`quality_score`).  Unmeasurable values are NaN.
     """
@@ -260,16 +305,28 @@ def measure_quality(frame: CalibratedFrame, header: fits.Header) -> dict[str, fl
         fwhm_px = float(np.median([fit.fwhm for fit in stars]))
         noise_area = float(np.median([fit.noise_area for fit in stars]))
         elongation = float(np.median(ratios))
+        gaussian = [fit.model == "gaussian" for fit in stars]
+        psf_model = "gaussian" if np.mean(gaussian) > 0.5 else "moffat"
+        psf_beta = float("nan") if psf_model == "gaussian" else float(
+            np.median([fit.beta for fit in stars if fit.model == "moffat"]))
     else:
-        fwhm_px = noise_area = elongation = float("nan")
-    zero_point, exptime = header.get("MAGZP"), header.get("EXPTIME")
+        fwhm_px = noise_area = elongation = psf_beta = float("nan")
+        psf_model = None
+    limiting_flux = 5.0 * noise * np.sqrt(noise_area) if np.isfinite(noise_area) and noise > 0 else float("nan")
+    zero_point, exptime = header.get("MAGZP"), header.get("EXPTIME") or header.get("EXPOSURE")
     depth = float("nan")
-    if zero_point is not None and exptime and np.isfinite(noise_area) and noise > 0:
-        depth = float(zero_point) - 2.5 * np.log10(5.0 * noise * np.sqrt(noise_area) / float(exptime))
+    if zero_point is not None and exptime and np.isfinite(limiting_flux):
+        depth = float(zero_point) - 2.5 * np.log10(limiting_flux / float(exptime))
+    if not np.isfinite(scale):  # no WCS and no PIXSCALE: seeing is judged in pixels
+        scale = 1.0
     fwhm_arcsec = fwhm_px * scale
     return {
         "fwhm_px": fwhm_px,
         "fwhm_arcsec": float(fwhm_arcsec),
+        "pixel_scale": float(scale),
+        "psf_model": psf_model,
+        "psf_beta": psf_beta,
+        "limiting_flux": float(limiting_flux),
         "elongation": elongation,
         "sky": sky,
         "noise": noise,

@@ -67,6 +67,8 @@ from scipy.ndimage import label
 from scipy.signal import fftconvolve
 from scipy.special import i0
 
+from astrid_assets.science.profiles import moffat_alpha, moffat_fwhm, moffat_noise_area, moffat_profile  # noqa: F401
+
 TRUTH_COLUMNS = ("source_id", "kind", "ra", "dec", "x", "y", "flux", "flux_baseline", "mag", "snr")
 SOURCE_KINDS = ("star", "galaxy", "supernova", "variable", "asteroid")
 
@@ -259,31 +261,6 @@ def mag_to_rate(mag: np.ndarray | float, zero_point: float) -> np.ndarray:
 def sky_rate(sky_mag: float, config: SurveyConfig) -> float:
     """Sky background in e- / s / pixel for a brightness in mag / arcsec^2."""
     return float(mag_to_rate(sky_mag, config.zero_point)) * config.pixel_scale**2
-
-
-def moffat_alpha(fwhm: float, beta: float) -> float:
-    """Moffat core width α for a FWHM (same units): ``α = FWHM / (2 sqrt(2^(1/β) - 1))``."""
-    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-
-
-def moffat_fwhm(alpha: float | np.ndarray, beta: float | np.ndarray) -> float | np.ndarray:
-    """Moffat FWHM for core width α (same units) and index β."""
-    return 2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
-
-
-def moffat_noise_area(alpha: float, beta: float) -> float:
-    """Noise-equivalent area ``1 / ∫ I²`` of a unit Moffat, ``π α² (2β - 1) / (β - 1)²``."""
-    return float(np.pi * alpha**2 * (2.0 * beta - 1.0) / (beta - 1.0) ** 2)
-
-
-def moffat_profile(r2: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """Unit-integral Moffat surface brightness at squared radius ``r2`` (per unit area)."""
-    u = 1.0 + r2 / alpha**2
-    if beta == 3.0:
-        profile = 1.0 / (u * u * u)
-    else:
-        profile = u ** (-beta)
-    return profile * ((beta - 1.0) / (np.pi * alpha**2))
 
 
 def peak_snr_to_flux(snr: np.ndarray, background: float, noise_area: float) -> np.ndarray:

@@ -14,6 +14,8 @@ from astrid_assets.science.simulate import SimulatedFrame, SurveyConfig, simulat
 from astrid_assets.surveys.base import RawFrame
 
 TRUTH_EXTENSION = "TRUTH"
+#: The demo's window of nights: the simulated survey's first week (its transients start on night 6).
+DEMO_NIGHTS = ("2024-01-01", "2024-01-07")
 
 
 def frame_fits_bytes(frame: SimulatedFrame) -> bytes:
