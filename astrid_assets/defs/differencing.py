@@ -154,12 +154,12 @@ def reference_for_field(
     if store.exists(key):
         header = fits.getheader(io.BytesIO(store.get(key)))
         return {**common, "n_frames": header["NFRAMES"], "fwhm_px": header["FWHM"],
-                "input_frames": ",".join(best.frame_id), "decision": decision + " (stored version reused)"}
+                "input_frames": header.get("INPUTS", ""), "decision": decision + " (stored version reused)"}
     images = [load_calibrated(store, path) for path in best.path]
     reference, used = build_reference(images, best.fwhm_px.astype(float).tolist(), best.rel_depth.tolist(),
                                       config.max_frames)
     inputs = ",".join(best.frame_id.iloc[used])
-    reference.header["INPUTS"] = inputs[:68]
+    reference.header["INPUTS"] = (inputs, "frames co-added, the anchor (grid) first")  # long: CONTINUE cards
     reference.header["REFVER"] = (digest, "reference version: hash of its input frames")
     reference.header["SHALLOW"] = (shallow, f"fewer than {config.min_frames} frames co-added")
     reference.header.extend(provenance_cards("reference_images", night), update=True)

@@ -21,9 +21,11 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import sep
 from astropy.io import fits
 from astropy.stats import mad_std
@@ -63,7 +65,11 @@ _BETA_BOUNDS = (1.1, 20.0)
 class QualityLimits:
     """Limits a frame must meet to be usable for difference imaging."""
 
-    max_fwhm_arcsec: float = 4.0
+    #: No absolute seeing limit by default: a telescope's normal PSF may be 1 px or 10 px wide. A frame
+    #: far worse than the rest of its night is caught by :func:`seeing_outliers`.
+    max_fwhm_arcsec: float = float("inf")
+    #: A frame whose FWHM exceeds this multiple of the median FWHM of its field's frames that night is unusable.
+    max_fwhm_ratio: float = 2.0
     max_elongation: float = 1.5
     min_sources: int = 10
     max_masked_fraction: float = 0.1
@@ -357,3 +363,16 @@ def verdict(quality: dict, limits: QualityLimits = QualityLimits()) -> tuple[boo
     if not np.isfinite(masked) or masked > limits.max_masked_fraction:
         reasons.append(f"masked fraction {masked:.3f} exceeds the limit of {limits.max_masked_fraction:.3f}")
     return not reasons, reasons
+
+
+def seeing_outliers(fields: Sequence[str], fwhm: Sequence[float], limits: QualityLimits = QualityLimits()) -> list[str]:
+    """Per frame, the reason it is a seeing outlier among its field's frames of one night, or ``""``.
+
+    A frame is an outlier when its FWHM exceeds ``limits.max_fwhm_ratio`` × the median FWHM of the
+    frames of the same field (a relative limit: it needs no idea of what this telescope's seeing is).
+    """
+    frame = pd.DataFrame({"field": list(fields), "fwhm": np.asarray(fwhm, dtype=float)})
+    median = frame.groupby("field").fwhm.transform("median")
+    return [f"FWHM {f:.2f} px exceeds {limits.max_fwhm_ratio:g} x the night's median {m:.2f} px of its field"
+            if np.isfinite(f) and np.isfinite(m) and f > limits.max_fwhm_ratio * m else ""
+            for f, m in zip(frame.fwhm, median, strict=True)]

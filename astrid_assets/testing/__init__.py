@@ -1,0 +1,1 @@
+"""Test-data generators and helpers shared by tests and benchmarks."""

@@ -1,0 +1,116 @@
+"""Score a run of the chain on a :mod:`skygen` cell against the generator's truth.
+
+Figures per cell: the share of science frames differenced (of those on nights after the field's
+first, which have no earlier frame to build a reference from), and the completeness at S/N ≥ 10
+counting all candidates (flagged or not): a transient is recovered when a positive candidate of its
+frame lies within ``max(1.5, 0.5 FWHM)`` px of its true position on the reference grid. The grid is
+the reference's anchor frame (the first of its input frames): its true pixels come from the
+generator, so frames without a WCS are scored exactly like the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from astrid_assets.testing import skygen
+from astrid_assets.testing.chain import ChainRun
+
+
+@dataclass
+class CellScore:
+    cell: str
+    frames_after_first_night: int
+    differenced: int
+    transients_snr_ge_10: int
+    recovered: int
+    not_differenced: dict
+
+    @property
+    def differenced_fraction(self) -> float:
+        return self.differenced / max(self.frames_after_first_night, 1)
+
+    @property
+    def completeness(self) -> float:
+        return self.recovered / self.transients_snr_ge_10 if self.transients_snr_ge_10 else float("nan")
+
+
+def _frame_of(cell: skygen.Cell, frame_id: str) -> dict:
+    """The generator's conditions of the science frame AstrID calls ``frame_id`` (``YYYYMMDD-<file stem>``)."""
+    table = skygen.frame_table(cell)
+    stem = frame_id.split("-", 1)[1]
+    row = table[table.file.str.replace(".fits", "", regex=False) == stem].iloc[0]
+    night_index = sorted(table.night.unique()).index(row.night)
+    return skygen._conditions(cell, night_index, int(row.frame_index))
+
+
+def true_pixels(cell: skygen.Cell, frame_id: str, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """``(x, y)`` on the frame ``frame_id`` of sky positions, from the generator's own geometry."""
+    plan = skygen._plan(cell)
+    u, v = plan["wcs"].wcs_world2pix(ra, dec, 0)
+    x, y = skygen._to_frame(cell, _frame_of(cell, frame_id), u, v)
+    return np.column_stack([x, y])
+
+
+def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
+    differences = run.tables["difference_images"]
+    references = run.tables["reference_images"]
+    candidates = run.tables["candidate_detections"]
+    first_night = min(differences.night) if len(differences) else None
+    later = differences[differences.night != first_night]
+    done = later[later.status == "ok"]
+    n_bright = recovered = 0
+    radius = max(1.5, 0.5 * cell.fwhm)
+    for row in done.itertuples():
+        stem = row.frame_id.split("-", 1)[1]
+        mine = truth[(truth.file.str.replace(".fits", "", regex=False) == stem) & (truth.snr >= 10)]
+        if mine.empty:
+            continue
+        reference = references[(references.night == row.night) & (references.field == row.field)].iloc[0]
+        anchor = reference.input_frames.split(",")[0]
+        xy = true_pixels(cell, anchor, mine.ra.to_numpy(), mine.dec.to_numpy())
+        found = candidates[(candidates.frame_id == row.frame_id) & (candidates.sign > 0)]
+        n_bright += len(mine)
+        if len(found):
+            distance, _ = cKDTree(found[["x", "y"]].to_numpy(float)).query(xy)
+            recovered += int((distance <= radius).sum())
+    reasons = later[later.status != "ok"].reason.fillna("other").value_counts().to_dict()
+    return CellScore(cell.name, len(later), len(done), n_bright, recovered, reasons)
+
+
+def run_cell(cell: skygen.Cell, root) -> tuple[CellScore, ChainRun]:
+    """Write ``cell`` as a drop folder under ``root``, run the chain over its nights and score it.
+
+    The caller provides ``ASTRID_HOME`` / ``DAGSTER_HOME`` (and ``ASTRID_FIRST_NIGHT`` for old nights).
+    """
+    from pathlib import Path
+
+    from dagster import DagsterInstance
+
+    from astrid_assets.testing.chain import run_chain
+
+    truth = skygen.write_drop(Path(root) / "drop", cell)
+    last = (pd.Timestamp(cell.first_night) + pd.Timedelta(days=cell.n_nights - 1)).date().isoformat()
+    run = run_chain(Path(root) / "drop", cell.first_night, last, DagsterInstance.get())
+    return score(cell, truth, run), run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m astrid_assets.testing.matrix CELL_NAME ROOT``: one cell's score as a JSON line."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    name, root = (argv if argv is not None else sys.argv[1:])[:2]
+    cells = {cell.name: cell for cell in (*skygen.COVERING_CELLS, skygen.ARCHIVAL_CELL)}
+    result, run = run_cell(cells[name], root)
+    print(json.dumps({**asdict(result), "success": run.success, "differenced_fraction": result.differenced_fraction,
+                      "completeness": result.completeness}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
