@@ -10,34 +10,82 @@ from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrat
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
-from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame
-from astrid_assets.science.frames import FrameError, provenance_cards, read_frame, to_fits_bytes
+from astrid_assets.science.calibrate import CalibratedFrame, MasterCalibrations, build_masters, calibrate_frame
+from astrid_assets.science.frames import (
+    CALIBRATION_KINDS,
+    FrameError,
+    exposure_time,
+    normalised_cards,
+    provenance_cards,
+    read_frame,
+    to_fits_bytes,
+)
 from astrid_assets.science.quality import measure_quality, verdict
 
+#: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found
+#: and assumed); written where the table has the column.
+INFO_KEYS = (
+    "data_state", "gain", "gain_source", "read_noise", "read_noise_source", "saturation", "saturation_source",
+    "pedestal", "noise_model", "cr_fwhm_px", "cr_objlim", "cr_pixels",
+)
 
-def night_masters(frames: pd.DataFrame, store: ObjectStore, night: str) -> MasterCalibrations | None:
-    """Master bias, dark and flat from the night's calibration frames; None if it has none.
 
-    A night without bias and flat frames is taken to hold frames already reduced by their
-    archive (SkyView and MAST deliver calibrated images); a night with some but not all
-    calibration types is an error naming what is missing.
+def night_masters(
+    frames: pd.DataFrame, store: ObjectStore, night: str, problems: list[str] | None = None
+) -> MasterCalibrations | None:
+    """Master bias, dark and flat from the night's calibration frames; None if it has none usable.
+
+    A night without calibration frames is taken to hold frames reduced elsewhere (SkyView and
+    MAST deliver calibrated images) or raw frames nobody gave calibrations for; the science
+    frames' data state (:func:`~astrid_assets.science.calibrate.classify_data_state`) tells which.
+    Each calibration frame is checked on its own: one that cannot be read, a dark without an
+    exposure time (``EXPTIME``/``EXPOSURE``...), or a frame whose shape differs from the
+    night's majority is left out and its problem appended to ``problems`` (``FrameError``
+    wording: night, frame, problem).  If no bias or no flat frame is left, the night has no
+    masters and ``problems`` says what is missing; the science frames are then calibrated
+    without them rather than the night failing.
     """
-    by_type = {kind: frames[frames.imagetyp == kind] for kind in ("bias", "dark", "flat")}
-    if all(group.empty for group in by_type.values()):
+    problems = [] if problems is None else problems
+    calibration = frames[frames.imagetyp.isin(CALIBRATION_KINDS)]
+    if calibration.empty:
         return None
-    missing = [kind for kind in ("bias", "flat") if by_type[kind].empty]
+    loaded: dict[str, list[tuple[str, np.ndarray, float | None]]] = {kind: [] for kind in CALIBRATION_KINDS}
+    for row in calibration.itertuples():
+        try:
+            image, header = read_frame(store.get(row.path), night, row.frame_id)
+            exptime = exposure_time(header)
+            if row.imagetyp == "dark" and not (exptime and exptime > 0):
+                raise FrameError(night, row.frame_id, "dark frame without a positive exposure time")
+        except FrameError as error:
+            problems.append(str(error))
+            continue
+        except Exception as error:  # the object store or FITS layer failing on one file
+            problems.append(str(FrameError(night, row.frame_id, f"{type(error).__name__}: {error}")))
+            continue
+        loaded[row.imagetyp].append((row.frame_id, image, exptime))
+    shapes = [image.shape for group in loaded.values() for _, image, _ in group]
+    if shapes:
+        common = max(set(shapes), key=shapes.count)
+        for kind, group in loaded.items():
+            for frame_id, image, _ in group:
+                if image.shape != common:
+                    problems.append(str(FrameError(night, frame_id, f"{kind} frame shape {image.shape} differs from "
+                                                   f"the night's calibration frames {common}")))
+            loaded[kind] = [entry for entry in group if entry[1].shape == common]
+    missing = [kind for kind in ("bias", "flat") if not loaded[kind]]
     if missing:
-        raise ValueError(f"night {night}: calibration frames present but no {' or '.join(missing)} frames")
-
-    def images(group: pd.DataFrame) -> list[np.ndarray]:
-        return [read_frame(store.get(row.path), night, row.frame_id)[0] for row in group.itertuples()]
-
-    darks = list(zip(images(by_type["dark"]), by_type["dark"].exptime.tolist(), strict=True))
-    return build_masters(images(by_type["bias"]), darks, images(by_type["flat"]))
+        problems.append(f"night {night}: calibration frames present but no usable {' or '.join(missing)} frames: "
+                        f"science frames calibrated without masters")
+        return None
+    return build_masters(
+        [image for _, image, _ in loaded["bias"]],
+        [(image, float(exptime)) for _, image, exptime in loaded["dark"]],
+        [image for _, image, _ in loaded["flat"]],
+    )
 
 
 def archive_reduced(shape: tuple[int, int]) -> MasterCalibrations:
-    """Identity calibrations for frames already reduced by their archive."""
+    """Identity calibrations for frames reduced elsewhere, or raw frames without calibration frames."""
     return MasterCalibrations(
         bias=np.zeros(shape, np.float32),
         dark=np.zeros(shape, np.float32),
@@ -46,11 +94,37 @@ def archive_reduced(shape: tuple[int, int]) -> MasterCalibrations:
     )
 
 
-def calibrated_hdus(calibrated, header: fits.Header, night: str) -> list:
-    """SCI (e-), MASK (bit flags), VARIANCE (e-²), BKG and BKGRMS (e-) extensions with the WCS."""
+def _card_text(text: str | None) -> str:
+    return ("" if text is None else str(text))[:68]
+
+
+def calibrated_hdus(calibrated: CalibratedFrame, header: fits.Header, night: str) -> list:
+    """SCI (e-), MASK (bit flags), VARIANCE (e-²), BKG and BKGRMS (e-) extensions with the WCS.
+
+    The SCI header records the data state and the gain, read noise and saturation used, with
+    where they came from (``DATASTAT``, ``CALGAIN``/``GAINSRC``, ``CALRDN``/``RDNSRC``,
+    ``CALSAT``/``SATSRC``).  ``BUNIT`` is ``electron``, or ``adu`` where the gain is unknown
+    (sky-subtracted data left in their own units).
+    """
     header = header.copy()
     header.extend(provenance_cards("calibrated_frames", night), update=True)
-    header["BUNIT"] = ("electron", "pixel values in electrons")
+    info = calibrated.info or {}
+    unknown_gain = str(info.get("gain_source", "")).startswith("assumed 1 (sky-subtracted")
+    header["BUNIT"] = ("adu", "gain unknown: the frame's own units") if unknown_gain else (
+        "electron", "pixel values in electrons")
+    if info:
+        cards = [
+            ("DATASTAT", info.get("data_state"), "data state: raw | reduced | sky-subtracted"),
+            ("CALGAIN", info.get("gain"), "[e-/ADU] gain applied"),
+            ("GAINSRC", _card_text(info.get("gain_source")), None),
+            ("CALRDN", info.get("read_noise"), "[e-] read noise used"),
+            ("RDNSRC", _card_text(info.get("read_noise_source")), None),
+            ("CALSAT", info.get("saturation"), "[ADU] saturation level used"),
+            ("SATSRC", _card_text(info.get("saturation_source")), None),
+        ]
+        for key, value, comment in cards:
+            if value is not None and not (isinstance(value, float) and not np.isfinite(value)):
+                header[key] = (value, comment) if comment else value
     extensions = [
         fits.PrimaryHDU(calibrated.science.astype(np.float32), header),
         fits.ImageHDU(calibrated.mask.astype(np.uint16), name="MASK"),
@@ -73,12 +147,15 @@ def calibrated_frames(
 ):
     """Calibrated science frames with masks, variance and background maps, and quality rows.
 
-    Master bias, dark and flat are sigma-clipped combines of the night's calibration frames;
-    each science frame is bias-, dark- and flat-corrected into electrons, cosmic rays are masked
-    with L.A.Cosmic (van Dokkum 2001), and FWHM, sky, noise, elongation, depth and a quality
-    score are measured. A frame too poor to use keeps its row with ``usable = False`` and the
-    reasons; a frame that fails to calibrate is reported with ``status = failed`` and the rest
-    of the night goes on.
+    Master bias, dark and flat are sigma-clipped combines of the night's calibration frames
+    (gain and read noise by photon transfer where the headers have none); each science frame is
+    classified raw / reduced / sky-subtracted, bias-, dark- and flat-corrected into electrons,
+    given a noise model for its state, cosmic rays are masked with L.A.Cosmic (van Dokkum 2001)
+    tuned to the measured PSF, and FWHM, sky, noise, elongation, depth and a quality score are
+    measured. Each row records the data state and where gain, read noise and saturation came
+    from; the metadata lists every assumption. A frame too poor to use keeps its row with
+    ``usable = False`` and the reasons; a frame (or calibration frame) that fails is reported
+    and the rest of the night goes on.
     """
     store = object_store.open()
     yield from for_each_night(context, lambda night: calibrate_night(
@@ -91,13 +168,18 @@ def calibrate_night(
     """One night's ``calibrated_frames`` rows and metadata."""
     accepted = raw_observations[raw_observations.status == "ok"]
     science = accepted[accepted.imagetyp == "object"]
-    masters = night_masters(accepted, store, night)
-    rows, failures = [], []
+    calibration_problems: list[str] = []
+    masters = night_masters(accepted, store, night, calibration_problems)
+    for problem in calibration_problems:
+        context.log.warning(f"calibration frames: {problem}")
+    columns = set(schema.calibrated_frames.c.keys())
+    rows, failures, assumptions = [], [], []
     for frame in science.itertuples():
         base = {"night": night, "frame_id": frame.frame_id, "field": frame.field,
                 "filter": frame.filter, "mjd_obs": frame.mjd_obs}
         try:
             raw_image, header = read_frame(store.get(frame.path), night, frame.frame_id)
+            header.extend(normalised_cards(header), update=True)
             frame_masters = masters if masters is not None else archive_reduced(raw_image.shape)
             if frame_masters.bias.shape != raw_image.shape:
                 raise FrameError(night, frame.frame_id, f"shape {raw_image.shape} differs from the "
@@ -113,19 +195,34 @@ def calibrate_night(
             continue
         content = to_fits_bytes(calibrated_hdus(calibrated, header, night))
         path = store.put_versioned(f"calibrated_frames/{night}/{frame.frame_id}.fits", content)
+        info = calibrated.info
+        if masters is not None:
+            how = "night-masters"
+        else:
+            how = "uncalibrated" if info.get("data_state") == "raw" else "archive-reduced"
+        frame_assumptions = list(info.get("assumptions", []))
+        assumptions.extend(f"- `{frame.frame_id}`: {text}" for text in frame_assumptions)
         rows.append({
-            **base, **{k: quality.get(k) for k in schema.calibrated_frames.c.keys() if k in quality},
-            "path": path, "calibration": "night-masters" if masters is not None else "archive-reduced",
+            **base, **{k: quality.get(k) for k in columns if k in quality},
+            **{k: info.get(k) for k in INFO_KEYS},
+            "assumptions": "; ".join(frame_assumptions) or None,
+            "exptime": exposure_time(header),
+            "path": path, "calibration": how,
             "zero_point": header.get("MAGZP"), "usable": usable, "reasons": "; ".join(reasons) or None,
             "status": "ok", "problem": None,
         })
     table = pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys()))
     ok = table[table.status == "ok"]
+    states = pd.Series([row.get("data_state") for row in rows if row.get("status") == "ok"], dtype=object)
     return table, {
         "frames_calibrated": len(ok),
         "usable_frames": int(ok.usable.sum()),
         "failed_frames": len(failures),
         "failures": MetadataValue.md("\n".join(failures) or "none"),
+        "calibration": "night-masters" if masters is not None else "none (no usable bias and flat frames)",
+        "calibration_problems": MetadataValue.md("\n".join(f"- {p}" for p in calibration_problems) or "none"),
+        "data_states": MetadataValue.json({str(k): int(v) for k, v in states.value_counts().items()}),
+        "assumptions": MetadataValue.md("\n".join(assumptions) or "none"),
         "median_fwhm_arcsec": float(ok.fwhm_arcsec.median()) if len(ok) else None,
         "median_depth_mag": float(ok.depth_mag.median()) if len(ok) else None,
         "quality": MetadataValue.md(

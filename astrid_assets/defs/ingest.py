@@ -6,7 +6,6 @@ import warnings
 import pandas as pd
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
-from astropy.wcs import WCS
 from dagster import AssetExecutionContext, Config, MetadataValue
 
 from astrid_assets import settings
@@ -15,7 +14,23 @@ from astrid_assets.defs.quality_checks import RAW_OBSERVATIONS_CHECKS, raw_obser
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
-from astrid_assets.science.frames import FrameError, image_type, provenance_cards, read_frame, to_fits_bytes
+from astrid_assets.science.frames import (
+    CALIBRATION_KINDS,
+    WCS_PROBLEM_CARD,
+    FrameError,
+    celestial_wcs,
+    exposure_time,
+    header_gain,
+    header_read_noise,
+    image_type,
+    imagetyp_card,
+    normalised_cards,
+    observation_date,
+    observation_mjd,
+    provenance_cards,
+    read_frame,
+    to_fits_bytes,
+)
 from astrid_assets.surveys.base import RawFrame
 from astrid_assets.surveys.fits_drop import fetch_fits_drop
 from astrid_assets.surveys.simulated import fetch_simulated
@@ -65,29 +80,49 @@ def fetch_night(night: str, config: IngestConfig, survey: SimulatedSurveyResourc
     return frames
 
 
-def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> dict:
-    """The ``raw_observations`` row of an accepted frame."""
-    kind = image_type(header)
-    ra = dec = None
-    if kind == "object":
+def frame_centre(image, header: fits.Header) -> tuple[float | None, float | None]:
+    """ICRS (ra, dec) in degrees of the frame centre from its celestial WCS; (None, None) without one."""
+    wcs, _ = celestial_wcs(header, image.shape)
+    if wcs is None:
+        return None, None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            centre = WCS(header).celestial.pixel_to_world((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
-        ra, dec = float(centre.ra.deg), float(centre.dec.deg)
+            centre = wcs.pixel_to_world((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2).icrs
+        return float(centre.ra.deg), float(centre.dec.deg)
+    except Exception:  # a WCS astropy can build but not place on the sky: treated as absent
+        return None, None
+
+
+def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> dict:
+    """The ``raw_observations`` row of an accepted frame.
+
+    Exposure time, observation time, gain and read noise are read through the header helpers
+    of :mod:`astrid_assets.science.frames` (``EXPTIME``/``EXPOSURE``..., ``MJD-OBS``/``DATE-OBS``/
+    ``JD``, ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``READNOIS``/``RDNOISEA``...); a value the
+    header does not give is null.  ``ra``/``dec`` (frame centre, ICRS) are null without a WCS;
+    ``has_wcs`` says whether the frame has a usable celestial WCS and ``wcs_problem`` why a
+    malformed one was dropped; ``imagetyp_card`` is the frame-type card as written.
+    """
+    kind = image_type(header)
+    ra, dec = frame_centre(image, header)
     return {
         "night": raw.night,
         "frame_id": raw.frame_id,
         "field": raw.field,
         "source": raw.source,
         "imagetyp": kind,
-        "filter": str(header.get("FILTER", "")) or None,
-        "exptime": float(header.get("EXPTIME", 0.0) or 0.0),
-        "date_obs": str(header.get("DATE-OBS", "")) or None,
-        "mjd_obs": float(header["MJD-OBS"]) if "MJD-OBS" in header else None,
-        "ra": ra,
-        "dec": dec,
-        "gain": float(header.get("GAIN", 1.0)),
-        "read_noise": float(header.get("RDNOISE", 0.0)),
+        "imagetyp_card": imagetyp_card(header),
+        "filter": str(header.get("FILTER", "")).strip() or None,
+        "exptime": exposure_time(header),
+        "date_obs": observation_date(header),
+        "mjd_obs": observation_mjd(header),
+        "ra": ra if kind == "object" else None,
+        "dec": dec if kind == "object" else None,
+        "has_wcs": ra is not None,
+        "wcs_problem": header.get(WCS_PROBLEM_CARD),
+        "gain": header_gain(header).value,
+        "read_noise": header_read_noise(header).value,
         "ny": image.shape[0],
         "nx": image.shape[1],
         "path": path,
@@ -108,10 +143,15 @@ def raw_observations(
 ):
     """The night's science and calibration frames, one row per frame, FITS in the object store.
 
-    Every frame is validated (readable FITS, a 2-D image that is not all NaN, a celestial WCS
-    for science frames). A frame that fails is quarantined — its file kept under
-    ``quarantine/`` and its row marked ``quarantined`` with the problem — and the rest of the
-    night goes on. A night with no frames is an empty partition, not an error.
+    Every frame is validated (readable FITS, a 2-D numeric image that is not all NaN). A frame
+    that fails is quarantined — its file kept under ``quarantine/`` and its row marked
+    ``quarantined`` with the problem — and the rest of the night goes on. Science frames without
+    a celestial WCS are accepted (``has_wcs`` false: they are registered by star patterns); a
+    malformed WCS is dropped and its problem kept in ``wcs_problem``. Frame types follow the
+    ``IMAGETYP`` conventions of common acquisition software; frames that are neither science nor
+    calibration (focus, test, arc...) keep their row as ``other``. The stored header gains the
+    standard ``EXPTIME``/``MJD-OBS``/``DATE-OBS`` cards where it only had other spellings. A night
+    with no frames is an empty partition, not an error.
     """
     store = object_store.open()
     yield from for_each_night(context, lambda night: ingest_night(
@@ -136,6 +176,7 @@ def ingest_night(
                 "path": path, "status": "quarantined", "problem": error.problem,
             })
             continue
+        header.extend(normalised_cards(header), update=True)
         header.extend(provenance_cards("raw_observations", night), update=True)
         with fits.open(io.BytesIO(raw.fits_bytes), memmap=False) as original:
             extras = [hdu.copy() for hdu in original[1:] if isinstance(hdu, fits.BinTableHDU)]
@@ -146,10 +187,17 @@ def ingest_night(
     accepted = frame_table[frame_table.status == "ok"]
     if frame_table.empty:
         context.log.info(f"night {night}: no frames from the configured sources")
+    science = accepted[accepted.imagetyp == "object"]
+    no_wcs = science[science.ra.isna()] if len(science) else science
     return frame_table, {
         "frames": len(accepted),
-        "science_frames": int((accepted.imagetyp == "object").sum()),
-        "calibration_frames": int((accepted.imagetyp != "object").sum()),
+        "science_frames": len(science),
+        "calibration_frames": int(accepted.imagetyp.isin(CALIBRATION_KINDS).sum()),
+        "other_frames": int((accepted.imagetyp == "other").sum()),
+        "science_frames_without_wcs": len(no_wcs),
+        "frame_types": MetadataValue.json(
+            {str(k): int(v) for k, v in accepted.groupby(accepted.imagetyp.fillna("?")).size().items()}
+        ),
         "fields": MetadataValue.json(sorted(accepted.field.unique().tolist())),
         "quarantined": len(quarantined),
         "quarantine": MetadataValue.md(

@@ -25,6 +25,9 @@ raw_observations = _nightly_table(
     Column("exptime", Float),
     Column("date_obs", String(32)),
     Column("mjd_obs", Float),
+    Column("has_wcs", Boolean),
+    Column("wcs_problem", Text),  # why a malformed WCS was set aside
+    Column("imagetyp_card", String(32)),  # IMAGETYP as written by the acquisition software
     Column("ra", Float),  # deg, frame centre (ICRS); null for calibration frames
     Column("dec", Float),
     Column("gain", Float),  # e-/ADU
@@ -43,13 +46,26 @@ calibrated_frames = _nightly_table(
     Column("filter", String(32)),
     Column("mjd_obs", Float),
     Column("path", Text),  # object-store key of the SCI/MASK/VARIANCE FITS
-    Column("calibration", String(32)),  # night-masters | archive-reduced
+    Column("calibration", String(32)),  # night-masters | archive-reduced | uncalibrated
     Column("fwhm_px", Float),
     Column("fwhm_arcsec", Float),
     Column("elongation", Float),
     Column("sky", Float),  # e-/pixel
     Column("noise", Float),  # e- rms/pixel
     Column("depth_mag", Float),  # 5-sigma point source, mag (needs a zero point)
+    Column("data_state", String(16)),  # raw | reduced | sky_subtracted
+    Column("gain", Float),  # e-/ADU
+    Column("gain_source", Text),
+    Column("read_noise", Float),  # e-
+    Column("read_noise_source", Text),
+    Column("saturation", Float),  # ADU
+    Column("saturation_source", Text),
+    Column("pedestal", Float),  # ADU
+    Column("noise_model", Text),
+    Column("cr_fwhm_px", Float),
+    Column("cr_objlim", Float),
+    Column("cr_pixels", Integer),
+    Column("assumptions", Text),  # "; "-separated
     Column("limiting_flux", Float),  # e- in the exposure, 5-sigma PSF-optimal point source (no zero point needed)
     Column("exptime", Float),  # s
     Column("pixel_scale", Float),  # arcsec/px (1 where unknown: fwhm_arcsec is then in px)

@@ -1,9 +1,16 @@
 """A FITS drop folder: ``<root>/<YYYY-MM-DD>/*.fits`` — the night's files as a telescope wrote them.
 
-Headers should carry DATE-OBS, FILTER, EXPTIME, GAIN, RDNOISE, IMAGETYP (``object``, ``bias``,
-``dark``, ``flat``) and, for science frames, a WCS. The field is read from ``FIELD`` (else
-``OBJECT``); files are not validated here — ``raw_observations`` validates every frame the same way
-whatever its source.
+Headers are read in the conventions of common acquisition software (MaxIm DL, N.I.N.A., IRAF,
+SBIG; see :mod:`astrid_assets.science.frames`): the frame type from ``IMAGETYP`` words (``Light
+Frame``, ``Bias Frame``, ``Dark Frame``, ``Flat Field``, ``LIGHT``, ``zero``, ``object``...), the
+exposure from ``EXPTIME`` or ``EXPOSURE``, the time from ``DATE-OBS``, ``MJD-OBS`` or ``JD``, gain,
+read noise and saturation from ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``READNOIS``/
+``RDNOISEA``..., ``SATURATE``/``DATAMAX``/``SATURATA``... — and what is missing is worked out from
+the pixels (gain from the sky's variance, saturation from a pile-up or the ADC ceiling) and
+recorded as assumed. A WCS is not required (frames without one are registered by star patterns).
+Files ending ``.fits``, ``.fit``, ``.fts`` (any case), ``.fits.fz`` or ``.fits.gz`` are read. The
+field is read from ``FIELD`` (else ``OBJECT``); files are not validated here — ``raw_observations``
+validates every frame the same way whatever its source.
 """
 
 import re

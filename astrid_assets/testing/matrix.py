@@ -2,8 +2,9 @@
 
 Figures per cell: the share of science frames differenced (of those on nights after the field's
 first, which have no earlier frame to build a reference from), and the completeness at S/N ≥ 10
-counting all candidates (flagged or not): a transient is recovered when a positive candidate of its
-frame lies within ``max(1.5, 0.5 FWHM)`` px of its true position on the reference grid. The grid is
+counting all candidates (flagged or not) of the transient's change since the reference (see
+:func:`score`): it is recovered when a candidate of the right sign in its frame lies within
+``max(1.5, 0.5 FWHM)`` px of its true position on the reference grid. The grid is
 the reference's anchor frame (the first of its input frames): its true pixels come from the
 generator, so frames without a WCS are scored exactly like the others.
 """
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from astrid_assets.testing import skygen
 from astrid_assets.testing.chain import ChainRun
@@ -56,27 +56,43 @@ def true_pixels(cell: skygen.Cell, frame_id: str, ra: np.ndarray, dec: np.ndarra
 
 
 def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
+    """Score a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10.
+
+    A transient's signal in a difference is its flux in the new frame minus its mean flux over the
+    reference's input frames (a reference built from frames of nights on which the transient already
+    shone holds part of it: that part is not new). Its expected S/N in the difference is the new frame's
+    PSF-optimal S/N scaled by ``|f_new − f_ref| / f_new``; a transient counts at S/N ≥ 10, and is
+    recovered by a candidate of the right sign within the match radius.
+    """
     differences = run.tables["difference_images"]
     references = run.tables["reference_images"]
     candidates = run.tables["candidate_detections"]
     first_night = min(differences.night) if len(differences) else None
     later = differences[differences.night != first_night]
     done = later[later.status == "ok"]
+    stems = truth.file.str.replace(".fits", "", regex=False)
     n_bright = recovered = 0
     radius = max(1.5, 0.5 * cell.fwhm)
     for row in done.itertuples():
-        stem = row.frame_id.split("-", 1)[1]
-        mine = truth[(truth.file.str.replace(".fits", "", regex=False) == stem) & (truth.snr >= 10)]
+        mine = truth[stems == row.frame_id.split("-", 1)[1]]
         if mine.empty:
             continue
         reference = references[(references.night == row.night) & (references.field == row.field)].iloc[0]
-        anchor = reference.input_frames.split(",")[0]
-        xy = true_pixels(cell, anchor, mine.ra.to_numpy(), mine.dec.to_numpy())
-        found = candidates[(candidates.frame_id == row.frame_id) & (candidates.sign > 0)]
-        n_bright += len(mine)
-        if len(found):
-            distance, _ = cKDTree(found[["x", "y"]].to_numpy(float)).query(xy)
-            recovered += int((distance <= radius).sum())
+        inputs = reference.input_frames.split(",")
+        in_reference = truth[stems.isin([frame.split("-", 1)[1] for frame in inputs])]
+        reference_flux = (in_reference.groupby("transient_id").flux.sum() / len(inputs)).reindex(
+            mine.transient_id).fillna(0.0).to_numpy()
+        change = mine.flux.to_numpy() - reference_flux
+        difference_snr = mine.snr.to_numpy() * np.abs(change) / mine.flux.to_numpy()
+        bright = difference_snr >= 10
+        if not bright.any():
+            continue
+        xy = true_pixels(cell, inputs[0], mine.ra.to_numpy()[bright], mine.dec.to_numpy()[bright])
+        n_bright += int(bright.sum())
+        for (x, y), sign in zip(xy, np.sign(change[bright]), strict=True):
+            found = candidates[(candidates.frame_id == row.frame_id) & (candidates.sign == sign)]
+            if len(found) and np.min(np.hypot(found.x.to_numpy(float) - x, found.y.to_numpy(float) - y)) <= radius:
+                recovered += 1
     reasons = later[later.status != "ok"].reason.fillna("other").value_counts().to_dict()
     return CellScore(cell.name, len(later), len(done), n_bright, recovered, reasons)
 

@@ -41,7 +41,6 @@ def write_drop_folder(root: Path, night: str) -> dict[str, str]:
     fits.PrimaryHDU(np.stack([science.data] * 2), science.header).writeto(folder / "cube.fits")
     return {
         "20240102-truncated": "unreadable or truncated FITS",
-        "20240102-nowcs": "no celestial WCS",
         "20240102-allnan": "every pixel is NaN or infinite",
         "20240102-cube": "image has 3 dimension(s)",
     }
@@ -77,10 +76,12 @@ def test_bad_frames_are_quarantined_and_the_night_goes_on(astrid_home, tmp_path)
     for frame_id, problem in expected.items():
         assert problem in quarantined.loc[frame_id, "problem"]
     assert set(raw.source) == {"fits_drop"}
+    # a science frame without a WCS is accepted (registered by star patterns later), not quarantined
+    assert raw.loc["20240102-nowcs", "status"] == "ok" and not raw.loc["20240102-nowcs", "has_wcs"]
     calibrated = read_nights("calibrated_frames", [NIGHT])
-    assert len(calibrated) == 2 and (calibrated.status == "ok").all()
+    assert len(calibrated) == 3 and (calibrated.status == "ok").all()
     metadata = result.asset_materializations_for_node("raw_observations")[0].metadata
-    assert metadata["quarantined"].value == 4
+    assert metadata["quarantined"].value == 3
     assert "20240102-truncated" in metadata["quarantine"].value
 
 

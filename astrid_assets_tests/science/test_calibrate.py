@@ -14,7 +14,7 @@ from astrid_assets.science.calibrate import (
     calibrate_frame,
     sigma_clipped_combine,
 )
-from astrid_assets.science.quality import QualityLimits, measure_quality, verdict
+from astrid_assets.science.quality import QualityLimits, measure_quality, seeing_outliers, verdict
 from astrid_assets.science.simulate import (
     SurveyConfig,
     detector,
@@ -205,7 +205,12 @@ def test_terrible_seeing_is_not_usable(masters):
     frame = simulate_frame("F01", NIGHT, 0, CONFIG, seeing=6.0)
     quality = measure_quality(calibrate_frame(frame.data, frame.header, masters), frame.header)
     assert quality["fwhm_arcsec"] == pytest.approx(6.0, rel=0.10)
-    usable, reasons = verdict(quality)
+    usable, reasons = verdict(quality, QualityLimits(max_fwhm_arcsec=4.0))  # a site's own absolute limit
+    assert not usable and any("FWHM" in reason for reason in reasons)
+    # by default seeing is judged against the night's other frames of the field (no absolute limit)
+    assert seeing_outliers(["F01"] * 3, [2.0, 2.2, quality["fwhm_px"]])[2].startswith("FWHM")
+    assert seeing_outliers(["F01"] * 3, [2.0, 2.2, 2.1]) == ["", "", ""]
+    usable, reasons = verdict(quality, QualityLimits(max_fwhm_arcsec=4.0))
     assert not usable and any("FWHM" in reason for reason in reasons)
 
 
