@@ -112,6 +112,8 @@ DIFFERENCE_IMAGES_CHECKS = [
 def reasons_by_night(nights: list[str], table: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Per night, the number of frames not differenced for each ``reason`` (``{}`` where all were)."""
     not_done = table[table.status != "ok"]
+    reasons = not_done["reason"] if "reason" in not_done else pd.Series("other", index=not_done.index)
+    not_done = not_done.assign(reason=reasons)
     return {night: {str(k): int(v) for k, v in not_done[not_done.night == night].reason.fillna("other")
                     .value_counts().items()} for night in nights}
 

@@ -48,6 +48,21 @@ def test_difference_checks_reject_on_s_corr_variance():
     assert checks["s_corr_variance"].metadata["failing_nights"].value == ["2024-01-05"]
     assert not checks["difference_masked_fraction"].passed
     assert qc.s_corr_outside_range(1.3) and not qc.s_corr_outside_range(1.0)
+    assert checks["frames_differenced"].passed  # both nights differenced at least one frame
+
+
+def test_a_night_that_differenced_nothing_fails_with_its_reasons():
+    differences = pd.DataFrame({
+        "night": ["2024-01-05"] * 3 + ["2024-01-06"],
+        "frame_id": list("abcd"),
+        "status": ["skipped", "skipped", "skipped", "ok"],
+        "reason": ["no_reference", "no_reference", "unusable", None],
+        "s_corr_std": [None, None, None, 1.0], "masked_fraction": [None, None, None, 0.01],
+    })
+    check = by_name(qc.difference_images_checks(NIGHTS, differences))["frames_differenced"]
+    assert not check.passed and check.metadata["failing_nights"].value == ["2024-01-05"]
+    assert check.metadata["not_differenced_by_reason"].value["2024-01-05"] == {"no_reference": 2, "unusable": 1}
+    assert "no_reference 2" in check.description
 
 
 def test_candidate_flood_and_scores():
