@@ -7,9 +7,9 @@ the point is to measure what the defaults do with data AstrID did not make.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import pandas as pd
 
@@ -32,25 +32,6 @@ class ChainRun:
         return None if by_night is None else by_night.value.get(night)
 
 
-@contextmanager
-def environment(**variables: str | None):
-    """Set (or, for None, unset) environment variables inside the block."""
-    saved = {name: os.environ.get(name) for name in variables}
-    try:
-        for name, value in variables.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_chain(drop: str | Path, first: str, last: str, instance) -> ChainRun:
     """Materialize :data:`CHAIN` for the nights ``first`` … ``last`` (one run) from the drop folder ``drop``.
 
@@ -63,7 +44,7 @@ def run_chain(drop: str | Path, first: str, last: str, instance) -> ChainRun:
     from astrid_assets.io.tables import read_nights
     from astrid_assets.partitions import night_range_tags
 
-    with environment(ASTRID_FITS_DROP=str(drop)):
+    with patch.dict(os.environ, {"ASTRID_FITS_DROP": str(drop)}):
         result = defs.resolve_job_def("nightly_pipeline").execute_in_process(
             instance=instance, raise_on_error=False, tags=night_range_tags(first, last),
             asset_selection=[AssetKey(name) for name in CHAIN],

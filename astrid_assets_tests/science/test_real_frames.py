@@ -22,7 +22,11 @@ from astrid_assets.science.frames import exposure_time, image_type, observation_
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "eso085-030"
 FILES = sorted(REAL.glob("*.fit")) if REAL.is_dir() else []
 
-pytestmark = pytest.mark.skipif(not FILES, reason=f"real frames not found in {REAL}")
+
+
+def test_the_real_frames_are_there():
+    """The workspace's shared real frames must be present: a missing folder fails, it does not skip."""
+    assert len(FILES) == 2, f"real frames not found in {REAL}"
 
 
 @pytest.fixture(scope="module", params=FILES, ids=[path.stem for path in FILES])
