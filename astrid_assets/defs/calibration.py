@@ -10,6 +10,7 @@ from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrat
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
+from astrid_assets.science import zeropoints
 from astrid_assets.science.calibrate import CalibratedFrame, MasterCalibrations, build_masters, calibrate_frame
 from astrid_assets.science.frames import (
     CALIBRATION_KINDS,
@@ -20,7 +21,7 @@ from astrid_assets.science.frames import (
     read_frame,
     to_fits_bytes,
 )
-from astrid_assets.science.quality import measure_quality, verdict
+from astrid_assets.science.quality import mark_seeing_outliers, measure_quality, verdict
 
 #: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found
 #: and assumed); written where the table has the column.
@@ -208,10 +209,13 @@ def calibrate_night(
             "assumptions": "; ".join(frame_assumptions) or None,
             "exptime": exposure_time(header),
             "path": path, "calibration": how,
-            "zero_point": header.get("MAGZP"), "usable": usable, "reasons": "; ".join(reasons) or None,
+            "zero_point": header.get("MAGZP"), "usable": usable,
+            "stars": zeropoints.encode(zeropoints.zero_point_stars(
+                calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,
+                quality.get("fwhm_px"))), "reasons": "; ".join(reasons) or None,
             "status": "ok", "problem": None,
         })
-    table = pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys()))
+    table = mark_seeing_outliers(pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys())))
     ok = table[table.status == "ok"]
     states = pd.Series([row.get("data_state") for row in rows if row.get("status") == "ok"], dtype=object)
     return table, {

@@ -35,7 +35,7 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import difference_preview, markdown_image
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
-from astrid_assets.science import masks
+from astrid_assets.science import masks, zeropoints
 from astrid_assets.science.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.frames import provenance_cards, read_extensions, to_fits_bytes
 from astrid_assets.science.pipeline import (
@@ -80,23 +80,25 @@ def load_calibrated(store: ObjectStore, path: str) -> CalibratedImage:
 
 
 def relative_depth(frames: pd.DataFrame) -> np.ndarray:
-    """Depth per frame in magnitudes on a common scale, larger deeper, from the frame's own units.
+    """Depth per frame in magnitudes on a common scale, larger deeper, from the frames' own units.
 
-    ``MAGZP − 2.5 log10(F_lim / t)`` where every frame has a zero point; otherwise
-    ``−2.5 log10(F_lim / t)`` with ``F_lim`` the 5σ limiting flux (e-) and ``t`` the exposure time
-    (1 where unknown): a frame that collects more e- per second from a source of given brightness
-    ranks deeper. Transparency differences are then corrected by the co-add's flux scales, fitted
-    on the stars the frames share, and its inverse-variance weights.
+    ``MAGZP − 2.5 log10(F_lim / t)`` where every frame has a zero point (``F_lim`` the 5σ limiting
+    flux in e-, ``t`` the exposure time); otherwise ``Δzp − 2.5 log10 F_lim`` with ``Δzp`` the
+    relative zero point from the stars the frames share (:mod:`astrid_assets.science.zeropoints`:
+    a frame dimmed by cloud ranks shallower although its sky noise is lower), falling back to
+    ``2.5 log10 t`` for a frame whose stars match none of the others'.
     """
     limit = frames.limiting_flux.astype(float).to_numpy() if "limiting_flux" in frames else np.full(len(frames), np.nan)
     exptime = frames.exptime.astype(float).fillna(1.0).to_numpy() if "exptime" in frames else np.ones(len(frames))
     exptime = np.where(exptime > 0, exptime, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = -2.5 * np.log10(limit / exptime)
     zero_points = frames.zero_point.astype(float).to_numpy() if "zero_point" in frames else np.full(len(frames), np.nan)
-    if len(frames) and np.isfinite(zero_points).all():
-        depth = depth + zero_points
-    return depth
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if len(frames) and np.isfinite(zero_points).all():
+            return zero_points - 2.5 * np.log10(limit / exptime)
+        stars = [zeropoints.decode(text) for text in frames.stars] if "stars" in frames else [
+            np.empty((0, 3))] * len(frames)
+        relative, _ = zeropoints.relative_zero_points(stars, exptime)
+        return relative - 2.5 * np.log10(limit)
 
 
 def predicted_sensitivity(depth: np.ndarray) -> float:
@@ -136,6 +138,10 @@ def reference_for_field(
     sensitivity = predicted_sensitivity(best.rel_depth.to_numpy())
     decision = "built: first reference of the field"
     if current is not None and selection == "auto":
+        current_inputs = set(str(current.get("input_frames") or "").split(","))
+        if current_inputs <= set(frames.frame_id):  # on today's photometric scale, else as stored
+            current = {**current, "sensitivity": predicted_sensitivity(
+                frames.rel_depth[frames.frame_id.isin(current_inputs)].to_numpy())}
         gain = 2.5 * np.log10(sensitivity / current["sensitivity"]) if current.get("sensitivity") else np.inf
         if config.rebuild:
             decision = "rebuilt on request"

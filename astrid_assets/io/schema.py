@@ -72,6 +72,7 @@ calibrated_frames = _nightly_table(
     Column("psf_model", String(16)),  # gaussian | moffat (majority of the PSF stars' fits)
     Column("psf_beta", Float),  # median Moffat index (null for a Gaussian)
     Column("zero_point", Float),  # MAGZP, mag for 1 e-/s
+    Column("stars", Text),  # zero-point stars, JSON [[x, y, aperture flux e-], ...] (science/zeropoints.py)
     Column("n_sources", Integer),
     Column("masked_fraction", Float),
     Column("quality_score", Float),

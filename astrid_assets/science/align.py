@@ -20,6 +20,7 @@ pixel positions and no RA/Dec.
 from __future__ import annotations
 
 import numpy as np
+import sep
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -54,18 +55,38 @@ def is_placeholder(header: fits.Header) -> bool:
     return bool(header.get(PLACEHOLDER_CARD, False))
 
 
-def star_positions(
-    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS
+def star_catalogue(
+    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS,
+    aperture: float | None = None,
 ) -> np.ndarray:
-    """``(x, y)`` of the ``n`` brightest unflagged SEP detections at 5σ (0-based pixels)."""
+    """``(x, y, flux)`` rows of the ``n`` brightest unflagged SEP detections at 5σ, brightest first.
+
+    Pixels are 0-based; ``flux`` is SEP's isophotal flux (image units), or with ``aperture`` (px) the
+    background-subtracted sum in a circle of that radius, stars whose circle touches an unusable
+    pixel or the frame's edge left out.
+    """
     frame, nonfinite = frame_for_sep(image, background)
     bad = unusable_pixels(mask, frame.shape) | nonfinite
     objects = find_sources(frame, noise_for_sep(rms, frame.shape), bad, threshold=5.0)
     if objects.size == 0:
-        return np.empty((0, 2))
+        return np.empty((0, 3))
     objects = objects[objects["flag"] == 0]
-    brightest = np.argsort(-objects["flux"])[:n]
-    return np.column_stack([objects["x"][brightest], objects["y"][brightest]]).astype(np.float64)
+    x, y, flux = objects["x"], objects["y"], objects["flux"]
+    if aperture is not None and len(objects):
+        flux, _, flags = sep.sum_circle(frame, x, y, aperture, mask=bad)
+        ny, nx = frame.shape
+        inside = (x >= aperture) & (y >= aperture) & (x < nx - 1 - aperture) & (y < ny - 1 - aperture)
+        keep = inside & ((flags & sep.APER_HASMASKED) == 0) & (flux > 0)
+        x, y, flux = x[keep], y[keep], flux[keep]
+    brightest = np.argsort(-flux)[:n]
+    return np.column_stack([x[brightest], y[brightest], flux[brightest]]).astype(np.float64)
+
+
+def star_positions(
+    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS
+) -> np.ndarray:
+    """``(x, y)`` of the ``n`` brightest unflagged SEP detections at 5σ (0-based pixels)."""
+    return star_catalogue(image, background, rms, mask, n)[:, :2]
 
 
 def pixel_transform(frame_xy: np.ndarray, reference_xy: np.ndarray) -> tuple[np.ndarray, int]:

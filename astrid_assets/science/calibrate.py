@@ -101,6 +101,9 @@ PEDESTAL_FACTOR = 2.0
 SATURATION_PILEUP_MIN = 4
 #: ...when they outnumber by this factor the pixels within 2 % below that value.
 SATURATION_PILEUP_CONTRAST = 2.0
+#: Widths of the band below the maximum searched for a saturation plateau, as fractions of
+#: (maximum − median): a full well read out with noise and bias structure is not one value.
+SATURATION_BANDS = (0.0025, 0.005, 0.01, 0.02)
 #: Largest value of an integer pixel type (the ADC ceiling of a raw frame).
 ADC_CEILING = {"uint8": 255, "int16": 32767, "uint16": 65535, "int32": 2**31 - 1, "uint32": 2**32 - 1}
 #: Header cards that say a frame was already calibrated (MaxIm DL ``CALSTAT``, IRAF ``ccdproc``).
@@ -359,21 +362,35 @@ def saturation_mask(raw_adu: np.ndarray, saturate: float | None) -> np.ndarray:
 def estimate_saturation(raw_adu: np.ndarray, pixel_type: str) -> HeaderValue:
     """Saturation level (ADU) of a frame without a saturation card, from its pixels.
 
-    A pile-up — at least :data:`SATURATION_PILEUP_MIN` pixels at exactly the frame's maximum,
-    :data:`SATURATION_PILEUP_CONTRAST` times more than the pixels within 2 % below it — is the
-    saturation (or the ADC's clip level) whatever the pixel type; otherwise an integer frame
-    saturates at the ceiling of its type (65535 for 16-bit unsigned: the ADC ceiling, which the
-    full well may not reach); floating-point data without a pile-up have no known level
-    (``value`` None).  A pile-up of a frame whose brightest star is not saturated is not
-    distinguished from saturation: the few pixels at the maximum are then masked needlessly.
+    A saturated star is a plateau: many pixels within a narrow band below the frame's maximum,
+    where an unsaturated profile has only its peak pixel. Bands of width ``w`` =
+    :data:`SATURATION_BANDS` × (maximum − median) are tried from the narrowest (``w = 0``: an
+    ADC clip, every pixel at one value); a pile-up is at least :data:`SATURATION_PILEUP_MIN`
+    pixels in ``[max − w, max]``, :data:`SATURATION_PILEUP_CONTRAST` times denser than the band
+    ``[max − 3w, max − w)`` below it (for ``w = 0``, than the pixels within 2 % below the
+    maximum). Its lower edge ``max − w`` is the saturation level: a full well reached with read
+    noise and bias structure scatters by a few ADU, and so does the plateau. Otherwise an
+    integer frame saturates at the ceiling of its type (65535 for 16-bit unsigned: the ADC
+    ceiling, which the full well may not reach); floating-point data without a pile-up have no
+    known level (``value`` None). The frame's brightest pixels are then masked needlessly only if
+    a flat-topped source that is not saturated happens to be the brightest thing in the frame.
     """
     finite = raw_adu[np.isfinite(raw_adu)]
     if finite.size:
-        top = float(finite.max())
-        at_top = int(np.count_nonzero(finite == top))
+        top, floor = float(finite.max()), float(np.median(finite))
+        bright = finite[finite >= top - 0.06 * max(top - floor, 0.0)]
+        at_top = int(np.count_nonzero(bright == top))
         below = int(np.count_nonzero((finite < top) & (finite >= top - 0.02 * abs(top))))
         if at_top >= SATURATION_PILEUP_MIN and at_top > SATURATION_PILEUP_CONTRAST * below:
             return HeaderValue(top, f"estimated: {at_top} pixels piled up at the maximum value {top:g}")
+        for fraction in SATURATION_BANDS:
+            width = fraction * (top - floor)
+            n_band = int(np.count_nonzero(bright >= top - width))
+            n_next = int(np.count_nonzero((bright < top - width) & (bright >= top - 3 * width)))
+            if n_band >= SATURATION_PILEUP_MIN and n_band > SATURATION_PILEUP_CONTRAST * n_next / 2:
+                level = top - width
+                return HeaderValue(level, f"estimated: {n_band} pixels piled up within {width:.3g} of the "
+                                          f"maximum {top:g} (plateau of saturated stars)")
     ceiling = ADC_CEILING.get(pixel_type)
     if ceiling is not None:
         return HeaderValue(float(ceiling), f"assumed ADC ceiling {ceiling} ({pixel_type} data, no saturation card)")
@@ -614,6 +631,11 @@ def _spare_once(crmask: np.ndarray, signal: np.ndarray, variance: np.ndarray, fw
     peaks = np.array(ndimage.maximum_position(signal, labels, index), dtype=int).reshape(-1, 2)
     ys, xs = peaks[:, 0], peaks[:, 1]
     ny, nx = signal.shape
+    for _ in range(2):  # a group beside a star's peak (an undersampled core's wing) is tested at that peak
+        inside = np.flatnonzero((xs >= 1) & (xs < nx - 1) & (ys >= 1) & (ys < ny - 1))
+        step = np.nan_to_num(_stamps(signal, ys[inside], xs[inside], 1), nan=-np.inf).argmax(axis=1)
+        ys[inside] += step // 3 - 1
+        xs[inside] += step % 3 - 1
     inside = np.flatnonzero((xs >= 1) & (xs < nx - 1) & (ys >= 1) & (ys < ny - 1))
     if len(inside) == 0:
         return crmask, 0
@@ -656,8 +678,10 @@ def spare_psf_like(
 ) -> tuple[np.ndarray, int]:
     """Return to the image the cosmic-ray candidates whose pixels are a scaled PSF (star cores).
 
-    Each connected candidate group is tested at its brightest pixel: if that pixel is the
-    maximum of its 3×3 neighbourhood and those 9 pixels of ``signal`` (background-subtracted)
+    Each connected candidate group is tested at the local maximum of ``signal`` reached from its
+    brightest pixel (up to two steps uphill: L.A.Cosmic may flag a pixel beside an undersampled
+    star's peak and not the peak itself): if that pixel is the maximum of its 3×3 neighbourhood
+    and those 9 pixels of ``signal`` (background-subtracted)
     fit ``a · PSF + linear gradient`` — a pixel-integrated circular Gaussian of FWHM
     :data:`PSF_TEST_SCALES` × ``fwhm`` at any sub-pixel centre — with χ² ≤
     :data:`PSF_TEST_CHI2` (noise ``variance`` plus :data:`PSF_TEST_TOLERANCE` × the signal for

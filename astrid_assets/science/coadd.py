@@ -14,6 +14,9 @@ Method
    median over frames are rejected — the clipping rule of SWarp's CLIPPED combine
    (Gruen et al. 2014, PASP 126, 158): the amplitude term protects star cores whose values
    differ between frames of different seeing, the σ term rejects cosmic rays and satellites.
+   At most ``max(1, n // 4)`` of a pixel's ``n`` values are rejected; a pixel with more
+   outliers holds a source that changed between epochs and is averaged unclipped, and so are
+   its neighbours within :data:`CHANGED_GROWTH` px.
 4. The co-add is the weighted mean with one weight per frame, ``w_i = 1 / σ²_sky,i`` (median
    of the scaled variance map). Per-frame weights avoid the bias that per-pixel inverse
    variances (which include the source's own Poisson noise) give to bright stars. The
@@ -33,10 +36,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.wcs import WCS
+from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
 from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf, psf_photometry
 from astrid_assets.science.register import Registered, register_to_reference
+
+#: Pixels (4-connected steps) around a pixel with many outliers (a changed source) kept unclipped.
+CHANGED_GROWTH = 3
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,15 @@ def _combine_block(
         median = np.nanmedian(values, axis=0)
         tolerance = clip_sigma * np.sqrt(np.abs(variances)) + clip_ampfrac * np.abs(median)
         rejected = usable & (np.abs(images - median) > tolerance) & (usable.sum(axis=0) >= 3)
+    # Clipping is for what hits one frame (cosmic rays, satellites). A source that changed between
+    # the frames (a transient bright on some nights, absent on others) puts several values, or all,
+    # far from their median: rejecting them would leave the pixel empty (NO_DATA at the source's
+    # core) or keep only some epochs. Where more than a quarter of a pixel's values (at least one)
+    # would go, and within CHANGED_GROWTH px of such a pixel (where the same source's wings cross the
+    # tolerance in some frames only, by noise), none is rejected: the plain weighted mean.
+    changed = rejected.sum(axis=0) > np.maximum(1, usable.sum(axis=0) // 4)
+    if changed.any():
+        rejected &= ~binary_dilation(changed, iterations=CHANGED_GROWTH)[None]
     kept = usable & ~rejected
     w = np.where(kept, weights[:, None, None], 0.0)
     total = w.sum(axis=0)

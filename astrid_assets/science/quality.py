@@ -376,3 +376,19 @@ def seeing_outliers(fields: Sequence[str], fwhm: Sequence[float], limits: Qualit
     return [f"FWHM {f:.2f} px exceeds {limits.max_fwhm_ratio:g} x the night's median {m:.2f} px of its field"
             if np.isfinite(f) and np.isfinite(m) and f > limits.max_fwhm_ratio * m else ""
             for f, m in zip(frame.fwhm, median, strict=True)]
+
+
+def mark_seeing_outliers(frames: pd.DataFrame, limits: QualityLimits = QualityLimits()) -> pd.DataFrame:
+    """A night's frame rows (``field``, ``fwhm_px``, ``usable``, ``reasons``, ``status``) with the seeing
+    outliers among the ``ok`` rows (:func:`seeing_outliers`) made unusable and the reason appended."""
+    frames = frames.copy()
+    ok = frames.index[frames.status == "ok"]
+    if len(ok) == 0:
+        return frames
+    for index, reason in zip(ok, seeing_outliers(frames.loc[ok, "field"], frames.loc[ok, "fwhm_px"], limits),
+                             strict=True):
+        if reason:
+            frames.loc[index, "usable"] = False
+            earlier = frames.loc[index, "reasons"]
+            frames.loc[index, "reasons"] = f"{earlier}; {reason}" if isinstance(earlier, str) and earlier else reason
+    return frames

@@ -22,9 +22,11 @@ frequencies that PSF-matched filters (ZOGY's S) integrate over, whereas the per-
 variance of the resampled image is lower (by up to 25 % for the cubic spline at a half-pixel
 shift; ZOGY's S_corr stays within 2 % of unit variance, see the tests). Counts are conserved by
 multiplying by the local pixel-area ratio (the Jacobian determinant of the mapping).
-Mask bits propagate as the bitwise OR over the interpolation support (4 × 4 input pixels
-for the cubic spline, 2 × 2 for bilinear); reference pixels whose position falls outside the
-input frame get ``NO_DATA`` and NaN image and variance.
+Unusable input pixels are first filled from their usable neighbours (:func:`_fill_unusable`), and
+mask bits propagate as the bitwise OR over the 2 × 2 input pixels around each position (those that
+carry most of the interpolation weight; the spline's outer taps then see filled values, not holes);
+reference pixels whose position falls outside the input frame get ``NO_DATA`` and NaN image and
+variance.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ from astrid_assets.science.psf import (
     noise_for_sep,
     unusable_pixels,
 )
+
+#: Offsets (input px, both axes) over which mask bits are OR-ed into a resampled pixel: the 2 × 2
+#: neighbours of its position.
+MASK_SUPPORT = (0, 1)
 
 
 class RegistrationError(ValueError):
@@ -195,12 +201,30 @@ def _or_dilate(mask: np.ndarray, low: int, high: int) -> np.ndarray:
 
 
 def _fill_unusable(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Copy with unusable or non-finite pixels set to the median of the usable ones."""
+    """Copy with unusable or non-finite pixels filled from their usable neighbours.
+
+    Normalised convolution (Knutsson & Westin 1993): ``G * (v·w) / G * w`` with ``w`` the usable
+    pixels and ``G`` a Gaussian of σ = 0.5 px (the nearest neighbours), then σ = 4 px for what is
+    still empty (saturated cores, bleed trails); the median of the usable pixels where even that
+    reaches nothing. A hit beside a star's core then takes a value close to the star's, so the cubic
+    spline, whose support reaches two pixels, does not carry a sky-level hole into the pixels around it.
+    """
     filled = np.array(values, dtype=np.float32, copy=True)
     bad = bad | ~np.isfinite(filled)
-    if bad.any():
-        fill = np.median(filled[~bad]) if (~bad).any() else 0.0
-        filled[bad] = fill
+    if not bad.any():
+        return filled
+    good = (~bad).astype(np.float32)
+    data = np.where(bad, np.float32(0.0), filled)
+    todo = bad.copy()
+    for sigma in (0.5, 4.0):
+        weight = ndimage.gaussian_filter(good, sigma, mode="mirror")
+        smooth = ndimage.gaussian_filter(data, sigma, mode="mirror")
+        reached = todo & (weight > 1e-3)
+        filled[reached] = smooth[reached] / weight[reached]
+        todo &= ~reached
+        if not todo.any():
+            return filled
+    filled[todo] = np.median(filled[~bad]) if (~bad).any() else 0.0
     return filled
 
 
@@ -263,8 +287,7 @@ def register_to_reference(
         else _fill_unusable(image, bad)
     )
     variance_filled = _fill_unusable(variance, bad)
-    support = (-1, 2) if order == 3 else (0, 1)
-    dilated_mask = _or_dilate(input_mask, *support)
+    dilated_mask = _or_dilate(input_mask, *MASK_SUPPORT)
 
     out_image = np.empty(ref_shape, np.float32)
     out_variance = np.empty(ref_shape, np.float32)

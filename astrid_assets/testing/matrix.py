@@ -55,12 +55,33 @@ def true_pixels(cell: skygen.Cell, frame_id: str, ra: np.ndarray, dec: np.ndarra
     return np.column_stack([x, y])
 
 
+def _reference_flux(cell: skygen.Cell, truth: pd.DataFrame, stems: pd.Series, inputs: list[str], frame_id: str,
+                    transients: pd.Series) -> np.ndarray:
+    """Flux (e- of the new frame ``frame_id``) of each transient in the reference made of ``inputs``.
+
+    The reference is the co-add documented in :mod:`astrid_assets.science.coadd`: frames scaled to a
+    common flux scale and averaged with weights ``1 / σ²_sky`` of the scaled frame. With the generator's
+    truth, frame ``i`` of transparency ``t_i`` and sky ``b_i`` (e-/px) has weight ``t_i² / (b_i + rn²)``,
+    and a transient of flux ``F_i`` (at transparency 1) on its night contributes ``t_new Σ w_i F_i / Σ w_i``
+    to the reference scaled to the new frame (0 where it did not shine).
+    """
+    read_noise2 = skygen._plan(cell)["rn"] ** 2
+    weights, fluxes = [], []
+    for frame in inputs:
+        conditions = _frame_of(cell, frame)
+        weights.append(conditions["transparency"] ** 2 / (conditions["sky"] + read_noise2))
+        rows = truth[stems == frame.split("-", 1)[1]].set_index("transient_id")
+        fluxes.append((rows.flux / conditions["transparency"]).reindex(transients).fillna(0.0).to_numpy())
+    mean = np.average(np.array(fluxes), axis=0, weights=weights)
+    return _frame_of(cell, frame_id)["transparency"] * mean
+
+
 def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
     """Score a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10.
 
-    A transient's signal in a difference is its flux in the new frame minus its mean flux over the
-    reference's input frames (a reference built from frames of nights on which the transient already
-    shone holds part of it: that part is not new). Its expected S/N in the difference is the new frame's
+    A transient's signal in a difference is its flux in the new frame minus its flux in the reference
+    (:func:`_reference_flux`: a reference built from frames of nights on which the transient already
+    shone holds part of it, and that part is not new). Its expected S/N in the difference is the new frame's
     PSF-optimal S/N scaled by ``|f_new − f_ref| / f_new``; a transient counts at S/N ≥ 10, and is
     recovered by a candidate of the right sign within the match radius.
     """
@@ -79,10 +100,7 @@ def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
             continue
         reference = references[(references.night == row.night) & (references.field == row.field)].iloc[0]
         inputs = reference.input_frames.split(",")
-        in_reference = truth[stems.isin([frame.split("-", 1)[1] for frame in inputs])]
-        reference_flux = (in_reference.groupby("transient_id").flux.sum() / len(inputs)).reindex(
-            mine.transient_id).fillna(0.0).to_numpy()
-        change = mine.flux.to_numpy() - reference_flux
+        change = mine.flux.to_numpy() - _reference_flux(cell, truth, stems, inputs, row.frame_id, mine.transient_id)
         difference_snr = mine.snr.to_numpy() * np.abs(change) / mine.flux.to_numpy()
         bright = difference_snr >= 10
         if not bright.any():

@@ -9,6 +9,11 @@ carries a named reason. The figures are printed (``pytest -s``) for the issue's 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from astrid_assets.testing import skygen
@@ -24,13 +29,7 @@ def report(result) -> str:
             f"not differenced after night 1: {result['not_differenced']}")
 
 
-#: Cells that still miss the acceptance (issue "Any telescope's frames" stays open for them), measured
-#: 2026-12-02: completeness 90.0 % (gauss-2.5-reduced-wcs: transients close to the edge flag / stars),
-#: 91.7 % (moffat2-1.3-reduced-nowcs), and gauss-6-raw-wcs-nogain-magzp whose run stops at a blocking
-#: candidate check although 96 % are recovered. Strict: a fix that makes one pass fails here until it is moved.
-KNOWN_GAPS = {"gauss-2.5-reduced-wcs", "moffat2-1.3-reduced-nowcs", "gauss-6-raw-wcs-nogain-magzp"}
-CELLS = [pytest.param(cell, id=cell.name, marks=pytest.mark.xfail(strict=True, reason="known gap, see KNOWN_GAPS"))
-         if cell.name in KNOWN_GAPS else pytest.param(cell, id=cell.name) for cell in skygen.COVERING_CELLS]
+CELLS = [pytest.param(cell, id=cell.name) for cell in skygen.COVERING_CELLS]
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -49,3 +48,24 @@ def test_cell_of_an_independent_generator(cell, astrid_home, tmp_path):
     assert result.transients_snr_ge_10 >= 10
     assert result.completeness >= 0.95
 
+
+
+def test_a_1995_cell_with_the_first_night_set(tmp_path):
+    """Nights before the default first partition (2000-01-01) run once ``ASTRID_FIRST_NIGHT`` says so. The
+    partitions are fixed when the definitions load, so the cell runs in a fresh interpreter."""
+    cell = skygen.ARCHIVAL_CELL
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").touch()
+    env = {**os.environ, "ASTRID_HOME": str(tmp_path / "astrid"), "DAGSTER_HOME": str(dagster_home),
+           "ASTRID_FIRST_NIGHT": "1995-01-01"}
+    for variable in ("ASTRID_DATABASE_URL", "ASTRID_OBJECT_STORE", "ASTRID_FITS_DROP", "MLFLOW_TRACKING_URI"):
+        env.pop(variable, None)
+    done = subprocess.run([sys.executable, "-m", "astrid_assets.testing.matrix", cell.name, str(tmp_path / "cell")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\n" + report(result))
+    assert result["success"], done.stderr[-3000:]
+    assert result["differenced_fraction"] >= 0.90 and result["transients_snr_ge_10"] >= 10
+    assert result["completeness"] >= 0.95

@@ -14,7 +14,13 @@ from astrid_assets.science.calibrate import (
     calibrate_frame,
     sigma_clipped_combine,
 )
-from astrid_assets.science.quality import QualityLimits, measure_quality, seeing_outliers, verdict
+from astrid_assets.science.quality import (
+    QualityLimits,
+    mark_seeing_outliers,
+    measure_quality,
+    seeing_outliers,
+    verdict,
+)
 from astrid_assets.science.simulate import (
     SurveyConfig,
     detector,
@@ -232,3 +238,18 @@ def test_verdict_names_each_failed_limit():
     assert not usable and len(reasons) == 4
     assert "FWHM" in reasons[0] and "elongation" in reasons[1] and "3 sources" in reasons[2]
     assert "masked" in reasons[3]
+
+
+def test_a_nights_seeing_outlier_is_marked_unusable_with_its_reason():
+    """calibrated_frames judges seeing against the night's other frames of the field (no absolute limit)."""
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "frame_id": ["a", "b", "c", "d", "e", "f"], "field": ["F1", "F1", "F1", "F2", "F2", "F2"],
+        "fwhm_px": [1.4, 1.5, 3.4, 6.0, 6.3, 5.8], "usable": [True, True, True, True, False, True],
+        "reasons": [None, None, None, None, "only 3 sources detected (minimum 10)", None],
+        "status": ["ok"] * 6})
+    marked = mark_seeing_outliers(rows)
+    assert marked.usable.tolist() == [True, True, False, True, False, True]  # 3.4 > 2 x 1.5; 6 px is F2's normal
+    assert marked.reasons[2].startswith("FWHM 3.40 px exceeds 2 x the night's median 1.50 px")
+    assert marked.reasons[4] == "only 3 sources detected (minimum 10)"

@@ -23,7 +23,7 @@ from astrid_assets.science.calibrate import (
     photon_transfer,
 )
 from astrid_assets.science.frames import read_frame
-from astrid_assets_tests.science.frame_scenes import identity_masters, make_scene
+from astrid_assets_tests.science.frame_scenes import gaussian_stars, identity_masters, make_scene
 
 NIGHT = "2024-03-01"
 GAIN = 2.5  # e-/ADU
@@ -198,6 +198,28 @@ def test_saturation_from_a_pile_up_else_the_adc_ceiling():
     frame[39, 40:48] = 51500.0
     piled = estimate_saturation(frame, "uint16")
     assert piled.value == 52000.0 and "40 pixels piled up" in piled.source
+
+
+@pytest.mark.parametrize("fwhm", [1.6, 6.0])
+def test_saturation_plateau_with_read_noise_and_bias_structure(fwhm):
+    """A full well read out through read noise and a sloping bias is a plateau, not one value: it is found from
+    the pixels (no card) and every plateau pixel is masked; a frame whose brightest star is unsaturated has none."""
+    rng = np.random.default_rng(4)
+    shape, gain, full_well, bias = (200, 240), 2.0, 110000.0, 900.0
+    xs, ys = rng.uniform(20, 220, 40), rng.uniform(20, 180, 40)
+    fluxes = np.r_[np.exp(rng.uniform(np.log(2e3), np.log(2e5), 37)), [4e6, 6e6, 9e6]]  # the last three saturate
+    electrons = rng.poisson(gaussian_stars(shape, xs, ys, fluxes, fwhm) + 800.0).astype(float)
+    electrons = np.minimum(electrons, full_well) + rng.normal(0.0, 7.0, shape)
+    bias_columns = bias + rng.normal(0.0, 2.0, shape[1]) + 3.0 * np.linspace(-1, 1, shape[1])
+    adu = np.rint(electrons / gain + bias_columns[None, :])
+    found = estimate_saturation(adu, "uint16")
+    assert found.value is not None and found.value < 60000 and "plateau" in found.source
+    plateau = electrons >= full_well - 3 * 7.0
+    assert (adu[plateau] >= found.value).mean() >= 0.99
+    assert np.count_nonzero(adu >= found.value) <= 1.5 * plateau.sum()
+    unsaturated = np.rint(rng.poisson(gaussian_stars(shape, xs[:37], ys[:37], fluxes[:37], fwhm) + 800.0) / gain + bias)
+    assert estimate_saturation(unsaturated, "uint16").value == 65535.0
+    assert estimate_saturation(unsaturated.astype(np.float32), "float32").value is None
 
 
 def test_without_a_saturation_card_the_estimate_is_used_and_said():

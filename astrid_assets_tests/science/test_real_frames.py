@@ -62,7 +62,8 @@ def test_what_was_assumed_is_recorded(real):
     assert info["data_state"] == "raw"  # uint16 counts, no calibration history, no calibration frames
     assert info["gain_source"].startswith("estimated from sky variance")
     assert 0.5 < info["gain"] < 5.0
-    assert info["read_noise"] is None and info["saturation"] == 65535.0
+    # 67 (frame 004) and 132 (005) pixels sit at the ADC ceiling 65535, with a tail just below it: the plateau
+    assert info["read_noise"] is None and 65000.0 < info["saturation"] <= 65535.0
     assert info["cr_fwhm_px"] is not None and 1.5 < info["cr_fwhm_px"] < 5.0
     text = " ".join(info["assumptions"])
     assert "pedestal" in text and "gain" in text and "saturation" in text

@@ -174,3 +174,32 @@ def test_resampling_conserves_star_flux_across_pixel_scales() -> None:
     lost, _, _ = sep.sum_circle(np.nan_to_num(surface.image), x_ref[inside], y_ref[inside], 10.0)
     assert np.median(kept) == pytest.approx(1e5, rel=0.005)
     assert np.median(lost) == pytest.approx(1e5 * 1.1**2, rel=0.01)  # surface brightness kept instead
+
+
+def test_a_flagged_pixel_beside_a_star_core_masks_only_its_neighbours() -> None:
+    """A cosmic-ray flag next to a star's peak: the pixel is filled from its neighbours before the cubic spline,
+    so only the resampled pixels whose 2 x 2 support holds it are masked, and the rest of the star is as it would
+    be without the flag. (Filled with the frame's median and masked over the 4 x 4 support, the star's whole core
+    was masked in that frame, and a transient in it was clipped out of the co-added reference.)"""
+    rng = np.random.default_rng(21)
+    shape = (96, 96)
+    ref_wcs = scenes.tan_wcs(shape)
+    frame_wcs = scenes.tan_wcs(shape, rotation_deg=0.4, crpix_shift=(0.37, -0.61))
+    model = scenes.render_stars(shape, np.array([47.3]), np.array([48.6]), np.array([4e4]), 1.4, "gaussian")
+    frame = scenes.observe(model, 300.0, 5.0, rng, 1.4)
+    image = frame.image - frame.background
+    clean = register_to_reference(image, frame.variance, None, frame_wcs, ref_wcs, shape)
+    flagged = frame.mask.copy()
+    flagged[50, 48] = masks.COSMIC_RAY  # the peak pixel is [49, 47]; this diagonal neighbour holds 8 % of it
+    hit = image.copy()
+    hit[50, 48] += 3e3  # the flagged value itself is wrong
+    registered = register_to_reference(hit, frame.variance, flagged, frame_wcs, ref_wcs, shape)
+    masked = (registered.mask & masks.COSMIC_RAY) != 0
+    assert 1 <= masked.sum() <= 4
+    near = np.zeros(shape, bool)
+    near[40:58, 38:56] = True
+    error = np.abs(registered.image - clean.image)[near & ~masked]
+    # measured: 1.2 % of the peak at worst, 2.9 % of the star's flux summed over its unmasked pixels
+    # (flagging a side neighbour holding 78 % of the peak instead: 2.4 % and 5.8 %)
+    assert error.max() < 0.03 * float(np.nanmax(clean.image))
+    assert error.sum() < 0.05 * 4e4
