@@ -27,13 +27,13 @@ def embedded_instance():
 
     from astrid_assets import settings
 
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.dagster_home():
         home = settings.astrid_home() / "dagster"
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
         if not config.exists():
             config.write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ["DAGSTER_HOME"] = str(home)  # for DagsterInstance.get() here and in the runs it launches
     return DagsterInstance.get()
 
 
@@ -95,7 +95,7 @@ def print_summary(nights: list[str], result) -> None:
         " clean: unflagged; inj.: injection-recovery completeness at S/N >= 10)"
         f"\nTables: {settings.redact_url(settings.database_url())}"
         f"\nImages: {settings.redact_url(settings.object_store_url())}"
-        f"\nDagster UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev"
+        f"\nDagster UI: DAGSTER_HOME={settings.dagster_home()} .venv/bin/dagster dev"
         " -m astrid_assets.definitions   then open http://127.0.0.1:3000"
         " (Assets → Global asset lineage; each asset has its partitions and Materialize buttons)"
     )
@@ -125,14 +125,22 @@ def run_learning_loop(nights: list[str], version: str, epochs: int) -> dict:
     """Simulated curation, a dataset and a model version, then the nights re-scored by the champion."""
     from dagster import AssetKey
 
-
-    curate(argparse.Namespace(start=nights[0], end=nights[-1], fraction=1.0, error_rate=0.02, seed=0))
+    curate_nights(nights[0], nights[-1], fraction=1.0, error_rate=0.02, seed=0)
     outcomes = train_version(version, nights[0], nights[-1], {"epochs": epochs})
     if not all(result.success for result in outcomes.values()):
         return outcomes
     print("astrid: scoring the nights with the champion ...", flush=True)
     outcomes["scoring"] = run_nightly(nights, asset_selection=[AssetKey("scored_detections")])
     return outcomes
+
+
+def add_train_parser(commands) -> None:
+    parser = commands.add_parser("train", help="build a dataset version from labels and train a U-Net version on it")
+    parser.add_argument("--version", required=True, help="dataset and model version key, e.g. v2")
+    parser.add_argument("--start", required=True, help="first night of the label window")
+    parser.add_argument("--end", required=True, help="last night of the label window")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.set_defaults(handler=train)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -164,6 +172,17 @@ def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
           f" {settings.mlflow_tracking_uri()}; experiment astrid-unet, run unet_<version>; model astrid-unet)")
 
 
+def add_demo_parser(commands) -> None:
+    from astrid_assets.surveys.simulated import DEMO_NIGHTS
+
+    parser = commands.add_parser("demo", help="run the nightly pipeline for a window of nights on the embedded default")
+    parser.add_argument("--start", default=DEMO_NIGHTS[0], help="first night, YYYY-MM-DD (UTC)")
+    parser.add_argument("--end", default=DEMO_NIGHTS[1], help="last night, YYYY-MM-DD (UTC)")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum training epochs of the demo model")
+    parser.add_argument("--skip-training", action="store_true", help="stop after the nightly pipeline")
+    parser.set_defaults(handler=demo)
+
+
 def demo(args: argparse.Namespace) -> int:
     nights = night_window(args.start, args.end)
     results = {"nightly_pipeline": run_nightly(nights)}
@@ -177,6 +196,15 @@ def demo(args: argparse.Namespace) -> int:
         print(f"astrid: runs failed for {', '.join(failed)}; see the run logs in the Dagster UI", file=sys.stderr)
         return 1
     return 0
+
+
+def add_label_parser(commands) -> None:
+    parser = commands.add_parser("label", help="label one candidate real, bogus or unsure")
+    parser.add_argument("candidate_id")
+    parser.add_argument("label", help="real | bogus | unsure")
+    parser.add_argument("--by", required=True, help="who is labelling")
+    parser.add_argument("--note")
+    parser.set_defaults(handler=label)
 
 
 def label(args: argparse.Namespace) -> int:
@@ -195,6 +223,13 @@ def label(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_labels_parser(commands) -> None:
+    parser = commands.add_parser("import-labels", help="record labels from a CSV (candidate_id,label[,labeller,note])")
+    parser.add_argument("csv")
+    parser.add_argument("--by", help="labeller for rows without one")
+    parser.set_defaults(handler=import_labels)
+
+
 def import_labels(args: argparse.Namespace) -> int:
     from astrid_assets import settings
     from astrid_assets.validations import LabelError, read_csv_labels, record_labels
@@ -208,6 +243,12 @@ def import_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_candidates_parser(commands) -> None:
+    parser = commands.add_parser("candidates", help="list a night's unlabelled candidates, best score first")
+    parser.add_argument("--night", required=True, help="YYYY-MM-DD")
+    parser.set_defaults(handler=candidates)
+
+
 def candidates(args: argparse.Namespace) -> int:
     from astrid_assets import settings
     from astrid_assets.validations import unlabelled_candidates
@@ -218,7 +259,23 @@ def candidates(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_curate_parser(commands) -> None:
+    parser = commands.add_parser("curate", help="simulated curator: label candidates of simulated nights from truth")
+    parser.add_argument("--start", required=True)
+    parser.add_argument("--end", required=True)
+    parser.add_argument("--fraction", type=float, default=1.0, help="fraction of candidates labelled")
+    parser.add_argument("--error-rate", type=float, default=0.02, help="probability a label is wrong")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=curate)
+
+
 def curate(args: argparse.Namespace) -> int:
+    curate_nights(args.start, args.end, fraction=args.fraction, error_rate=args.error_rate, seed=args.seed)
+    return 0
+
+
+def curate_nights(start: str, end: str, *, fraction: float = 1.0, error_rate: float = 0.02, seed: int = 0) -> int:
+    """Label the candidates of the simulated nights ``start`` … ``end`` from their truth; the number labelled."""
     import numpy as np
 
     from astrid_assets import settings
@@ -228,19 +285,26 @@ def curate(args: argparse.Namespace) -> int:
     from astrid_assets.validations import record_labels, simulated_curation, unlabelled_candidates
 
     store, url, total = open_object_store(settings.object_store_url()), settings.database_url(), 0
-    for night in night_window(args.start, args.end):
+    for night in night_window(start, end):
         truth = night_truth(read_nights("raw_observations", [night]), store)
-        labels = simulated_curation(unlabelled_candidates(url, night), truth, args.fraction, args.error_rate,
-                                    np.random.default_rng([args.seed, *map(int, night.split("-"))]))
+        labels = simulated_curation(unlabelled_candidates(url, night), truth, fraction, error_rate,
+                                    np.random.default_rng([seed, *map(int, night.split("-"))]))
         total += record_labels(url, labels) if len(labels) else 0
     print(f"simulated curator labelled {total} candidates")
-    return 0
+    return total
+
+
+def add_rerun_parser(commands) -> None:
+    parser = commands.add_parser("rerun", help="rebuild a model version from its manifest (CPU, deterministic)"
+                                 " and compare its test metrics with the recorded ones")
+    parser.add_argument("--version", required=True)
+    parser.set_defaults(handler=rerun)
 
 
 def rerun(args: argparse.Namespace) -> int:
     from astrid_assets import settings
-    from astrid_assets.defs.learning import rerun_from_manifest
     from astrid_assets.io.object_store import open_object_store
+    from astrid_assets.ml.rerun import rerun_from_manifest
 
     outcome = rerun_from_manifest(args.version, open_object_store(settings.object_store_url()), settings.database_url())
     same = all(abs(outcome["recorded"][k] - outcome["rebuilt"][k]) <= 1e-9 for k in outcome["recorded"])
@@ -249,6 +313,11 @@ def rerun(args: argparse.Namespace) -> int:
     print(f"model {args.version}: {'reproduced' if same else 'NOT reproduced'} from its manifest"
           f" (git {outcome['manifest'].get('git_commit')}, params {outcome['manifest'].get('params_hash', '')[:12]})")
     return 0 if same else 1
+
+
+def add_rollback_parser(commands) -> None:
+    parser = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
+    parser.set_defaults(handler=rollback)
 
 
 def rollback(args: argparse.Namespace) -> int:
@@ -265,18 +334,35 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trigger_parser(commands) -> None:
+    from astrid_assets import settings
+
+    parser = commands.add_parser("trigger", help="launch a night or a window of nights on a running deployment"
+                                 " (its webserver's GraphQL API) and wait for it")
+    parser.add_argument("--url", default=settings.dagster_url(),
+                        help="Dagster webserver (default $ASTRID_DAGSTER_URL or http://127.0.0.1:3000)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--night", help="one night, YYYY-MM-DD: a run of nightly_pipeline")
+    which.add_argument("--start", help="first night of a window: a backfill of the nightly assets")
+    parser.add_argument("--end", help="last night of the window (default: --start)")
+    parser.add_argument("--no-wait", action="store_true", help="return once launched")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait at most")
+    parser.set_defaults(handler=trigger)
+
+
 def trigger(args: argparse.Namespace) -> int:
     from astrid_assets.trigger import TriggerError, trigger_night, trigger_window
 
+    end = args.end or args.start  # a window of one night when --end is not given
     try:
         if args.night:
             print(f"astrid trigger: night {args.night} …", flush=True)
             run_id = trigger_night(args.url, args.night, wait=not args.no_wait, timeout_s=args.timeout)
             print(f"run {run_id} {'launched' if args.no_wait else 'succeeded'}: {args.url.rstrip('/')}/runs/{run_id}")
         else:
-            night_window(args.start, args.end)  # refuses a window that ends before it starts
-            print(f"astrid trigger: nights {args.start} … {args.end} …", flush=True)
-            backfill = trigger_window(args.url, args.start, args.end, wait=not args.no_wait, timeout_s=args.timeout)
+            night_window(args.start, end)  # refuses a window that ends before it starts
+            print(f"astrid trigger: nights {args.start} … {end} …", flush=True)
+            backfill = trigger_window(args.url, args.start, end, wait=not args.no_wait, timeout_s=args.timeout)
             print(f"backfill {backfill} {'launched' if args.no_wait else 'succeeded'}: "
                   f"{args.url.rstrip('/')}/runs/b/{backfill}")
     except (TriggerError, OSError) as error:
@@ -285,74 +371,23 @@ def trigger(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from astrid_assets.surveys.simulated import DEMO_NIGHTS
+#: Builders of the subcommands, in the order ``astrid --help`` lists them (``doctor`` comes last).
+COMMANDS = (add_demo_parser, add_label_parser, add_import_labels_parser, add_candidates_parser, add_curate_parser,
+            add_train_parser, add_rerun_parser, add_rollback_parser, add_trigger_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
 
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("demo", help="run the nightly pipeline for a window of nights on the embedded default")
-    run.add_argument("--start", default=DEMO_NIGHTS[0], help="first night, YYYY-MM-DD (UTC)")
-    run.add_argument("--end", default=DEMO_NIGHTS[1], help="last night, YYYY-MM-DD (UTC)")
-    run.add_argument("--epochs", type=int, default=20, help="maximum training epochs of the demo model")
-    run.add_argument("--skip-training", action="store_true", help="stop after the nightly pipeline")
-    run.set_defaults(handler=demo)
+    for add_parser in (*COMMANDS, doctor.add_parser):
+        add_parser(commands)
+    return parser
 
-    one = commands.add_parser("label", help="label one candidate real, bogus or unsure")
-    one.add_argument("candidate_id")
-    one.add_argument("label", help="real | bogus | unsure")
-    one.add_argument("--by", required=True, help="who is labelling")
-    one.add_argument("--note")
-    one.set_defaults(handler=label)
 
-    bulk = commands.add_parser("import-labels", help="record labels from a CSV (candidate_id,label[,labeller,note])")
-    bulk.add_argument("csv")
-    bulk.add_argument("--by", help="labeller for rows without one")
-    bulk.set_defaults(handler=import_labels)
-
-    listing = commands.add_parser("candidates", help="list a night's unlabelled candidates, best score first")
-    listing.add_argument("--night", required=True, help="YYYY-MM-DD")
-    listing.set_defaults(handler=candidates)
-
-    curator = commands.add_parser("curate", help="simulated curator: label candidates of simulated nights from truth")
-    curator.add_argument("--start", required=True)
-    curator.add_argument("--end", required=True)
-    curator.add_argument("--fraction", type=float, default=1.0, help="fraction of candidates labelled")
-    curator.add_argument("--error-rate", type=float, default=0.02, help="probability a label is wrong")
-    curator.add_argument("--seed", type=int, default=0)
-    curator.set_defaults(handler=curate)
-
-    trainer = commands.add_parser("train", help="build a dataset version from labels and train a U-Net version on it")
-    trainer.add_argument("--version", required=True, help="dataset and model version key, e.g. v2")
-    trainer.add_argument("--start", required=True, help="first night of the label window")
-    trainer.add_argument("--end", required=True, help="last night of the label window")
-    trainer.add_argument("--epochs", type=int, default=30)
-    trainer.set_defaults(handler=train)
-
-    again = commands.add_parser("rerun", help="rebuild a model version from its manifest (CPU, deterministic)"
-                                " and compare its test metrics with the recorded ones")
-    again.add_argument("--version", required=True)
-    again.set_defaults(handler=rerun)
-
-    back = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
-    back.set_defaults(handler=rollback)
-
-    launch = commands.add_parser("trigger", help="launch a night or a window of nights on a running deployment"
-                                 " (its webserver's GraphQL API) and wait for it")
-    launch.add_argument("--url", default=os.environ.get("ASTRID_DAGSTER_URL", "http://127.0.0.1:3000"),
-                        help="Dagster webserver (default $ASTRID_DAGSTER_URL or http://127.0.0.1:3000)")
-    which = launch.add_mutually_exclusive_group(required=True)
-    which.add_argument("--night", help="one night, YYYY-MM-DD: a run of nightly_pipeline")
-    which.add_argument("--start", help="first night of a window: a backfill of the nightly assets")
-    launch.add_argument("--end", help="last night of the window (default: --start)")
-    launch.add_argument("--no-wait", action="store_true", help="return once launched")
-    launch.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait at most")
-    launch.set_defaults(handler=trigger)
-    from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
-
-    doctor.add_parser(commands)
-    args = parser.parse_args(argv)
-    if getattr(args, "handler", None) is trigger and args.start and not args.end:
-        args.end = args.start
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.handler(args)
 
 

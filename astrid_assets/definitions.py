@@ -8,9 +8,9 @@ from dagster import Definitions, in_process_executor
 
 from astrid_assets import settings
 from astrid_assets.automation.alerts import alert_on_run_failure
-from astrid_assets.automation.nightly import nightly_schedule
 from astrid_assets.automation.rescoring import rescore_after_new_champion
 from astrid_assets.automation.retraining import retrain_on_new_labels
+from astrid_assets.automation.schedules import nightly_schedule
 from astrid_assets.defs.calibration import calibrated_frames
 from astrid_assets.defs.detection import candidate_detections
 from astrid_assets.defs.differencing import difference_images, reference_images

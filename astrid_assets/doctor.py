@@ -21,7 +21,6 @@ Each line reads ``<backend>  <redacted URL>  OK: …`` or ``… FAILED: <reason>
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -148,7 +147,7 @@ def check_object_store(url: str) -> CheckResult:
 
     target = settings.redact_url(url)
     if url.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = settings.s3_endpoint()
         target += f" (endpoint {settings.redact_url(endpoint)})" if endpoint else " (AWS)"
     key = f"{PROBE_PREFIX}probe-{uuid.uuid4().hex}.txt"
     content = f"astrid doctor probe {key}".encode()
@@ -199,15 +198,16 @@ def check_mlflow(uri: str) -> CheckResult:
         netloc = parsed.netloc.rsplit("@", 1)[-1]  # credentials go in a header, never in the URL we open
         health = parsed._replace(netloc=netloc, path=parsed.path.rstrip("/") + "/health", query="").geturl()
         request = urllib.request.Request(health, method="GET")
-        username = os.environ.get("MLFLOW_TRACKING_USERNAME") or (unquote(parsed.username) if parsed.username else None)
+        username, password, bearer = settings.mlflow_credentials()
+        username = username or (unquote(parsed.username) if parsed.username else None)
         if username:
             import base64
 
-            password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or unquote(parsed.password or "")
+            password = password or unquote(parsed.password or "")
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
-            request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+        elif bearer:
+            request.add_header("Authorization", f"Bearer {bearer}")
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
                 status = response.status

@@ -9,6 +9,7 @@ new champion as the tag ``previous_champion`` so that :func:`rollback` can resto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -51,6 +52,30 @@ def decide_promotion(
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     why = "first champion" if current is None else f"beats champion v{current} ({champion_metric:.4f})"
     return PromotionDecision(True, f"frozen-set ROC AUC {metric:.4f}: {why}", current, champion_metric)
+
+
+def register_model(tracking: Any, model) -> str:
+    """Log the U-Net ``model`` (moved to the CPU) to the active run as ``model`` and register it as
+    :data:`MODEL_NAME`; its registry version.  ``tracking``: MLflow's fluent API (the ``mlflow`` module
+    or dagster-mlflow's resource)."""
+    import torch
+
+    info = tracking.pytorch.log_model(model.cpu(), name="model", registered_model_name=MODEL_NAME,
+                                      serialization_format="pickle",
+                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return str(info.registered_model_version)
+
+
+def promote(
+    client: MlflowClient, version: str, model_version: str, metric: float, champion_metric: float | None,
+    floor: float, margin: float,
+) -> PromotionDecision:
+    """:func:`decide_promotion` for registry ``version``, then tag it with its frozen-set ROC AUC ``metric``
+    (``frozen_roc_auc``) and the ``model_version`` it was trained as."""
+    decision = decide_promotion(client, version, metric, champion_metric, floor, margin)
+    client.set_model_version_tag(MODEL_NAME, version, "frozen_roc_auc", str(metric))
+    client.set_model_version_tag(MODEL_NAME, version, "model_version", model_version)
+    return decision
 
 
 def rollback(client: MlflowClient) -> tuple[str, str]:

@@ -1,10 +1,84 @@
-"""Shared fixtures: an empty embedded AstrID home per test, and real servers for integration tests."""
+"""Shared fixtures: an empty embedded AstrID home per test, and real servers for integration tests.
+
+Every test that starts a server carries the ``integration`` marker, so ``pytest -m "not integration"``
+is a fast loop that starts none. Two checks keep it so: collection fails naming any test that uses a
+server fixture (:data:`SERVER_FIXTURES`), lives in a server folder (:data:`SERVER_FOLDERS`) or whose
+module uses :mod:`astrid_assets.testing.servers` without the marker, and a server fixture requested
+at run time (``request.getfixturevalue``) by a test without it fails that test.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from astrid_assets_tests import servers
+from astrid_assets.testing import servers
+
+#: Fixtures that start a server (PostgreSQL, moto's S3 server, MLflow, dagster-webserver, Chromium),
+#: defined here and in the folders' conftest.py; a test using one, even through another fixture, is integration.
+SERVER_FIXTURES = frozenset({"postgres_url", "s3_endpoint", "mlflow_uri", "pg_database", "dagster_ui", "browser"})
+#: Folders of this package whose tests all start servers.
+SERVER_FOLDERS = frozenset({"e2e", "ui"})
+HERE = Path(__file__).resolve().parent
+
+
+def server_use(item: pytest.Item) -> str | None:
+    """How ``item`` starts a server, as far as collection can tell; None if it does not seem to."""
+    used = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if used:
+        return f"uses the fixture {', '.join(used)}"
+    path = Path(item.path).resolve()
+    if path.is_relative_to(HERE) and path.relative_to(HERE).parts[0] in SERVER_FOLDERS:
+        return f"is in {path.relative_to(HERE).parts[0]}/"
+    module = getattr(item, "module", None)
+    if module is not None and any(value is servers for value in vars(module).values()):
+        return "its module uses astrid_assets.testing.servers"
+    return None
+
+
+def unmarked_server_error(tests: list[str]) -> pytest.UsageError:
+    return pytest.UsageError(
+        "tests that start servers must carry the integration marker (pytestmark = pytest.mark.integration "
+        "at the top of the module, @pytest.mark.integration on the test, or pytest.param(..., "
+        "marks=pytest.mark.integration)):\n  " + "\n  ".join(tests))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
+def pytest_collection_modifyitems(config, items):
+    unmarked = [f"{item.nodeid}: {why}" for item in items
+                if item.get_closest_marker("integration") is None and (why := server_use(item))]
+    if unmarked:
+        raise unmarked_server_error(unmarked)
+
+
+class ServerFixtureGuard:
+    """Fails a test without the integration marker that requests a server fixture while it runs.
+
+    A plugin rather than conftest hooks: ``pytest_fixture_setup`` of a session-scoped fixture is not
+    called on a conftest below the root directory.
+    """
+
+    def __init__(self):
+        self.running: pytest.Item | None = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.running = item
+        try:
+            return (yield)
+        finally:
+            self.running = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        test = self.running
+        if fixturedef.argname in SERVER_FIXTURES and test is not None and not test.get_closest_marker("integration"):
+            raise unmarked_server_error([f"{test.nodeid}: requests the fixture {fixturedef.argname}"])
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(ServerFixtureGuard(), "astrid-server-fixture-guard")
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
 from astrid_assets.science.detect import detect_candidates
-from astrid_assets.science.psf import estimate_psf, render_psf
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import estimate_psf
 from astrid_assets.science.register import register_to_reference
 from astrid_assets.science.zogy import zogy
 

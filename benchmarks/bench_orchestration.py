@@ -28,12 +28,14 @@ folder; ``DAGSTER_HOME``: a SQLite instance with telemetry off; no ``ASTRID_DATA
   in the order a single-run backfill runs them: every night of ``ingest_night``, then every night
   of ``calibrate_night``, ``references_night``, ``difference_night``, then ``detect_night`` with
   ``inject_night`` and the injection check, then the scoring pass-through (``load_champion`` finds no
-  champion; the candidates are kept unscored, as ``scored_detections`` does). Each step's data-quality
+  champion; the candidates are kept unscored, as ``scored_detections`` does). The nights of a step
+  are joined by ``run_nights``, the loop ``for_each_night`` runs in the assets; the per-night functions
+  log through a context from Dagster's ``build_asset_context()``. Each step's data-quality
   checks run as well (the same functions the assets yield from), and its rows are written as the
   IO manager writes them: one transaction per step that creates the table if needed, deletes the
-  range's nights and inserts the rows (SQLAlchemy Core, ``astrid_assets.io.schema`` tables). Tables
-  are passed between steps in memory; ``references_night`` reads the earlier nights' calibrated
-  frames back from the database as in Dagster.
+  range's nights and inserts the rows with ``astrid_assets.io.tables.write_rows`` (the IO manager's
+  own insert; ``astrid_assets.io.schema`` tables). Tables are passed between steps in memory;
+  ``references_night`` reads the earlier nights' calibrated frames back from the database as in Dagster.
 
 Every side is timed by wall clock **from this process around a subprocess** — a fresh interpreter,
 so imports, process start and (for the CLI) code-location loading are included on every side. A
@@ -96,25 +98,22 @@ def write_table(name: str, table, nights: list[str]) -> None:
     """``table``'s rows replace the nights of the run, as the table IO manager writes a single-run backfill."""
     from astrid_assets import settings
     from astrid_assets.io.schema import metadata, table_for
-    from astrid_assets.io.tables import _insert_rows, _native, connect_with_retry
+    from astrid_assets.io.tables import connect_with_retry, write_rows
 
     declared = table_for(name)
-    url = settings.database_url()
-    records = [{column: _native(value) for column, value in row.items()} for row in table.to_dict("records")]
-    with connect_with_retry(url) as connection, connection.begin():
+    with connect_with_retry(settings.database_url()) as connection, connection.begin():
         metadata.create_all(connection, tables=[declared])
         connection.execute(declared.delete().where(declared.c.night >= nights[0], declared.c.night <= nights[-1]))
-        if records:
-            _insert_rows(connection, declared, None, records)
+        write_rows(connection, declared, table)
 
 
 def plain_worker(nights: list[str], survey: dict) -> dict:
     """The nightly chain over ``nights`` in a plain loop; per-step seconds."""
     started = time.perf_counter()
     import logging
-    from types import SimpleNamespace
 
     import pandas as pd
+    from dagster import build_asset_context
 
     from astrid_assets.defs.calibration import calibrate_night
     from astrid_assets.defs.detection import DetectionConfig, detect_night, inject_night, injection_check
@@ -125,7 +124,7 @@ def plain_worker(nights: list[str], survey: dict) -> dict:
         references_night,
     )
     from astrid_assets.defs.ingest import IngestConfig, ingest_night
-    from astrid_assets.defs.nightly import night_rows
+    from astrid_assets.defs.nightly import night_rows, run_nights
     from astrid_assets.defs.quality_checks import (
         calibrated_frames_checks,
         candidate_detections_checks,
@@ -142,8 +141,10 @@ def plain_worker(nights: list[str], survey: dict) -> dict:
     )
 
     import_s = time.perf_counter() - started
+    # What the per-night functions log through: Dagster's public context for calling asset code outside a run
+    # (it opens an ephemeral instance, ~0.6 s; made before logging is set up, so its migrations stay quiet).
+    context = build_asset_context()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    context = SimpleNamespace(log=logging.getLogger("astrid.plain"))
     store = ObjectStoreResource().open()
     database = DatabaseResource()
     steps: dict[str, float] = {}
@@ -151,9 +152,7 @@ def plain_worker(nights: list[str], survey: dict) -> dict:
     def step(name: str, night_fn, checks) -> pd.DataFrame:
         """``night_fn`` over every night, rows joined as ``for_each_night`` does, checks, then one write."""
         began = time.perf_counter()
-        tables = [night_fn(night)[0] for night in nights]
-        non_empty = [t for t in tables if len(t)]
-        table = pd.concat(non_empty, ignore_index=True) if non_empty else tables[0]
+        table, _metadata = run_nights(nights, night_fn)
         failed = [r.check_name for r in checks(nights, table) if not r.passed]
         if failed:
             context.log.warning(f"{name}: checks not passed: {', '.join(failed)}")

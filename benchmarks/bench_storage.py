@@ -14,7 +14,7 @@ PostgreSQL (a fresh database created for the run and dropped after). Each night 
 
 Objects: float32 FITS frames (512² by default) through ``put_versioned`` (content hash + put, as
 the assets write) and ``get``, on a local folder and on moto's S3 server, started on loopback in its
-own process group and stopped after (``astrid_assets_tests/servers.py``). MB/s counts FITS bytes
+own process group and stopped after (:mod:`astrid_assets.testing.servers`). MB/s counts FITS bytes
 (1 MB = 10⁶ bytes).
 """
 
@@ -85,7 +85,7 @@ def bench_table(name: str, url: str, tables: dict[str, pd.DataFrame]) -> dict:
     io_manager = TableIOManager(database_url=url).create_io_manager(None)
     instance = DagsterInstance.ephemeral()  # one for all contexts (each would otherwise build its own)
     frame_type = DagsterType(
-        lambda _context, value: isinstance(value, pd.DataFrame), name="DataFrame", typing_type=pd.DataFrame
+        lambda context, value: isinstance(value, pd.DataFrame), name="DataFrame", typing_type=pd.DataFrame
     )
 
     def output_contexts() -> dict:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from astrid_assets.io.object_store import LocalObjectStore, S3ObjectStore
     from astrid_assets.io.tables import engine_for
-    from astrid_assets_tests import servers
+    from astrid_assets.testing import servers
 
     rng = np.random.default_rng(2024)
     per_night = -(-args.rows // args.nights)

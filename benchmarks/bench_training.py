@@ -8,15 +8,16 @@ Usage::
 
 Figures, per device and U-Net width (``base_channels``, depth 3, 63×63 stamps padded to 64):
 
-* ``train_samples_per_s`` — optimisation steps (forward, combined loss, backward, gradient clipping,
-  AdamW, scheduler) on batches of ``--batch-size`` normalised stamps with flips, as in
-  :func:`astrid_assets.ml.training.train` (its deterministic mode on; mixed precision on CUDA);
+* ``train_samples_per_s`` — :func:`astrid_assets.ml.training.train` itself, on ``--steps`` batches of
+  ``--batch-size`` normalised stamps per epoch (forward, combined loss, backward, gradient clipping,
+  AdamW, scheduler, flips; deterministic mode on; mixed precision on CUDA), from the ``epoch_seconds``
+  it reports; an epoch also validates on 16 stamps, a small part of its time;
 * ``inference_candidates_per_s`` — :func:`astrid_assets.ml.training.predict` on raw stamps
   (normalisation included) in batches of 256;
 * ``model_forward_candidates_per_s`` — the network alone on normalised stamps (no gradients).
 
-Timings are the median over ``--repeats`` timed blocks after a warm-up block.  The machine's load
-average is recorded: on a shared machine other processes slow every figure down.
+Timings are the median over ``--repeats`` timed blocks (epochs, for training) after a warm-up block.
+The machine's load average is recorded: on a shared machine other processes slow every figure down.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from astrid_assets.ml.dataset import normalise_stamps, transient_masks
-from astrid_assets.ml.training import TrainingConfig, _augment, _autocast, _deterministic_mode, combined_loss, predict
+from astrid_assets.ml.dataset import StampSet, normalise_stamps
+from astrid_assets.ml.training import TrainingConfig, predict, train
 from astrid_assets.ml.unet import UNet
-from astrid_assets_tests.ml.stamps import make_stamps
+from astrid_assets.testing.stamps import make_stamps
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "training.json"
+VALIDATION_STAMPS = 16  #: validated after every training epoch: few, so that the epoch is mostly training
 
 
 def synchronise(device: torch.device) -> None:
@@ -58,37 +60,16 @@ def timed(function, repeats: int, device: torch.device) -> float:
 
 
 def bench_training(
-    device: torch.device, base_channels: int, batch_size: int, steps: int, repeats: int, stamps, labels, masks
+    device: torch.device, base_channels: int, batch_size: int, steps: int, repeats: int, train_set: StampSet
 ) -> float:
-    config = TrainingConfig(base_channels=base_channels, batch_size=batch_size, device=str(device)).resolved()
-    amp = config.mixed_precision
-    torch.manual_seed(0)
-    model = UNet(base_channels=base_channels).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
-    generator = torch.Generator().manual_seed(0)
-    x_all, m_all, y_all = torch.from_numpy(stamps), torch.from_numpy(masks)[:, None], torch.from_numpy(labels)
-
-    def block() -> None:
-        for step in range(steps):
-            index = torch.arange(step * batch_size, (step + 1) * batch_size) % len(x_all)
-            x, m = _augment(x_all[index], m_all[index], generator)
-            x, m, y = x.to(device), m.to(device), y_all[index].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, amp):
-                logits = model(x)
-            loss, _ = combined_loss(logits, m, y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-
-    with _deterministic_mode(True, device):
-        seconds = timed(block, repeats, device)
-    return steps * batch_size / seconds
+    """Training samples per second: the median epoch of a ``train`` run of one warm-up epoch and ``repeats``
+    more, each of ``steps`` batches of the first ``steps × batch_size`` stamps of ``train_set``."""
+    train_set = train_set.subset(np.arange(steps * batch_size))
+    config = TrainingConfig(epochs=repeats + 1, batch_size=batch_size, base_channels=base_channels,
+                            device=str(device), patience=None, checkpoint_every=0)
+    result = train(train_set, train_set.subset(np.arange(VALIDATION_STAMPS)), config)
+    seconds = statistics.median(epoch["epoch_seconds"] for epoch in result.history[1:])
+    return len(train_set) / seconds
 
 
 def bench_inference(device: torch.device, base_channels: int, repeats: int, raw: np.ndarray) -> tuple[float, float]:
@@ -110,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-channels", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=8, help="optimisation steps per timed block")
+    parser.add_argument("--steps", type=int, default=8, help="optimisation steps per timed block (training epoch)")
     parser.add_argument("--candidates", type=int, default=1024, help="candidates per inference block")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -119,15 +100,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data = make_stamps(max(args.candidates, args.batch_size), seed=0)
-    stamps = normalise_stamps(data.stamps)
-    masks = transient_masks(data.stamps, data.labels, data.fwhm)
-    labels = data.labels.astype(np.float32)
+    data = make_stamps(max(args.candidates, args.steps * args.batch_size, VALIDATION_STAMPS), seed=0)
+    stamp_set = StampSet.from_stamps(data.stamps, data.labels, data.fwhm)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
         for base in args.base_channels:
-            train_rate = bench_training(device, base, args.batch_size, args.steps, args.repeats, stamps, labels, masks)
+            train_rate = bench_training(device, base, args.batch_size, args.steps, args.repeats, stamp_set)
             infer_rate, forward_rate = bench_inference(device, base, args.repeats, data.stamps[: args.candidates])
             row = {
                 "device": device.type,

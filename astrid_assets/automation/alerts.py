@@ -1,14 +1,16 @@
 """Run-failure alerts: every failed run is logged and, if ``ASTRID_ALERT_WEBHOOK`` is set, posted there.
 
 The webhook receives JSON ``{"text": ...}`` (the shape Slack and Mattermost incoming webhooks accept).
-Its URL usually holds a token, so it is read from the environment and never logged.
+Its URL usually holds a token, so it comes only from the environment (:func:`settings.alert_webhook`) and is
+never logged.
 """
 
 import json
-import os
 import urllib.request
 
 from dagster import RunFailureSensorContext, run_failure_sensor
+
+from astrid_assets import settings
 
 
 def root_error(error) -> str:
@@ -33,7 +35,7 @@ def failure_message(context: RunFailureSensorContext) -> str:
 def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     message = failure_message(context)
     context.log.error(message)
-    webhook = os.environ.get("ASTRID_ALERT_WEBHOOK")
+    webhook = settings.alert_webhook()
     if not webhook:
         return
     request = urllib.request.Request(webhook, data=json.dumps({"text": message}).encode(),

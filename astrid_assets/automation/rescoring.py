@@ -8,23 +8,16 @@ their range. The run key names the champion version and the range, so a repeated
 rollback to a champion that already scored those nights, launches nothing new.
 """
 
-import os
-
 import pandas as pd
 from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 from sqlalchemy import func, inspect, select
 
-from astrid_assets.automation.retraining import sensor_interval_s
+from astrid_assets import settings
 from astrid_assets.io.schema import candidate_detections, scored_detections
 from astrid_assets.io.tables import engine_for
 from astrid_assets.jobs import nightly_pipeline
 from astrid_assets.partitions import night_range_tags
 from astrid_assets.resources import DatabaseResource, ModelRegistryResource
-
-
-def rescore_look_back() -> int:
-    """How many of the most recent nights with candidates are kept scored by the champion."""
-    return int(os.environ.get("ASTRID_RESCORE_NIGHTS", "7"))
 
 
 def stale_nights(url: str, nights: list[str], champion: str) -> list[str]:
@@ -47,19 +40,18 @@ def stale_nights(url: str, nights: list[str], champion: str) -> list[str]:
     return sorted(night for night, n in found.items() if n > scored.get(night, 0))
 
 
-@sensor(name="rescore_after_new_champion", minimum_interval_seconds=sensor_interval_s(), jobs=[nightly_pipeline],
+@sensor(name="rescore_after_new_champion", minimum_interval_seconds=settings.sensor_interval_s(),
+        jobs=[nightly_pipeline],
         description="After the champion model changes, re-scores the recent nights (ASTRID_RESCORE_NIGHTS).")
 def rescore_after_new_champion(
     context: SensorEvaluationContext, model_registry: ModelRegistryResource, database: DatabaseResource
 ):
-    from astrid_assets import settings
-
     champion = model_registry.champion_version()
     if champion is None:
         return SkipReason("no champion model yet")
     nights = sorted(context.instance.get_materialized_partitions(AssetKey("candidate_detections")))
-    recent = nights[-rescore_look_back():]
-    stale = stale_nights(database.url or settings.database_url(), recent, champion)
+    recent = nights[-settings.rescore_nights():]
+    stale = stale_nights(database.resolved_url(), recent, champion)
     if not stale:
         return SkipReason(f"the last {len(recent)} nights with candidates are scored by champion v{champion}")
     first, last = stale[0], stale[-1]

@@ -7,8 +7,6 @@ materialized, it requests the model training. Run keys are derived from the vers
 that repeats never builds or trains twice.
 """
 
-import os
-
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -20,18 +18,10 @@ from dagster import (
     sensor,
 )
 
+from astrid_assets import settings
 from astrid_assets.jobs import build_training_dataset, train_unet
 from astrid_assets.partitions import dataset_versions, model_versions
 from astrid_assets.resources import DatabaseResource
-
-
-def min_new_labels() -> int:
-    return int(os.environ.get("ASTRID_RETRAIN_MIN_LABELS", "200"))
-
-
-def sensor_interval_s() -> int:
-    """Seconds between evaluations of AstrID's sensors (``ASTRID_SENSOR_INTERVAL_S``, default 300)."""
-    return int(os.environ.get("ASTRID_SENSOR_INTERVAL_S", "300"))
 
 
 def passed_its_gates(instance, version: str) -> bool:
@@ -45,15 +35,14 @@ def passed_its_gates(instance, version: str) -> bool:
     return run is None or run.status == DagsterRunStatus.SUCCESS
 
 
-@sensor(name="retrain_on_new_labels", minimum_interval_seconds=sensor_interval_s(),
+@sensor(name="retrain_on_new_labels", minimum_interval_seconds=settings.sensor_interval_s(),
         jobs=[build_training_dataset, train_unet],
         description="Builds a dataset version and trains a model version once ASTRID_RETRAIN_MIN_LABELS new "
                     "labels have landed.")
 def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseResource):
-    from astrid_assets import settings
     from astrid_assets.validations import count_labels
 
-    labels = count_labels(database.url or settings.database_url())
+    labels = count_labels(database.resolved_url())
     last = int(context.cursor or 0)
     requests, partitions = [], []
     trained = context.instance.get_materialized_partitions(AssetKey("unet_models"))
@@ -61,7 +50,8 @@ def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseRe
     for version in sorted(built - trained):
         if version.startswith("r") and passed_its_gates(context.instance, version):
             requests.append(RunRequest(job_name="train_unet", partition_key=version, run_key=f"model-{version}"))
-    if labels - last >= min_new_labels():
+    needed = settings.retrain_min_labels()
+    if labels - last >= needed:
         version = f"r{labels}"
         partitions = [dataset_versions.build_add_request([version]), model_versions.build_add_request([version])]
         requests.append(RunRequest(job_name="build_training_dataset", partition_key=version,
@@ -69,5 +59,5 @@ def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseRe
         last = labels
     if not requests:
         return SkipReason(f"{labels - last} new labels since the last training; "
-                          f"retraining needs {min_new_labels()}")
+                          f"retraining needs {needed}")
     return SensorResult(run_requests=requests, dynamic_partitions_requests=partitions, cursor=str(last))

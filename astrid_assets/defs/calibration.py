@@ -11,7 +11,7 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science import zeropoints
-from astrid_assets.science.calibrate import CalibratedFrame, MasterCalibrations, build_masters, calibrate_frame
+from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame
 from astrid_assets.science.frames import (
     CALIBRATION_KINDS,
     FrameError,
@@ -21,6 +21,7 @@ from astrid_assets.science.frames import (
     read_frame,
     to_fits_bytes,
 )
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import mark_seeing_outliers, measure_quality, verdict
 
 #: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found

@@ -24,16 +24,10 @@ from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science.align import is_placeholder
-from astrid_assets.science.frames import read_extensions
-from astrid_assets.science.pipeline import (
-    CalibratedImage,
-    Difference,
-    Reference,
-    celestial_wcs,
-    find_candidates,
-    injection_recovery,
-    summarise_completeness,
-)
+from astrid_assets.science.frames import header_wcs, read_extensions
+from astrid_assets.science.inject import injection_recovery, summarise_completeness
+from astrid_assets.science.pipeline import find_candidates
+from astrid_assets.science.products import CalibratedFrame, Difference, Reference
 
 
 class DetectionConfig(Config):
@@ -107,7 +101,7 @@ def detect_night(
         extensions = read_extensions(store.get(row.path))
         difference = Difference.from_extensions(extensions, reference.image)
         header = extensions["DIFF"][1]
-        wcs = None if is_placeholder(header) else celestial_wcs(header)  # a placeholder grid has no sky
+        wcs = None if is_placeholder(header) else header_wcs(header)  # a placeholder grid has no sky
         found, stamps = find_candidates(difference, wcs, config.threshold)
         stamp_path = store.put_versioned(f"candidate_detections/{night}/{row.frame_id}.stamps.npy",
                                          stamps_to_bytes(stamps))
@@ -157,7 +151,7 @@ def inject_night(context, config: DetectionConfig, searched, store: ObjectStore,
         return None
     snr, recovered, errors, false_detections, frames = [], [], [], [], []
     for frame_id, reference, found, calibrated_path in searched[: config.injection_frames]:
-        frame = CalibratedImage.from_extensions(read_extensions(store.get(calibrated_path)))
+        frame = CalibratedFrame.from_extensions(read_extensions(store.get(calibrated_path)))
         rng = np.random.default_rng(frame_seed(night, frame_id))
         try:
             outcome = injection_recovery(frame, reference, found, rng, n_fakes=config.injection_fakes,

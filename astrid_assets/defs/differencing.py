@@ -38,12 +38,8 @@ from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science import masks, zeropoints
 from astrid_assets.science.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.frames import provenance_cards, read_extensions, to_fits_bytes
-from astrid_assets.science.pipeline import (
-    CalibratedImage,
-    Reference,
-    build_reference,
-    difference_frame,
-)
+from astrid_assets.science.pipeline import build_reference, difference_frame
+from astrid_assets.science.products import CalibratedFrame, Reference
 from astrid_assets.science.psf import PSFError
 from astrid_assets.science.register import RegistrationError
 
@@ -75,8 +71,8 @@ def earlier_nights(config: ReferenceConfig, night: str) -> tuple[str, str]:
     return (before - timedelta(days=config.lookback_nights - 1)).isoformat(), before.isoformat()
 
 
-def load_calibrated(store: ObjectStore, path: str) -> CalibratedImage:
-    return CalibratedImage.from_extensions(read_extensions(store.get(path)))
+def load_calibrated(store: ObjectStore, path: str) -> CalibratedFrame:
+    return CalibratedFrame.from_extensions(read_extensions(store.get(path)))
 
 
 def relative_depth(frames: pd.DataFrame) -> np.ndarray:
@@ -348,19 +344,19 @@ def difference_night(
                                    to_fits_bytes(difference.to_hdus(header)))
         rows.append({
             **base, "path": path, "flux_ratio": difference.flux_ratio,
-            "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.s_corr_std,
+            "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.score_std,
             "registration_rms": difference.registration_rms, "registration": difference.registration,
             "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
             "status": "ok", "problem": None,
         })
-        if s_corr_outside_range(difference.s_corr_std):
+        if s_corr_outside_range(difference.score_std):
             rows[-1].update(status="rejected", reason="s_corr_variance", problem=(
-                f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: "
+                f"robust std of S_corr {difference.score_std:.3f} outside {S_CORR_STD_RANGE}: "
                 "subtraction not trusted"))
             context.log.warning(f"night {night}, frame {frame.frame_id}: {rows[-1]['problem']}")
             continue
         if preview is None:
-            preview = difference_preview(difference.new, difference.difference, difference.s_corr,
+            preview = difference_preview(difference.new, difference.difference, difference.score,
                                          f"{frame.frame_id} ({config.method})")
     table = pd.DataFrame(rows, columns=list(schema.difference_images.c.keys()))
     ok = table[table.status == "ok"]

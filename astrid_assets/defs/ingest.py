@@ -1,11 +1,9 @@
 """``raw_observations``: the night's frames from the configured survey sources."""
 
 import io
-import warnings
 
 import pandas as pd
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 from dagster import AssetExecutionContext, Config, MetadataValue
 
 from astrid_assets import settings
@@ -18,6 +16,7 @@ from astrid_assets.science.frames import (
     CALIBRATION_KINDS,
     WCS_PROBLEM_CARD,
     FrameError,
+    astropy_warnings_silenced,
     celestial_wcs,
     exposure_time,
     header_gain,
@@ -86,8 +85,7 @@ def frame_centre(image, header: fits.Header) -> tuple[float | None, float | None
     if wcs is None:
         return None, None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
+        with astropy_warnings_silenced():
             centre = wcs.pixel_to_world((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2).icrs
         return float(centre.ra.deg), float(centre.dec.deg)
     except Exception:  # a WCS astropy can build but not place on the sky: treated as absent

@@ -1,6 +1,5 @@
 """The learning loop: training_datasets → unet_models (MLflow) → scored_detections (champion)."""
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -9,8 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     Config,
@@ -20,19 +17,36 @@ from dagster import (
     ResourceParam,
     asset,
 )
+from pydantic import create_model
 
 from astrid_assets import settings
 from astrid_assets.defs.detection import stamps_from_bytes
 from astrid_assets.defs.nightly import nightly_asset
-from astrid_assets.defs.quality_checks import SCORED_DETECTIONS_CHECKS, scored_detections_checks
+from astrid_assets.defs.quality_checks import (
+    SCORED_DETECTIONS_CHECKS,
+    TRAINING_DATASETS_CHECKS,
+    scored_detections_checks,
+    training_datasets_checks,
+)
 from astrid_assets.io import schema
+from astrid_assets.io.arrays import load_arrays, save_arrays
 from astrid_assets.io.object_store import ObjectStore
+from astrid_assets.ml.config import TrainingConfig
+from astrid_assets.ml.dataset import (
+    CHANNELS,
+    SPLITS,
+    STAMP_SIZE,
+    StampSet,
+    content_digest,
+    split_by_night,
+    split_codes,
+    split_sets,
+)
 from astrid_assets.partitions import dataset_versions, model_versions
-from astrid_assets.previews import markdown_image
+from astrid_assets.previews import markdown_image, training_curves
 from astrid_assets.resources import DatabaseResource, ModelRegistryResource, ObjectStoreResource
 from astrid_assets.validations import labelled_candidates
 
-SPLITS = ("train", "val", "test")
 FROZEN_BENCHMARK_KEY = "unet_models/frozen_benchmark.npz"
 
 
@@ -51,20 +65,9 @@ class DatasetConfig(Config):
     min_minority_fraction: float = 0.05  #: gate: rarer class below this fraction blocks training
 
 
-def save_arrays(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def load_arrays(content: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
     """The (N, 3, 63, 63) stamps of ``candidates``, in their order."""
-    stamps = np.empty((len(candidates), 3, 63, 63), np.float32)
+    stamps = np.empty((len(candidates), len(CHANNELS), STAMP_SIZE, STAMP_SIZE), np.float32)
     positions = {cid: i for i, cid in enumerate(candidates.candidate_id)}
     for path, group in candidates.groupby("stamp_path"):
         stack = stamps_from_bytes(store.get(path))
@@ -79,11 +82,7 @@ def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
     kinds={"numpy", "sql"},
     group_name="learning",
     deps=["candidate_detections"],
-    check_specs=[AssetCheckSpec(name, asset="training_datasets", blocking=True, description=text) for name, text in [
-        ("enough_samples", "at least min_samples labelled candidates"),
-        ("both_classes", "real and bogus present in every split"),
-        ("class_balance", "the rarer class is at least min_minority_fraction of the samples"),
-    ]],
+    check_specs=TRAINING_DATASETS_CHECKS,
 )
 def training_datasets(
     context: AssetExecutionContext, config: DatasetConfig, object_store: ObjectStoreResource,
@@ -96,8 +95,6 @@ def training_datasets(
     hold whole nights so that no night leaks across splits. Arrays go to the object store; one
     manifest row per split (counts per class, nights, content hash) to the database.
     """
-    from astrid_assets.ml.dataset import StampSet, content_digest, split_by_night
-
     version = context.partition_key
     store = object_store.open()
     url = database.url or settings.database_url()
@@ -116,9 +113,7 @@ def training_datasets(
     fwhm = candidates.fwhm.astype(float).fillna(3.0).clip(1.5, 8.0).to_numpy()
     stamp_set = StampSet.from_stamps(stamps, labels, fwhm, ids=candidates.candidate_id.to_numpy())
     split = split_by_night(candidates.night.to_numpy(), tuple(config.split_fractions), config.seed)
-    split_of = np.empty(len(candidates), np.int8)
-    for code, name in enumerate(SPLITS):
-        split_of[getattr(split, name)] = code
+    split_of = split_codes(split, len(candidates))
     digest = content_digest(stamps, labels, candidates.candidate_id.tolist())
     path = store.put(f"training_datasets/{version}/{digest[:16]}.npz", save_arrays({
         "stamps": stamps, "masks": stamp_set.masks, "labels": labels, "split": split_of, "fwhm": fwhm,
@@ -138,57 +133,37 @@ def training_datasets(
         "digest": digest, "splits": MetadataValue.md(table[["split", "n_real", "n_bogus", "nights"]]
                                                      .to_markdown(index=False)),
     })
-    minority = min(labels.sum(), len(labels) - labels.sum()) / max(len(labels), 1)
-    yield AssetCheckResult(check_name="enough_samples", passed=len(labels) >= config.min_samples, metadata={
-        "samples": len(labels), "required": config.min_samples})
-    yield AssetCheckResult(check_name="both_classes", passed=bool(((table.n_real > 0) & (table.n_bogus > 0)).all()),
-                           metadata={"per_split": MetadataValue.json(table[["split", "n_real", "n_bogus"]]
-                                                                      .to_dict("records"))})
-    yield AssetCheckResult(check_name="class_balance", passed=bool(minority >= config.min_minority_fraction),
-                           metadata={"minority_fraction": float(minority), "required": config.min_minority_fraction})
+    yield from training_datasets_checks(table, labels, config.min_samples, config.min_minority_fraction)
 
 
-class TrainingRunConfig(Config):
-    """Training overrides (defaults: :class:`astrid_assets.ml.training.TrainingConfig`) and guardrails."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-    base_channels: int = 16  #: U-Net width at full resolution
-    seed: int = 0
-    deterministic: bool = True
-    device: str = "auto"
-    resume: bool = False  #: continue from the version's last checkpoint in the object store
-    roc_auc_floor: float = 0.90  #: absolute floor on the frozen benchmark set for promotion
-    promotion_margin: float = 0.0  #: ROC AUC by which a challenger must beat the champion
+#: the parameters of :class:`~astrid_assets.ml.config.TrainingConfig` that a training run may override
+RUN_PARAMETERS = ("epochs", "batch_size", "learning_rate", "weight_decay", "patience", "base_channels", "seed",
+                  "deterministic", "device")
 
 
-def split_sets(arrays: dict[str, np.ndarray]):
-    from astrid_assets.ml.dataset import StampSet
+class _TrainingRun(Config):
+    def training_config(self) -> TrainingConfig:
+        """The :class:`TrainingConfig` this run trains with: defaults with this run's parameters."""
+        return TrainingConfig.from_dict({name: getattr(self, name) for name in RUN_PARAMETERS})
 
-    full = StampSet.from_stamps(arrays["stamps"], arrays["labels"], arrays["fwhm"], ids=arrays["ids"])
-    return {name: full.subset(np.flatnonzero(arrays["split"] == code)) for code, name in enumerate(SPLITS)}
+TrainingRunConfig = create_model(
+    "TrainingRunConfig", __base__=_TrainingRun, __module__=__name__,
+    __doc__="Training overrides (types and defaults: :class:`astrid_assets.ml.config.TrainingConfig`) and guardrails.",
+    **{name: (TrainingConfig.field_types()[name], TrainingConfig.defaults()[name]) for name in RUN_PARAMETERS},
+    resume=(bool, False),  # continue from the version's last checkpoint in the object store
+    roc_auc_floor=(float, 0.90),  # absolute floor on the frozen benchmark set for promotion
+    promotion_margin=(float, 0.0),  # ROC AUC by which a challenger must beat the champion
+)
 
 
-def training_curves_png(history: list[dict]) -> bytes:
-    import matplotlib.pyplot as plt
-
-    from astrid_assets.previews import _png
-
-    epochs = [h["epoch"] for h in history]
-    figure, (losses, scores) = plt.subplots(1, 2, figsize=(8, 3))
-    losses.plot(epochs, [h["train_loss"] for h in history], label="train")
-    losses.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    losses.set_xlabel("epoch")
-    losses.set_ylabel("loss")
-    losses.legend()
-    for key in ("val_roc_auc", "val_f1", "val_dice"):
-        scores.plot(epochs, [h[key] for h in history], label=key.removeprefix("val_"))
-    scores.set_xlabel("epoch")
-    scores.legend()
-    return _png(figure)
+def frozen_benchmark(store: ObjectStore, arrays: dict[str, np.ndarray]) -> StampSet:
+    """The frozen benchmark set: the first dataset's test split (``arrays``' when none is stored yet),
+    kept under :data:`FROZEN_BENCHMARK_KEY` for every later version."""
+    if not store.exists(FROZEN_BENCHMARK_KEY):
+        test = arrays["split"] == SPLITS.index("test")
+        store.put(FROZEN_BENCHMARK_KEY, save_arrays({k: v[test] for k, v in arrays.items() if k != "split"}
+                                                    | {"split": np.zeros(int(test.sum()), np.int8)}))
+    return split_sets(load_arrays(store.get(FROZEN_BENCHMARK_KEY)))["train"]
 
 
 @asset(
@@ -211,14 +186,12 @@ def unet_models(
     and the model registered as ``astrid-unet``. The new version becomes ``challenger``, and
     ``champion`` only past the guardrails (floor and margin on the frozen benchmark set).
     """
-    import mlflow as mlflow_api
-    import torch
-    from mlflow import pytorch as mlflow_pytorch
-
+    from astrid_assets.ml.checkpoints import download_checkpoints, upload_checkpoints
     from astrid_assets.ml.manifest import reproducibility_manifest
-    from astrid_assets.ml.training import TrainingConfig, evaluate, train
+    from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
+    from astrid_assets.ml.training import evaluate, train
     from astrid_assets.ml.unet import save_weights
-    from astrid_assets.registry import MODEL_NAME, decide_promotion
+    from astrid_assets.registry import promote, register_model
 
     version = context.partition_key
     store = object_store.open()
@@ -228,58 +201,33 @@ def unet_models(
     dataset_version, digest, path = training_datasets.iloc[0][["dataset_version", "digest", "path"]]
     arrays = load_arrays(store.get(path))
     sets = split_sets(arrays)
-    if not store.exists(FROZEN_BENCHMARK_KEY):  # the first dataset's test split, frozen for every later version
-        test = arrays["split"] == SPLITS.index("test")
-        store.put(FROZEN_BENCHMARK_KEY, save_arrays({k: v[test] for k, v in arrays.items() if k != "split"}
-                                                    | {"split": np.zeros(int(test.sum()), np.int8)}))
-    frozen = split_sets(load_arrays(store.get(FROZEN_BENCHMARK_KEY)))["train"]
-    training_config = TrainingConfig.from_dict({k: v for k, v in config.model_dump().items()
-                                                if k in TrainingConfig.__dataclass_fields__})
+    frozen = frozen_benchmark(store, arrays)
+    training_config = config.training_config()
     manifest = reproducibility_manifest(training_config, digest, {"dataset_version": dataset_version,
                                                                   "model_version": version})
-    tracking = mlflow  # dagster-mlflow's resource: the MLflow run it started for this Dagster run
-    tracking.set_tags({"mlflow.runName": f"unet_{version}", "dataset_version": dataset_version,
-                         "model_version": version, "git_commit": manifest.get("git_commit", "unknown")})
-    tracking.log_params(training_config.to_dict())
-    mlflow_api.log_input(mlflow_api.data.from_numpy(arrays["labels"], source=f"{settings.redact_url(store.url)}/{path}",
-                                            name=f"training_datasets:{dataset_version}", digest=digest[:32]),
-                     context="training")
+    # mlflow: dagster-mlflow's resource, MLflow's fluent API on the run it started for this Dagster run
+    start_training_run(mlflow, version, dataset_version, training_config, manifest, arrays["labels"],
+                       f"{settings.redact_url(store.url)}/{path}", digest)
     checkpoints = Path(tempfile.mkdtemp(prefix=f"unet-{version}-"))
+    stored_checkpoints = f"unet_models/{version}/checkpoints"
     if config.resume:
-        for name in ("last.pt", "best.pt"):
-            key = f"unet_models/{version}/checkpoints/{name}"
-            if store.exists(key):
-                (checkpoints / name).write_bytes(store.get(key))
-    result = train(sets["train"], sets["val"], training_config, checkpoints,
-                   on_epoch=lambda epoch, metrics: mlflow_api.log_metrics(metrics, step=epoch), resume=config.resume)
-    for checkpoint in checkpoints.glob("*.pt"):
-        store.put(f"unet_models/{version}/checkpoints/{checkpoint.name}", checkpoint.read_bytes())
+        download_checkpoints(store, stored_checkpoints, checkpoints)
+    result = train(sets["train"], sets["val"], training_config, checkpoints, on_epoch=epoch_logger(mlflow),
+                   resume=config.resume)
+    upload_checkpoints(store, stored_checkpoints, checkpoints)
     test_metrics = evaluate(result.model, sets["test"])
     frozen_metrics = evaluate(result.model, frozen)
-    mlflow_api.log_metrics({f"test_{k}": float(v) for k, v in test_metrics.items()})
-    mlflow_api.log_metrics({f"frozen_{k}": float(v) for k, v in frozen_metrics.items()})
-    mlflow_api.log_text(training_config.to_yaml(), "config/resolved.yaml")
-    mlflow_api.log_dict(training_datasets.to_dict("records"), "dataset/manifest.json")
-    mlflow_api.log_dict(manifest, "reproducibility/manifest.json")
-    curves = training_curves_png(result.history)
-    (checkpoints / "training_curves.png").write_bytes(curves)
-    mlflow_api.log_artifact(str(checkpoints / "training_curves.png"), "plots")
-    info = mlflow_pytorch.log_model(result.model.cpu(), name="model", registered_model_name=MODEL_NAME,
-                                    serialization_format="pickle",
-                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-    registry_version = str(info.registered_model_version)
-    client = model_registry.client()
-    champion, champion_version = model_registry.load_champion()
+    curves = training_curves(result.history)
+    log_training_outcome(mlflow, training_config, test_metrics, frozen_metrics, training_datasets.to_dict("records"),
+                         manifest, curves, checkpoints)
+    registry_version = register_model(mlflow, result.model)
+    champion, _ = model_registry.load_champion()
     champion_metric = float(evaluate(champion, frozen)["roc_auc"]) if champion is not None else None
-    decision = decide_promotion(client, registry_version, float(frozen_metrics["roc_auc"]), champion_metric,
-                                config.roc_auc_floor, config.promotion_margin)
-    client.set_model_version_tag(MODEL_NAME, registry_version, "frozen_roc_auc", str(frozen_metrics["roc_auc"]))
-    client.set_model_version_tag(MODEL_NAME, registry_version, "model_version", version)
-    buffer = checkpoints / "weights.pt"
-    save_weights(result.model, buffer, {"model_version": version, "dataset_digest": digest})
-    weights_path = store.put(f"unet_models/{version}/weights.pt", buffer.read_bytes())
-    run_id = mlflow_api.active_run().info.run_id
-    mlflow_api.end_run()
+    decision = promote(model_registry.client(), registry_version, version, float(frozen_metrics["roc_auc"]),
+                       champion_metric, config.roc_auc_floor, config.promotion_margin)
+    save_weights(result.model, checkpoints / "weights.pt", {"model_version": version, "dataset_digest": digest})
+    weights_path = store.put(f"unet_models/{version}/weights.pt", (checkpoints / "weights.pt").read_bytes())
+    run_id = finish_run(mlflow)
     context.add_output_metadata({
         "mlflow_run_id": run_id, "registry_version": registry_version, "promoted": decision.promoted,
         "decision": decision.reason, "test_roc_auc": float(test_metrics["roc_auc"]),
@@ -329,43 +277,3 @@ def scored_detections(
         "median_probability": float(table.real_probability.median()),
     })
     yield from scored_detections_checks(list(context.partition_keys), table)
-
-
-def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dict:
-    """Rebuild a model version from its reproducibility manifest and compare its test metrics.
-
-    Loads the recorded dataset (checking its content digest), trains with the recorded parameters
-    on the CPU in deterministic mode with the recorded thread count, evaluates the test split and
-    returns the recorded and the rebuilt metrics side by side. Nothing is registered or stored.
-    """
-    import torch
-    from sqlalchemy import select
-
-    from astrid_assets.io.tables import engine_for
-    from astrid_assets.ml.dataset import content_digest
-    from astrid_assets.ml.training import TrainingConfig, evaluate, train
-
-    models, datasets = schema.unet_models, schema.training_datasets
-    with engine_for(url).connect() as connection:
-        recorded = connection.execute(select(models).where(models.c.model_version == model_version)).mappings().first()
-        if recorded is None:
-            raise ValueError(f"no model version {model_version!r} in unet_models")
-        dataset = connection.execute(select(datasets).where(
-            datasets.c.dataset_version == recorded["dataset_version"])).mappings().first()
-    manifest = json.loads(recorded["manifest"])
-    arrays = load_arrays(store.get(dataset["path"]))
-    digest = content_digest(arrays["stamps"], arrays["labels"], arrays["ids"].tolist())
-    if digest != recorded["dataset_digest"]:
-        raise ValueError(f"dataset {recorded['dataset_version']} changed since model {model_version} was trained "
-                         f"(digest {digest[:12]} ≠ {recorded['dataset_digest'][:12]})")
-    sets = split_sets(arrays)
-    config = TrainingConfig.from_dict({**manifest["params"], "device": "cpu", "deterministic": True})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(manifest.get("torch_threads") or threads))
-    try:
-        rebuilt = evaluate(train(sets["train"], sets["val"], config).model, sets["test"])
-    finally:
-        torch.set_num_threads(threads)
-    return {"recorded": {"test_roc_auc": recorded["test_roc_auc"], "test_f1": recorded["test_f1"]},
-            "rebuilt": {"test_roc_auc": float(rebuilt["roc_auc"]), "test_f1": float(rebuilt["f1"])},
-            "manifest": manifest}

@@ -5,7 +5,8 @@ A run of a nightly asset covers one night or, in a backfill, a range of nights i
 and every step finishes all its nights before the next step starts, so a night's reference can
 use the calibrated frames of the nights before it from the same backfill. The asset body is
 written for one night and :func:`for_each_night` runs it over the run's nights, splitting the
-inputs by night and joining the outputs. The table IO manager replaces exactly the run's nights.
+inputs by night and joining the outputs (:func:`run_nights` is that loop without Dagster). The
+table IO manager replaces exactly the run's nights.
 """
 
 import warnings
@@ -57,6 +58,23 @@ def merge_night_metadata(by_night: dict[str, dict]) -> dict:
     return {"nights": len(by_night), **totals, "by_night": MetadataValue.md(table.round(3).to_markdown(index=False))}
 
 
+def run_nights(
+    nights: list[str], night_fn: Callable[[str], tuple[pd.DataFrame, dict]]
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """``night_fn(night) -> (rows, metadata)`` for each of ``nights`` in order: the rows of all the nights
+    joined (the first night's, empty, when every night's are empty) and each night's metadata.
+
+    The night loop of :func:`for_each_night`, without Dagster: a plain-Python caller (a benchmark, a
+    notebook) runs the per-night functions of the assets over a range of nights with it.
+    """
+    tables, metadata = [], {}
+    for night in nights:
+        table, metadata[night] = night_fn(night)
+        tables.append(table)
+    non_empty = [t for t in tables if len(t)]
+    return (pd.concat(non_empty, ignore_index=True) if non_empty else tables[0]), metadata
+
+
 def for_each_night(
     context: AssetExecutionContext,
     night_fn: Callable[[str], tuple[pd.DataFrame, dict]],
@@ -69,11 +87,6 @@ def for_each_night(
     ``checks(nights, rows)``.
     """
     nights = list(context.partition_keys)
-    tables, metadata = [], {}
-    for night in nights:
-        table, metadata[night] = night_fn(night)
-        tables.append(table)
-    non_empty = [t for t in tables if len(t)]
-    table = pd.concat(non_empty, ignore_index=True) if non_empty else tables[0]
+    table, metadata = run_nights(nights, night_fn)
     yield Output(table, metadata=merge_night_metadata(metadata))
     yield from checks(nights, table)

@@ -6,11 +6,13 @@ stay stored for inspection but are not built upon. Checks that describe a normal
 (a cloudy night without frames, a field without a reference yet) only warn.
 
 The thresholds are module constants so that a survey with other characteristics changes them in
-one place.
+one place. The gates of a training dataset are the exception: their thresholds are part of the
+dataset's configuration (``min_samples``, ``min_minority_fraction``), recorded with it.
 """
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
@@ -175,3 +177,26 @@ def scored_detections_checks(nights: list[str], table: pd.DataFrame) -> Iterator
 
     yield result("scores_valid", by_night(nights, table, invalid), lambda n: n > 0, AssetCheckSeverity.ERROR,
                  "nights with missing or invalid probabilities")
+
+
+TRAINING_DATASETS_CHECKS = [
+    spec("training_datasets", name, description, blocking=True) for name, description in [
+        ("enough_samples", "at least min_samples labelled candidates"),
+        ("both_classes", "real and bogus present in every split"),
+        ("class_balance", "the rarer class is at least min_minority_fraction of the samples"),
+    ]
+]
+
+
+def training_datasets_checks(table: pd.DataFrame, labels: np.ndarray, min_samples: int,
+                             min_minority_fraction: float) -> Iterator[AssetCheckResult]:
+    """The gates of a dataset version (``table``: its rows per split; ``labels``: 1 real, 0 bogus per sample):
+    failing, they keep it from being trained on."""
+    minority = min(labels.sum(), len(labels) - labels.sum()) / max(len(labels), 1)
+    yield AssetCheckResult(check_name="enough_samples", passed=len(labels) >= min_samples, metadata={
+        "samples": len(labels), "required": min_samples})
+    yield AssetCheckResult(check_name="both_classes", passed=bool(((table.n_real > 0) & (table.n_bogus > 0)).all()),
+                           metadata={"per_split": MetadataValue.json(table[["split", "n_real", "n_bogus"]]
+                                                                      .to_dict("records"))})
+    yield AssetCheckResult(check_name="class_balance", passed=bool(minority >= min_minority_fraction),
+                           metadata={"minority_fraction": float(minority), "required": min_minority_fraction})

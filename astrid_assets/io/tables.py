@@ -297,6 +297,21 @@ def _insert_rows(connection: Connection, table, schema: str | None, records: lis
         connection.execute(table.insert(), records)
 
 
+def write_rows(connection: Connection, table, frame: pd.DataFrame, schema: str | None = None) -> int:
+    """Insert the rows of ``frame`` into ``table`` (a :mod:`astrid_assets.io.schema` table) as the table IO
+    manager writes them; returns the number of rows.
+
+    NaN and missing values become NULL and numpy scalars plain Python values; on PostgreSQL the rows
+    go in with ``COPY`` where they can, elsewhere with multi-row INSERTs. It runs in the caller's
+    transaction and neither creates the table nor deletes rows: the IO manager deletes the
+    partition first, in the same transaction. ``schema`` names the PostgreSQL schema (None on SQLite).
+    """
+    records = [{column: _native(value) for column, value in row.items()} for row in frame.to_dict("records")]
+    if records:
+        _insert_rows(connection, table, schema, records)
+    return len(records)
+
+
 class DataFrameTableHandler(DbTypeHandler[pd.DataFrame]):
     """Writes and reads pandas DataFrames to and from their declared table."""
 
@@ -316,13 +331,8 @@ class DataFrameTableHandler(DbTypeHandler[pd.DataFrame]):
                 f"{table.name} (partition {partition}): DataFrame does not match the declared "
                 f"table: unknown columns {unknown}, missing required columns {missing}"
             )
-        records = [
-            {column: _native(value) for column, value in row.items()}
-            for row in obj.to_dict("records")
-        ]
-        if records:
-            _insert_rows(connection, table, self.client.schema if _is_postgres(self.client.engine) else None, records)
-        return {"dagster/row_count": len(records)}
+        rows = write_rows(connection, table, obj, self.client.schema if _is_postgres(self.client.engine) else None)
+        return {"dagster/row_count": rows}
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
         return pd.read_sql(self.client.select(table_slice), connection)
@@ -343,7 +353,8 @@ class TableIOManager(ConfigurableIOManagerFactory):
     db_schema: str = "public"
 
     def resolved_url(self) -> str:
-        return self.database_url or settings.database_url()
+        """The database written to: ``database_url`` if set, else the configured one."""
+        return settings.resolved_database_url(self.database_url)
 
     def create_io_manager(self, context) -> DbIOManager:
         client = SqlClient(self.resolved_url(), self.db_schema)
@@ -370,9 +381,10 @@ def read_night_range(table_name: str, first: str, last: str, url: str | None = N
 
 
 def _read_where(table_name: str, where, url: str | None) -> pd.DataFrame:
-    engine = engine_for(url or settings.database_url())
+    url = settings.resolved_database_url(url)
+    engine = engine_for(url)
     table = table_for(table_name)
-    with connect_with_retry(url or settings.database_url()) as connection:
+    with connect_with_retry(url) as connection:
         if not engine.dialect.has_table(connection, table.name):
             return pd.DataFrame(columns=list(table.c.keys()))
         present = {column["name"] for column in inspect(connection).get_columns(table.name)}

@@ -2,13 +2,17 @@
 
 Modules
 -------
-* :mod:`~astrid_assets.ml.dataset` — stamp normalisation, transient masks, night splits, content digest;
+* :mod:`~astrid_assets.ml.dataset` — stamp normalisation, transient masks, night splits, content digest,
+  a stored dataset's splits;
 * :mod:`~astrid_assets.ml.unet` — the U-Net, the real/bogus probability derived from its mask, weight files;
 * :mod:`~astrid_assets.ml.metrics` — ROC AUC, precision/recall/F1, dice, confusion counts (numpy);
-* :mod:`~astrid_assets.ml.training` — configuration, training with checkpoints/resume/early stopping,
-  evaluation and batched prediction;
-* :mod:`~astrid_assets.ml.manifest` — the reproducibility manifest of a training run.
+* :mod:`~astrid_assets.ml.config` — the training parameters and their defaults (the one place they are defined);
+* :mod:`~astrid_assets.ml.training` — training with resume/early stopping, evaluation and batched prediction;
+* :mod:`~astrid_assets.ml.checkpoints` — training checkpoints: contents, resuming, copies in the object store;
+* :mod:`~astrid_assets.ml.manifest` — the reproducibility manifest of a training run;
+* :mod:`~astrid_assets.ml.rerun` — rebuilding a recorded model version from its manifest;
+* :mod:`~astrid_assets.ml.tracking` — the MLflow record of a training run, written through the API handed to it.
 
 Nothing here imports Dagster or MLflow: the Dagster layer logs what these functions return
-(and what ``train(..., on_epoch=...)`` hands to its callback).
+(and what ``train(..., on_epoch=...)`` hands to its callback), through :mod:`~astrid_assets.ml.tracking`.
 """

@@ -3,7 +3,9 @@
 The contract
 ------------
 A candidate arrives as a ``(3, 63, 63)`` float32 stack in electrons — science, reference and
-difference, in that channel order — with ``NaN`` beyond the image edge (and on masked pixels),
+difference, in that channel order (:data:`~astrid_assets.science.products.STAMP_SIZE` and
+``STAMP_CHANNELS``, the one definition that detection writes and the model reads) — with
+``NaN`` beyond the image edge (and on masked pixels),
 and a label 1 (real) / 0 (bogus).  A batch is ``(N, 3, 63, 63)``.  The candidate's position is
 the central pixel ``[31, 31]`` (to within ±0.5 px).
 """
@@ -18,12 +20,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-STAMP_SIZE = 63  #: side of a candidate stamp, px
+from astrid_assets.science.products import STAMP_CHANNELS as CHANNELS
+from astrid_assets.science.products import STAMP_SIZE
+
 CENTRE = STAMP_SIZE // 2  #: index of the central pixel (the candidate's position)
-CHANNELS = ("science", "reference", "difference")
 DIFFERENCE = CHANNELS.index("difference")
 MAD_TO_SIGMA = 1.482602218505602  #: sigma / median absolute deviation for Gaussian noise
 ASINH_SOFTENING = 3.0  #: normalised values are arcsinh(z / ASINH_SOFTENING), z in noise sigmas
+SPLITS = ("train", "val", "test")  #: in the order of their codes in a stored dataset's ``split`` array
 
 
 def _check_stamps(stamps: np.ndarray) -> np.ndarray:
@@ -254,6 +258,21 @@ def split_by_night(
     rows = [np.flatnonzero(row_split == s) for s in range(3)]
     held = [unique[assigned == s] for s in range(3)]
     return NightSplit(*rows, *held)
+
+
+def split_codes(split: NightSplit, n: int) -> np.ndarray:
+    """Each of ``n`` rows' split as its index in :data:`SPLITS` (int8): a stored dataset's ``split`` array."""
+    codes = np.empty(n, np.int8)
+    for code, name in enumerate(SPLITS):
+        codes[getattr(split, name)] = code
+    return codes
+
+
+def split_sets(arrays: dict[str, np.ndarray]) -> dict[str, StampSet]:
+    """A stored dataset's arrays (``stamps``, ``labels``, ``fwhm``, ``ids`` and ``split`` codes) as a
+    :class:`StampSet` per split name."""
+    full = StampSet.from_stamps(arrays["stamps"], arrays["labels"], arrays["fwhm"], ids=arrays["ids"])
+    return {name: full.subset(np.flatnonzero(arrays["split"] == code)) for code, name in enumerate(SPLITS)}
 
 
 def content_digest(stamps: np.ndarray, labels: np.ndarray, ids: Sequence) -> str:

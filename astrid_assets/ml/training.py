@@ -28,33 +28,36 @@ therefore ends with the same weights, bit for bit (checked on CPU in the tests).
 
 Checkpoints
 -----------
-In ``checkpoint_dir``: ``last.pt`` after every epoch, ``best.pt`` whenever the validation loss
-improves, ``epoch_NNNN.pt`` every ``checkpoint_every`` epochs.  Each holds the model, optimiser,
-scheduler and gradient-scaler states, the epoch, the best validation loss and its epoch, the
-early-stopping counter, the metric history, the resolved configuration and the RNG states
-(torch, numpy, python, CUDA).  Files are written to a temporary name and renamed (a crash never
-leaves a half-written checkpoint).  They load with ``torch.load(..., weights_only=True)``.
+Written after every epoch when a ``checkpoint_dir`` is given; what they hold and how a run resumes
+from them: :mod:`astrid_assets.ml.checkpoints`.  The parameters: :mod:`astrid_assets.ml.config`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import random
 import time
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
+from astrid_assets.ml.checkpoints import (
+    BEST,
+    LAST,
+    Progress,
+    TrainingState,
+    load_checkpoint,
+    restore_checkpoint,
+    write_checkpoints,
+)
+from astrid_assets.ml.config import TrainingConfig, resolve_device
 from astrid_assets.ml.dataset import StampSet, normalise_stamps
 from astrid_assets.ml.metrics import classification_metrics
 from astrid_assets.ml.unet import UNet, load_weights, real_bogus_logit, save_weights
@@ -74,135 +77,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "astrid-unet-checkpoint/1"
-BEST, LAST = "best.pt", "last.pt"
-_ARCHITECTURE_KEYS = ("base_channels", "depth")
-
 EpochCallback = Callable[[int, dict], None]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` → ``cuda`` when available, else ``cpu``; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Everything that defines a training run (and is logged as its parameters)."""
-
-    epochs: int = 40  #: maximum number of epochs
-    batch_size: int = 64
-    learning_rate: float = 3e-3  #: peak learning rate (AdamW)
-    weight_decay: float = 1e-4  #: AdamW decoupled weight decay, convolution weights only
-    warmup_epochs: float = 1.0  #: linear warm-up length (may be fractional)
-    min_lr_fraction: float = 0.02  #: cosine floor, as a fraction of learning_rate
-    grad_clip: float | None = 1.0  #: maximum global gradient norm; None disables clipping
-    patience: int | None = 6  #: epochs without val-loss improvement before stopping; None disables
-    min_delta: float = 1e-4  #: smallest val-loss decrease that counts as an improvement
-    seed: int = 0
-    deterministic: bool = True  #: torch.use_deterministic_algorithms + seeded generators
-    mixed_precision: bool = True  #: autocast (bf16, else fp16 with loss scaling) — on CUDA only
-    device: str = "auto"  #: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
-    base_channels: int = 16  #: U-Net width at full resolution
-    depth: int = 3  #: number of U-Net halvings
-    mask_bce_weight: float = 1.0
-    dice_weight: float = 1.0
-    label_weight: float = 1.0
-    augment: bool = True  #: random flips/transposes (the 8 symmetries of the square) per stamp
-    checkpoint_every: int = 5  #: also keep epoch_NNNN.pt every this many epochs; 0 disables
-    eval_batch_size: int = 256
-    threshold: float = 0.5  #: probability threshold for precision/recall/F1/confusion counts
-    restore_best: bool = True  #: return the best-epoch weights (else the last epoch's)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "min_lr_fraction": 0 <= self.min_lr_fraction <= 1,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "patience": self.patience is None or self.patience >= 1,
-            "min_delta": self.min_delta >= 0,
-            "base_channels": self.base_channels >= 1,
-            "depth": self.depth >= 1,
-            "mask_bce_weight": self.mask_bce_weight >= 0,
-            "dice_weight": self.dice_weight >= 0,
-            "label_weight": self.label_weight >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "threshold": 0 <= self.threshold <= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid training configuration: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as error:
-                raise ValueError(f"invalid device {self.device!r}") from error
-
-    @classmethod
-    def from_dict(cls, overrides: Mapping[str, typing.Any] | None = None) -> TrainingConfig:
-        """Defaults with ``overrides`` applied (values coerced to the field types: ``"1e-3"`` → 0.001,
-        ``"true"`` → True, ``None``/``"none"`` for optional fields).  Unknown keys raise ValueError."""
-        overrides = dict(overrides or {})
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(overrides) - set(hints))
-        if unknown:
-            raise ValueError(f"unknown training parameter(s) {unknown}; known: {sorted(hints)}")
-        return cls(**{name: _coerce(name, value, hints[name]) for name, value in overrides.items()})
-
-    def replace(self, **changes) -> TrainingConfig:
-        return dataclasses.replace(self, **changes)
-
-    def resolved(self) -> TrainingConfig:
-        """This configuration as it will run here: ``device`` resolved, ``mixed_precision`` off unless CUDA."""
-        device = resolve_device(self.device)
-        name = device.type if device.index is None else f"{device.type}:{device.index}"
-        return dataclasses.replace(self, device=name, mixed_precision=self.mixed_precision and device.type == "cuda")
-
-    def to_dict(self) -> dict:
-        """The resolved configuration as a plain dict."""
-        return dataclasses.asdict(self.resolved())
-
-    def to_yaml(self) -> str:
-        """The resolved configuration as YAML (sorted keys): the run's parameter snapshot."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=True)
-
-
-def _coerce(name: str, value, hint):
-    optional = type(None) in typing.get_args(hint)
-    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-        if optional:
-            return None
-        raise ValueError(f"{name} may not be None")
-    try:
-        if base is bool:
-            if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.strip().lower() in ("true", "yes", "1")
-            if isinstance(value, bool | int) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if base is int:
-            number = float(value)
-            if isinstance(value, bool) or number != int(number):
-                raise ValueError
-            return int(number)
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return base(value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: cannot read {value!r} as {base.__name__}") from error
 
 
 @dataclass
@@ -262,28 +137,6 @@ def _seed_everything(seed: int) -> None:
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
-
-
-def _rng_states() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _augment(inputs: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -417,20 +270,6 @@ def predict(
     return (probabilities, mask_probabilities) if return_masks else probabilities
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """A training checkpoint as saved by :func:`train` (``weights_only`` load)."""
-    payload = torch.load(Path(path), map_location=device, weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an AstrID training checkpoint")
-    return payload
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    temporary.replace(path)
-
-
 def _lr_lambda(config: TrainingConfig, steps_per_epoch: int) -> Callable[[int], float]:
     total = config.epochs * steps_per_epoch
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
@@ -471,7 +310,6 @@ def train(
     config = (config or TrainingConfig()).resolved()
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError("train and validation sets must not be empty")
-    device = torch.device(config.device)
     directory = None if checkpoint_dir is None else Path(checkpoint_dir)
     if resume and directory is None:
         raise ValueError("resume=True needs a checkpoint_dir")
@@ -479,158 +317,132 @@ def train(
         directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    with _deterministic_mode(config.deterministic, device):
-        _seed_everything(config.seed)
-        model = UNet(in_channels=train_set.inputs.shape[1], base_channels=config.base_channels, depth=config.depth)
-        model.to(device)
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.learning_rate,
-        )
-        steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-        lr_factor = _lr_lambda(config, steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        amp = config.mixed_precision and device.type == "cuda"
-        use_scaler = amp and not torch.cuda.is_bf16_supported()
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-        history: list[dict] = []
-        best_val_loss, best_epoch, bad_epochs, stopped_early, start_epoch = math.inf, 0, 0, False, 1
-        best_state: dict | None = None
-        resumed_from = 0
-        last = None if directory is None else directory / LAST
-        if resume and not last.exists():
-            log.warning("resume=True but there is no checkpoint %s: training from the start", last)
-        if resume and last.exists():
-            checkpoint = load_checkpoint(last, "cpu")  # RNG states must stay on the CPU; states are copied over
-            saved = checkpoint["config"]
-            mismatched = [k for k in _ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)]
-            if mismatched:
-                raise ValueError(f"cannot resume {last}: architecture differs ({mismatched})")
-            changed = sorted(k for k, v in config.to_dict().items() if saved.get(k, v) != v)
-            if changed:
-                log.warning("resuming %s with changed parameters %s", last, changed)
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-                group["lr"] = base * lr_factor(scheduler.last_epoch)  # the (possibly new) horizon
-            if use_scaler and checkpoint["scaler"]:  # empty when saved without loss scaling (CPU, bf16)
-                scaler.load_state_dict(checkpoint["scaler"])
-            _restore_rng_states(checkpoint["rng"])
-            history = list(checkpoint["history"])
-            best_val_loss, best_epoch = checkpoint["best_val_loss"], checkpoint["best_epoch"]
-            bad_epochs, stopped_early = checkpoint["bad_epochs"], checkpoint["stopped_early"]
-            resumed_from = checkpoint["epoch"]
-            start_epoch = resumed_from + 1
-            if (directory / BEST).exists():
-                best_state = load_checkpoint(directory / BEST, "cpu")["model"]
-            log.info("resuming from %s at epoch %d", last, start_epoch)
-
-        inputs = torch.from_numpy(train_set.inputs)
-        masks = torch.from_numpy(train_set.masks)[:, None]
-        labels = torch.from_numpy(train_set.labels)
+    with _deterministic_mode(config.deterministic, torch.device(config.device)):
+        state = _set_up(config, train_set)
+        progress = restore_checkpoint(directory, state, config) if resume else Progress()
+        resumed_from = progress.epoch
         epochs_run: list[int] = []
-        for epoch in range(start_epoch, config.epochs + 1):
-            if stopped_early:
+        for epoch in range(resumed_from + 1, config.epochs + 1):
+            if progress.stopped_early:
                 break
-            epoch_started = time.perf_counter()
-            model.train()
-            generator = _epoch_generator(config.seed, epoch)
-            order = torch.randperm(len(train_set), generator=generator)
-            loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
-            for start in range(0, len(train_set), config.batch_size):
-                index = order[start : start + config.batch_size]
-                x, m = inputs[index], masks[index]
-                if config.augment:
-                    x, m = _augment(x, m, generator)
-                x, m, y = x.to(device, non_blocking=True), m.to(device, non_blocking=True), labels[index].to(device)
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, amp):
-                    mask_logits = model(x)
-                loss, _ = combined_loss(
-                    mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight
-                )
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                learning_rate = optimizer.param_groups[0]["lr"]
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += loss.detach() * index.numel()
-            train_loss = float(loss_sum) / len(train_set)
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss is not finite at epoch {epoch}")
-
-            validation = _evaluate(model, val_set, config, device, amp)
-            val_loss = validation["loss"]
-            if val_loss < best_val_loss - config.min_delta:
-                best_val_loss, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-            stopped_early = config.patience is not None and bad_epochs >= config.patience and epoch < config.epochs
-            metrics = {
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_precision": validation["precision"],
-                "val_recall": validation["recall"],
-                "val_f1": validation["f1"],
-                "val_roc_auc": validation["roc_auc"],
-                "val_accuracy": validation["accuracy"],
-                "val_dice": validation["dice"],
-                "learning_rate": float(learning_rate),
-                "epoch_seconds": time.perf_counter() - epoch_started,
-            }
-            history.append({"epoch": epoch, **metrics})
+            metrics = _run_epoch(state, progress, epoch, train_set, val_set, config)
             epochs_run.append(epoch)
-
             if directory is not None:
-                payload = {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "model_config": model.config(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "best_val_loss": best_val_loss,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                    "history": history,
-                    "config": config.to_dict(),
-                    "rng": _rng_states(),
-                }
-                if best_epoch == epoch:
-                    _save_checkpoint(directory / BEST, payload)
-                if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-                    _save_checkpoint(directory / f"epoch_{epoch:04d}.pt", payload)
-                _save_checkpoint(directory / LAST, payload)
+                write_checkpoints(directory, state, progress, config)
             if on_epoch is not None:
                 on_epoch(epoch, dict(metrics))
-            if stopped_early:
-                log.info("early stopping at epoch %d (best epoch %d)", epoch, best_epoch)
+            if progress.stopped_early:
+                log.info("early stopping at epoch %d (best epoch %d)", epoch, progress.best_epoch)
                 break
 
-        completed = history[-1]["epoch"] if history else 0
-        if config.restore_best and best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
+        history = progress.history
+        if config.restore_best and progress.best_state is not None:
+            state.model.load_state_dict(progress.best_state)
+        state.model.eval()
     return TrainingResult(
-        model=model,
+        model=state.model,
         history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val_loss,
-        stopped_early=stopped_early,
-        epochs_completed=completed,
+        best_epoch=progress.best_epoch,
+        best_val_loss=progress.best_val_loss,
+        stopped_early=progress.stopped_early,
+        epochs_completed=history[-1]["epoch"] if history else 0,
         epochs_run=epochs_run,
         resumed_from=resumed_from,
         train_seconds=time.perf_counter() - started,
         checkpoint_dir=directory,
         config=config.to_dict(),
     )
+
+
+def _set_up(config: TrainingConfig, train_set: StampSet) -> TrainingState:
+    """A freshly seeded U-Net on the device, its AdamW optimiser (weight decay on convolution weights only),
+    the per-batch learning-rate schedule and the gradient scaler."""
+    device = torch.device(config.device)
+    _seed_everything(config.seed)
+    model = UNet(in_channels=train_set.inputs.shape[1], base_channels=config.base_channels, depth=config.depth)
+    model.to(device)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    lr_factor = _lr_lambda(config, math.ceil(len(train_set) / config.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    amp = config.mixed_precision and device.type == "cuda"
+    use_scaler = amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    return TrainingState(model, optimizer, scheduler, scaler, lr_factor, device, amp, use_scaler)
+
+
+def _run_epoch(
+    state: TrainingState,
+    progress: Progress,
+    epoch: int,
+    train_set: StampSet,
+    val_set: StampSet,
+    config: TrainingConfig,
+) -> dict:
+    """Train one epoch, validate, update ``progress`` (best epoch, early stopping, history); the epoch's metrics."""
+    epoch_started = time.perf_counter()
+    train_loss, learning_rate = _train_epoch(state, epoch, train_set, config)
+    validation = _evaluate(state.model, val_set, config, state.device, state.amp)
+    val_loss = validation["loss"]
+    if val_loss < progress.best_val_loss - config.min_delta:
+        progress.best_val_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
+        progress.best_state = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+    else:
+        progress.bad_epochs += 1
+    progress.stopped_early = (
+        config.patience is not None and progress.bad_epochs >= config.patience and epoch < config.epochs
+    )
+    metrics = {
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_precision": validation["precision"],
+        "val_recall": validation["recall"],
+        "val_f1": validation["f1"],
+        "val_roc_auc": validation["roc_auc"],
+        "val_accuracy": validation["accuracy"],
+        "val_dice": validation["dice"],
+        "learning_rate": float(learning_rate),
+        "epoch_seconds": time.perf_counter() - epoch_started,
+    }
+    progress.epoch = epoch
+    progress.history.append({"epoch": epoch, **metrics})
+    return metrics
+
+
+def _train_epoch(state: TrainingState, epoch: int, train_set: StampSet, config: TrainingConfig) -> tuple[float, float]:
+    """One pass over ``train_set`` in the epoch's seeded order: (mean training loss, learning rate of the last step)."""
+    model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
+    inputs = torch.from_numpy(train_set.inputs)
+    masks = torch.from_numpy(train_set.masks)[:, None]
+    labels = torch.from_numpy(train_set.labels)
+    model.train()
+    generator = _epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(train_set), generator=generator)
+    loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
+    for start in range(0, len(train_set), config.batch_size):
+        index = order[start : start + config.batch_size]
+        x, m = inputs[index], masks[index]
+        if config.augment:
+            x, m = _augment(x, m, generator)
+        x, m, y = x.to(device, non_blocking=True), m.to(device, non_blocking=True), labels[index].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, state.amp):
+            mask_logits = model(x)
+        loss, _ = combined_loss(mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight)
+        scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        learning_rate = optimizer.param_groups[0]["lr"]
+        scaler.step(optimizer)
+        scaler.update()
+        state.scheduler.step()
+        loss_sum += loss.detach() * index.numel()
+    train_loss = float(loss_sum) / len(train_set)
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(f"training loss is not finite at epoch {epoch}")
+    return train_loss, learning_rate

@@ -46,16 +46,20 @@ class DatabaseResource(ConfigurableResource):
 
     url: str | None = None
 
+    def resolved_url(self) -> str:
+        """The database this resource reads: ``url`` if set, else the configured one."""
+        return settings.resolved_database_url(self.url)
+
     def read_nights(self, table: str, nights: list[str]):
         from astrid_assets.io.tables import read_nights
 
-        return read_nights(table, nights, self.url or settings.database_url())
+        return read_nights(table, nights, self.resolved_url())
 
     def read_night_range(self, table: str, first: str, last: str, **equal):
         """Rows of ``table`` for the nights ``first`` … ``last`` where each ``column=value`` holds."""
         from astrid_assets.io.tables import read_night_range
 
-        return read_night_range(table, first, last, self.url or settings.database_url(), **equal)
+        return read_night_range(table, first, last, self.resolved_url(), **equal)
 
 
 class ModelRegistryResource(ConfigurableResource):

@@ -20,16 +20,13 @@ pixel positions and no RA/Dec.
 from __future__ import annotations
 
 import numpy as np
-import sep
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from astrid_assets.science.psf import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
+from astrid_assets.science.sources import MAX_CONTROL_POINTS, star_positions
 
 #: Header card marking a placeholder WCS (pixel grid only, no sky position).
 PLACEHOLDER_CARD = "WCSPLACE"
-#: Stars used for pattern matching (brightest first); astroalign's own default is 50.
-MAX_CONTROL_POINTS = 60
 
 
 class AlignmentError(ValueError):
@@ -40,6 +37,21 @@ def placeholder_wcs(shape: tuple[int, int], pixel_scale_arcsec: float = 1.0) -> 
     """A TAN WCS at RA = Dec = 0 for a frame of ``shape`` ``(ny, nx)``: a pixel grid, not the sky.
 
     ``pixel_scale_arcsec`` (arcsec/px) keeps seeing in arcsec meaningful where the scale is known.
+    The reference pixel is the frame's centre (``CRPIX = ((nx + 1)/2, (ny + 1)/2)``, FITS 1-based);
+    RA increases to −x (``CD1_1 < 0``), Dec to +y. The caller marks the header with
+    :data:`PLACEHOLDER_CARD`; this function does not.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the frame, px.
+    pixel_scale_arcsec : float, default 1.0
+        Pixel scale, arcsec/px.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Two-axis ``RA---TAN`` / ``DEC--TAN`` WCS with a diagonal CD matrix, deg/px.
     """
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -51,50 +63,45 @@ def placeholder_wcs(shape: tuple[int, int], pixel_scale_arcsec: float = 1.0) -> 
 
 
 def is_placeholder(header: fits.Header) -> bool:
-    """Whether a header's WCS is a :func:`placeholder_wcs` (no sky coordinates)."""
-    return bool(header.get(PLACEHOLDER_CARD, False))
+    """Whether a header's WCS is a :func:`placeholder_wcs` (no sky coordinates).
 
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        FITS header to test for a true :data:`PLACEHOLDER_CARD` (``WCSPLACE``).
 
-def star_catalogue(
-    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS,
-    aperture: float | None = None,
-) -> np.ndarray:
-    """``(x, y, flux)`` rows of the ``n`` brightest unflagged SEP detections at 5σ, brightest first.
-
-    Pixels are 0-based; ``flux`` is SEP's isophotal flux (image units), or with ``aperture`` (px) the
-    background-subtracted sum in a circle of that radius, stars whose circle touches an unusable
-    pixel or the frame's edge left out.
+    Returns
+    -------
+    bool
+        True if the card is present and true.
     """
-    frame, nonfinite = frame_for_sep(image, background)
-    bad = unusable_pixels(mask, frame.shape) | nonfinite
-    objects = find_sources(frame, noise_for_sep(rms, frame.shape), bad, threshold=5.0)
-    if objects.size == 0:
-        return np.empty((0, 3))
-    objects = objects[objects["flag"] == 0]
-    x, y, flux = objects["x"], objects["y"], objects["flux"]
-    if aperture is not None and len(objects):
-        flux, _, flags = sep.sum_circle(frame, x, y, aperture, mask=bad)
-        ny, nx = frame.shape
-        inside = (x >= aperture) & (y >= aperture) & (x < nx - 1 - aperture) & (y < ny - 1 - aperture)
-        keep = inside & ((flags & sep.APER_HASMASKED) == 0) & (flux > 0)
-        x, y, flux = x[keep], y[keep], flux[keep]
-    brightest = np.argsort(-flux)[:n]
-    return np.column_stack([x[brightest], y[brightest], flux[brightest]]).astype(np.float64)
-
-
-def star_positions(
-    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS
-) -> np.ndarray:
-    """``(x, y)`` of the ``n`` brightest unflagged SEP detections at 5σ (0-based pixels)."""
-    return star_catalogue(image, background, rms, mask, n)[:, :2]
+    return bool(header.get(PLACEHOLDER_CARD, False))
 
 
 def pixel_transform(frame_xy: np.ndarray, reference_xy: np.ndarray) -> tuple[np.ndarray, int]:
     """The 3 × 3 similarity matrix mapping frame pixels to reference pixels, and the stars it matched.
 
+    Triangle-pattern matching with astroalign (Beroiz, Cabral & Sanchez 2020), using at most
+    :data:`~.sources.MAX_CONTROL_POINTS` stars of each list.
+
+    Parameters
+    ----------
+    frame_xy : numpy.ndarray
+        ``(n, 2)`` star positions ``(x, y)`` in the frame, px (0-based), brightest first.
+    reference_xy : numpy.ndarray
+        ``(m, 2)`` star positions ``(x, y)`` in the reference, px (0-based), brightest first.
+
+    Returns
+    -------
+    matrix : numpy.ndarray
+        ``(3, 3)`` float64 homogeneous matrix: ``(x_ref, y_ref, 1)ᵀ = matrix @ (x, y, 1)ᵀ``.
+    n_matched : int
+        Number of stars matched by the transform.
+
     Raises
     ------
-    AlignmentError : fewer than 3 stars in either list, or no consistent triangle match.
+    AlignmentError
+        Fewer than 3 stars in either list, or no consistent triangle match.
     """
     import astroalign
 
@@ -110,7 +117,24 @@ def pixel_transform(frame_xy: np.ndarray, reference_xy: np.ndarray) -> tuple[np.
 
 
 def wcs_through(reference_wcs: WCS, matrix: np.ndarray) -> WCS:
-    """The reference's (linear) celestial WCS pulled back through ``q = A p + t`` (``matrix`` 3 × 3)."""
+    """The reference's (linear) celestial WCS pulled back through ``q = A p + t`` (``matrix`` 3 × 3).
+
+    ``CD_frame = CD_ref · A`` and ``CRPIX_frame = A⁻¹ (CRPIX_ref − t)`` with 0-based pixels
+    (module docstring); CTYPE, CRVAL and LONPOLE are copied, distortion terms are not.
+
+    Parameters
+    ----------
+    reference_wcs : astropy.wcs.WCS
+        WCS of the reference; its celestial part is used.
+    matrix : numpy.ndarray
+        ``(3, 3)`` homogeneous matrix mapping frame pixels ``p`` to reference pixels ``q`` (0-based,
+        :func:`pixel_transform`).
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Two-axis linear celestial WCS of the frame (CD matrix, deg/px).
+    """
     linear, shift = matrix[:2, :2], matrix[:2, 2]
     ref = reference_wcs.celestial
     wcs = WCS(naxis=2)
@@ -132,13 +156,32 @@ def align_to_reference(
 
     Parameters
     ----------
-    image, background, rms, mask : the frame (e-), its background and noise (e-, map or scalar), uint16 mask.
-    reference, reference_rms, reference_mask : the reference (background-subtracted e-), noise, mask.
-    reference_wcs : the reference's celestial WCS.
+    image : numpy.ndarray
+        The frame, e-, with sky, indexed ``[y, x]``.
+    background, rms : numpy.ndarray or float
+        Its background and noise, e- (map or scalar).
+    mask : numpy.ndarray or None
+        Its uint16 mask, or None.
+    reference : numpy.ndarray
+        The reference (background-subtracted e-).
+    reference_rms : numpy.ndarray or float
+        The reference's noise, e- (map or scalar).
+    reference_mask : numpy.ndarray or None
+        The reference's uint16 mask, or None.
+    reference_wcs : astropy.wcs.WCS
+        The reference's celestial WCS.
+
+    Returns
+    -------
+    wcs : astropy.wcs.WCS
+        The frame's WCS (:func:`wcs_through`).
+    n_matched : int
+        Stars matched between the frame and the reference.
 
     Raises
     ------
-    AlignmentError : the star patterns could not be matched.
+    AlignmentError
+        The star patterns could not be matched.
     """
     frame_xy = star_positions(image, background, rms, mask)
     reference_xy = star_positions(reference, 0.0, reference_rms, reference_mask)

@@ -6,8 +6,9 @@ Method
    (:func:`astrid_assets.science.register.register_to_reference`).
 2. Flux scales ``s_i`` (counts in frame ``i`` per count in the anchor frame) come from the
    caller (``flux_scales`` or photometric ``zero_points``: ``s_i = 10**(0.4 (zp_i − zp_a))``)
-   or from forced PSF photometry of the anchor frame's PSF stars in every frame
-   (inverse-variance weighted, clipped mean of flux ratios). Frames are divided by ``s_i``
+   or from forced PSF photometry of the anchor frame's PSF stars in every frame, each with its
+   own PSF (:func:`~astrid_assets.science.fluxratio.fit_flux_ratio`, the subtractions' fit).
+   Frames are divided by ``s_i``
    (variances by ``s_i²``), so the co-add is in the anchor frame's electrons and carries its
    zero point.
 3. Per pixel, values further than ``clip_sigma × σ_i + clip_ampfrac × |median|`` from the
@@ -39,7 +40,8 @@ from astropy.wcs import WCS
 from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
-from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf, psf_photometry
+from astrid_assets.science.fluxratio import FluxRatioError, fit_flux_ratio
+from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf
 from astrid_assets.science.register import Registered, register_to_reference
 
 #: Pixels (4-connected steps) around a pixel with many outliers (a changed source) kept unclipped.
@@ -52,16 +54,27 @@ class Coadd:
 
     Attributes
     ----------
-    image : background-subtracted co-add, e- of the anchor frame; NaN where no frame is usable.
-    variance : e-²; NaN where no frame is usable.
-    mask : uint16; ``NO_DATA`` where no frame covers, else the bits set in every covering frame.
-    n_frames : uint16 map of the number of frames averaged at each pixel.
-    psf : PSF of the co-add (None if it could not be estimated, see ``psf_error``).
-    flux_scales : ``s_i`` per input frame (counts per anchor count).
-    weights : per-frame weights ``1 / σ²_sky`` after scaling.
-    zero_point : the anchor frame's zero point (mag) when ``zero_points`` were given.
-    clipped_fraction : fraction of covered (frame, pixel) values rejected by clipping.
-    psf_error : why the PSF could not be estimated, or ``""``.
+    image : numpy.ndarray
+        float32 background-subtracted co-add, e- of the anchor frame; NaN where no frame is usable.
+    variance : numpy.ndarray
+        float32, e-²; NaN where no frame is usable.
+    mask : numpy.ndarray
+        uint16; ``NO_DATA`` where no frame is usable, else the bits set in every covering frame
+        (a frame covers a pixel where it is not ``NO_DATA``).
+    n_frames : numpy.ndarray
+        uint16 map of the number of frames averaged at each pixel (after clipping).
+    psf : PSFModel or None
+        PSF of the co-add (None if it could not be estimated, see ``psf_error``).
+    flux_scales : numpy.ndarray
+        ``s_i`` per input frame (counts per anchor count).
+    weights : numpy.ndarray
+        Per-frame weights ``1 / σ²_sky`` after scaling, (anchor e-)⁻².
+    zero_point : float or None
+        The anchor frame's zero point (mag) when ``zero_points`` were given, else None.
+    clipped_fraction : float
+        Fraction of usable (frame, pixel) values rejected by clipping.
+    psf_error : str
+        Why the PSF could not be estimated, or ``""``.
     """
 
     image: np.ndarray
@@ -90,10 +103,29 @@ def select_best_frames(
     Frames with ``fwhm <= max_fwhm_ratio × (best FWHM)`` are kept and the ``max_frames``
     deepest of them are returned (deepest first).
 
+    Frames with a non-finite or non-positive FWHM or a non-finite depth are never selected.
+
     Parameters
     ----------
-    fwhm : seeing FWHM per frame, px (or arcsec; only ratios matter).
-    depth : 5σ point-source limiting magnitude per frame (larger is deeper).
+    fwhm : sequence of float
+        Seeing FWHM per frame, px (or arcsec; only ratios matter).
+    depth : sequence of float
+        5σ point-source limiting magnitude per frame (larger is deeper).
+    max_frames : int, default 10
+        Most frames returned.
+    max_fwhm_ratio : float, default 1.3
+        Largest FWHM accepted, as a multiple of the best (smallest) FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer indices into ``fwhm`` / ``depth``, deepest first (stable on ties); empty if
+        no frame is usable.
+
+    Raises
+    ------
+    ValueError
+        If ``fwhm`` and ``depth`` differ in shape.
     """
     fwhm = np.asarray(fwhm, dtype=float)
     depth = np.asarray(depth, dtype=float)
@@ -119,33 +151,23 @@ def _register_frames(frames: Sequence[Frame], ref_wcs: WCS, ref_shape: tuple[int
 
 
 def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -> tuple[np.ndarray, list]:
-    """Flux scales from forced PSF photometry of the anchor's PSF stars in every frame."""
+    """Flux scales (counts per anchor count) from forced PSF photometry of the anchor's PSF stars in
+    every frame, each measured with its own PSF (:func:`~astrid_assets.science.fluxratio.fit_flux_ratio`)."""
     psfs = []
     for frame in registered:
         rms = np.sqrt(np.where(np.isfinite(frame.variance), frame.variance, np.nan))
         psfs.append(estimate_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
-    stars = psfs[anchor].star_xy
-    anchor_frame = registered[anchor]
-    flux_a, err_a = psf_photometry(
-        anchor_frame.image, anchor_frame.variance, psfs[anchor], stars[:, 0], stars[:, 1], anchor_frame.mask
-    )
+    reference = registered[anchor]
     scales = np.ones(len(registered))
     for index, frame in enumerate(registered):
         if index == anchor:
             continue
-        flux_i, err_i = psf_photometry(frame.image, frame.variance, psfs[index], stars[:, 0], stars[:, 1], frame.mask)
-        ratio = flux_i / flux_a
-        error = np.abs(ratio) * np.hypot(err_i / flux_i, err_a / flux_a)
-        good = np.isfinite(ratio) & np.isfinite(error) & (flux_a / err_a > 20) & (flux_i / err_i > 20)
-        if good.sum() < 3:
-            raise ValueError(f"frame {index}: fewer than 3 stars to fit its flux scale")
-        keep = good
-        for _ in range(5):
-            median = np.median(ratio[keep])
-            spread = 1.4826 * np.median(np.abs(ratio[keep] - median))
-            keep = good & (np.abs(ratio - median) <= 3.0 * np.hypot(spread, error))
-        weights = 1.0 / error[keep] ** 2
-        scales[index] = float(np.sum(weights * ratio[keep]) / np.sum(weights))
+        try:
+            fit = fit_flux_ratio(frame.image, reference.image, psfs[index], psfs[anchor], frame.variance,
+                                 reference.variance, frame.mask | reference.mask, psfs[anchor].star_xy)
+        except FluxRatioError as error:
+            raise ValueError(f"frame {index}: cannot fit its flux scale: {error}") from None
+        scales[index] = fit.ratio
     return scales, psfs
 
 
@@ -200,18 +222,39 @@ def coadd(
 
     Parameters
     ----------
-    frames : ``(image, variance, mask, wcs, background)`` per frame: image in e- with sky,
+    frames : sequence of tuple
+        ``(image, variance, mask, wcs, background)`` per frame: image in e- with sky,
         variance e-², uint16 mask (or None), celestial WCS, background map or level (e-).
-    flux_scales : counts per anchor count for each frame; or
-    zero_points : photometric zero points (mag) of the exposures as given, i.e. the magnitude
+    ref_wcs : astropy.wcs.WCS
+        Celestial WCS of the output grid.
+    ref_shape : tuple of int
+        ``(ny, nx)`` of the output grid, px.
+    flux_scales : sequence of float or None, default None
+        Counts per anchor count for each frame; or
+    zero_points : sequence of float or None, default None
+        Photometric zero points (mag) of the exposures as given, i.e. the magnitude
         of a source giving 1 e- in that exposure (for a ``MAGZP`` per e-/s add
-        ``2.5 log10(EXPTIME)``); if neither is given the scales are fitted.
-    anchor : index of the frame that sets the photometric scale.
-    clip_sigma, clip_ampfrac : clipping rule (see the module docstring).
+        ``2.5 log10(EXPTIME)``); if neither is given the scales are fitted (a single frame
+        gets scale 1).
+    anchor : int, default 0
+        Index of the frame that sets the photometric scale.
+    clip_sigma, clip_ampfrac : float, default 4.0, 0.3
+        Clipping rule (see the module docstring): σ multiple and fraction of ``|median|``;
+        clipping needs at least 3 usable values at a pixel.
+    psf_size : int, default 25
+        Odd PSF stamp side, px, for the co-add's PSF and the flux-scale fits.
+    block_rows : int, default 256
+        Rows combined at a time (memory only; no effect on the result).
+
+    Returns
+    -------
+    Coadd
+        The co-add on ``(ref_wcs, ref_shape)``.
 
     Raises
     ------
-    ValueError : no frames, inconsistent options, or a frame that cannot be registered
+    ValueError
+        No frames, inconsistent options, or a frame that cannot be registered
         (``RegistrationError``) or scaled.
     """
     if not frames:

@@ -19,13 +19,9 @@ import sep
 from astropy.wcs import WCS
 
 from astrid_assets.science import masks
-from astrid_assets.science.psf import (
-    GAUSSIAN_FWHM_PER_SIGMA,
-    ShiftablePSF,
-    as_psf_image,
-    psf_photometry,
-    render_psf,
-)
+from astrid_assets.science.photometry import psf_photometry
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import GAUSSIAN_FWHM_PER_SIGMA, ShiftablePSF, as_psf_image
 
 #: Candidate flag bits (column ``flags``).
 FLAG_MASKED = 1  #: an UNUSABLE mask pixel lies in the footprint or within one FWHM
@@ -72,6 +68,23 @@ def false_detection_expectation(
     of ``P_D`` (D is white), so ``Λ_ij = Σ_f (2π f_i)(2π f_j) |P̂_D|² / Σ_f |P̂_D|²``.
     The naive count is several times smaller (≈ 20× at u = 5 for P_D FWHM ≈ 3.5 px): a
     smooth field has more chances to exceed a high threshold than one test per element.
+
+    Parameters
+    ----------
+    n_pixels : float
+        Area searched ``A``, px.
+    difference_psf : numpy.ndarray
+        PSF stamp of the difference image ``P_D`` (any positive sum; normalised here).
+    threshold : float, default 5.0
+        Threshold ``u`` on ``|S_corr|``, in units of its standard deviation.
+    perimeter : float, default 0.0
+        Boundary length ``L`` of the searched area, px (0 ignores the boundary term).
+
+    Returns
+    -------
+    dict of str to float
+        ``naive`` and ``euler`` expected counts (both signs together) and ``p_tail`` =
+        ``P(z > threshold)`` for one sign.
     """
     from scipy.stats import norm
 
@@ -100,7 +113,18 @@ def false_detection_expectation(
 
 
 def describe_flags(flags: int) -> list[str]:
-    """Names of the candidate flags set in ``flags``, e.g. ``["EDGE", "DIPOLE"]``."""
+    """Names of the candidate flags set in ``flags``, e.g. ``["EDGE", "DIPOLE"]``.
+
+    Parameters
+    ----------
+    flags : int
+        Value of a candidate's ``flags`` column (``FLAG_*`` bits).
+
+    Returns
+    -------
+    list of str
+        Names from :data:`FLAG_NAMES` whose bit is set, in its order.
+    """
     return [name for name, bit in FLAG_NAMES.items() if int(flags) & bit]
 
 
@@ -269,30 +293,46 @@ def detect_candidates(
 
     Parameters
     ----------
-    s_corr : ZOGY's S_corr (eq. 25 of Zackay, Ofek & Gal-Yam 2016), unit variance on sky.
-    difference, difference_var : difference image in e- and its variance map, e-².
-    mask : uint16 mask on the same grid (``UNUSABLE`` → MASKED flag, ``NO_DATA`` → EDGE).
-    wcs : celestial WCS of the grid (``ra``/``dec`` NaN when None).
-    psf_fwhm : FWHM of the difference image's PSF (``ZogyResult.psf_fwhm``), px.
-    threshold : detection threshold on ``|S_corr|``.
-    edge : border width (px) flagged EDGE; default ``max(10, 3 × psf_fwhm)``. It also
-        covers the wrap-around band of the FFT convolutions.
-    difference_psf : PSF stamp of ``difference`` (``ZogyResult.P_D``); a Gaussian of
+    s_corr : numpy.ndarray
+        ZOGY's S_corr (eq. 25 of Zackay, Ofek & Gal-Yam 2016), unit variance on sky; NaN
+        read as 0.
+    difference, difference_var : numpy.ndarray
+        Difference image in e- and its variance map, e-² (NaN read as 0).
+    mask : numpy.ndarray or None
+        uint16 mask on the same grid (``UNUSABLE`` → MASKED flag, ``NO_DATA`` → EDGE and
+        excluded from extraction); None: no mask.
+    wcs : astropy.wcs.WCS or None
+        Celestial WCS of the grid (``ra``/``dec`` NaN when None).
+    psf_fwhm : float
+        FWHM of the difference image's PSF (``ZogyResult.psf_fwhm``), px.
+    threshold : float, default 5.0
+        Detection threshold on ``|S_corr|``.
+    edge : int or None, default None
+        Border width (px) flagged EDGE; default ``max(10, 3 × psf_fwhm)``. It also
+        covers the wrap-around band of the FFT convolutions. Candidates within ``edge`` px
+        of a ``NO_DATA`` pixel are flagged EDGE too.
+    difference_psf : numpy.ndarray or None, default None
+        PSF stamp of ``difference`` (``ZogyResult.P_D``); a Gaussian of
         ``psf_fwhm`` when None.
-    min_area : minimum number of pixels above threshold (1: any pixel, the honest
+    min_area : int, default 1
+        Minimum number of pixels above threshold (1: any pixel, the honest
         ``|S_corr| >= threshold`` criterion).
-    dipole_fraction : an opposite-sign lobe within 2 FWHM reaching this fraction of the
+    dipole_fraction : float, default 0.3
+        An opposite-sign lobe within 2 FWHM reaching this fraction of the
         candidate's peak (and at least 3σ) makes it a DIPOLE.
 
     Returns
     -------
-    DataFrame with one row per candidate and columns: ``id``; ``x``, ``y`` (px, sub-pixel
-    maximum of |S_corr|); ``ra``, ``dec`` (deg); ``sign`` (+1 brightening, −1 fading);
-    ``s_corr_peak`` (signed extreme of S_corr in the footprint); ``flux``, ``flux_err`` (PSF
-    fit on the difference, e-, signed); ``snr`` (``|flux| / flux_err``); ``flux_aper``,
-    ``flux_aper_err`` (circular aperture of radius ``psf_fwhm``, e-); ``fwhm`` (px),
-    ``elongation`` (a/b) from weighted moments; ``sharpness`` (3 × 3 core data / PSF model);
-    ``npix`` (pixels above threshold); ``flags`` (``FLAG_*`` bits); ``score`` in [0, 1].
+    pandas.DataFrame
+        One row per candidate, sorted by ``|s_corr_peak|`` (largest first), with columns
+        :data:`COLUMNS`: ``id``; ``x``, ``y`` (px, sub-pixel
+        maximum of |S_corr|); ``ra``, ``dec`` (deg); ``sign`` (+1 brightening, −1 fading);
+        ``s_corr_peak`` (signed extreme of S_corr in the footprint); ``flux``, ``flux_err`` (PSF
+        fit on the difference, e-, signed); ``snr`` (``|flux| / flux_err``); ``flux_aper``,
+        ``flux_aper_err`` (circular aperture of radius ``psf_fwhm``, e-); ``fwhm`` (px),
+        ``elongation`` (a/b) from weighted moments; ``sharpness`` (3 × 3 core data / PSF model);
+        ``npix`` (pixels above threshold); ``flags`` (``FLAG_*`` bits); ``score`` in [0, 1].
+        Empty (with those columns) when nothing passes the threshold.
     """
     s_corr = np.ascontiguousarray(np.nan_to_num(s_corr, nan=0.0), dtype=np.float32)
     difference = np.ascontiguousarray(np.nan_to_num(difference, nan=0.0), dtype=np.float32)
@@ -421,14 +461,25 @@ def cut_stamps(
 
     Parameters
     ----------
-    images : channel name → 2-d image, all of one shape; channels keep the dict's order.
-    x, y : centres, px (0-based).
-    size : odd side of the stamps, px; the centre pixel is ``[size // 2, size // 2]``.
-    fill : value for stamp pixels beyond the image (NaN by default; 0 for networks).
+    images : dict of str to numpy.ndarray
+        Channel name → 2-d image, all of one shape; channels keep the dict's order.
+    x, y : numpy.ndarray or float
+        Centres, px (0-based; pixel centres at integers).
+    size : int, default 63
+        Odd side of the stamps, px; the centre pixel is ``[size // 2, size // 2]``.
+    fill : float, default NaN
+        Value for stamp pixels beyond the image (NaN by default; 0 for networks), and for
+        whole stamps at non-finite centres.
 
     Returns
     -------
-    float32 array ``(n_candidates, n_channels, size, size)``.
+    numpy.ndarray
+        float32 array ``(n_candidates, n_channels, size, size)``.
+
+    Raises
+    ------
+    ValueError
+        Even ``size``, no images, or images of different shapes.
     """
     if size % 2 != 1:
         raise ValueError(f"stamp size must be odd, got {size}")

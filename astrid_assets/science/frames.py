@@ -34,6 +34,8 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +83,22 @@ _WCS_NUMBER = re.compile(r"^(?:(?:CRVAL|CRPIX|CDELT|CROTA)[12]|(?:CD|PC)[12]_[12
 
 
 class FrameError(ValueError):
-    """A frame that cannot be used; the message names night, frame and problem."""
+    """A frame that cannot be used; the message names night, frame and problem.
+
+    Parameters
+    ----------
+    night : str
+        Night the frame belongs to (as the caller names it, e.g. its partition key).
+    frame_id : str
+        Identifier of the frame within the night.
+    problem : str
+        What is wrong, as a phrase.
+
+    Attributes
+    ----------
+    night, frame_id, problem : str
+        As given; the message is ``"night {night}, frame {frame_id}: {problem}"``.
+    """
 
     def __init__(self, night: str, frame_id: str, problem: str):
         self.night, self.frame_id, self.problem = night, frame_id, problem
@@ -94,6 +111,16 @@ class HeaderValue:
 
     ``value`` is None when the header does not give it; ``source`` is human-readable, e.g.
     ``"header GAIN"`` or ``"header mean(GAINA,GAINB)"``; ``note`` holds a caveat (or "").
+
+    Attributes
+    ----------
+    value : float or None
+        The number, in the unit of what it is (gain e-/ADU, read noise e-, saturation ADU);
+        None when unknown.
+    source : str
+        Where it came from.
+    note : str
+        A caveat, or ``""``.
     """
 
     value: float | None
@@ -105,7 +132,18 @@ class HeaderValue:
 
 
 def imagetyp_card(header: fits.Header) -> str | None:
-    """The frame-type card's text as written (``IMAGETYP``, else ``OBSTYPE`` or ``FRAMETYP``)."""
+    """The frame-type card's text as written (``IMAGETYP``, else ``OBSTYPE`` or ``FRAMETYP``).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    str or None
+        The first non-empty string card, stripped; None if there is none.
+    """
     for key in IMAGETYPE_KEYS:
         value = header.get(key)
         if isinstance(value, str) and value.strip():
@@ -123,6 +161,16 @@ def image_type(header: fits.Header) -> str:
     → ``object``; a word of :data:`OTHER_WORDS` (``focus``, ``test``, ``arc``, ``comp``,
     ``acquisition``...) → ``other``.  Any other text (e.g. a target name written into the card)
     is taken as a science frame.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    str
+        One of :data:`FRAME_TYPES`.
     """
     text = imagetyp_card(header)
     if text is None:
@@ -158,7 +206,18 @@ def _number(header: fits.Header, key: str) -> float | None:
 
 def exposure_time(header: fits.Header) -> float | None:
     """Exposure time in seconds from ``EXPTIME``, ``EXPOSURE``, ``EXP_TIME`` or ``ITIME``
-    (the first present and non-negative); None if none is."""
+    (the first present and non-negative); None if none is.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    float or None
+        Exposure time, s (finite, ≥ 0; non-numeric cards are skipped).
+    """
     for key in EXPOSURE_KEYS:
         value = _number(header, key)
         if value is not None and value >= 0:
@@ -204,14 +263,38 @@ def _time_of(header: fits.Header) -> tuple[Time | None, str]:
 def observation_mjd(header: fits.Header) -> float | None:
     """MJD (UTC) of the start of the exposure from ``MJD-OBS``/``MJD_OBS``/``MJD``, else
     ``DATE-OBS`` (ISO 8601, or a date with ``TIME-OBS``/``UT``/``UTSTART``/``UTC-OBS``, or
-    ``DD/MM/YY``), else ``JD``/``JD-OBS`` − 2400000.5; None if the header has no time."""
+    ``DD/MM/YY``), else ``JD``/``JD-OBS`` − 2400000.5; None if the header has no time.
+
+    ``DD/MM/YY`` years are read as 19YY; a ``JD`` card is used only above 2 000 000.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    float or None
+        MJD, days (UTC).
+    """
     time, _ = _time_of(header)
     return None if time is None else float(time.mjd)
 
 
 def observation_date(header: fits.Header) -> str | None:
     """ISO 8601 UTC start of the exposure (``YYYY-MM-DDThh:mm:ss.sss``): ``DATE-OBS`` as written
-    when it holds date and time, else derived from the cards :func:`observation_mjd` reads."""
+    when it holds date and time, else derived from the cards :func:`observation_mjd` reads.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    str or None
+        ISO 8601 date and time (UTC; ``DATE-OBS`` stripped but otherwise as written), or None.
+    """
     date_text = header.get("DATE-OBS")
     if isinstance(date_text, str) and "T" in date_text and _parse_date(date_text, None) is not None:
         return date_text.strip()
@@ -266,6 +349,16 @@ def header_gain(header: fits.Header) -> HeaderValue:
 
     A ``BUNIT`` of electrons means gain 1 (``e-/s``: gain = exposure time, the data are a rate).
     Cards whose comment says *assumed* are ignored.  ``value`` None if nothing applies.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    HeaderValue
+        Gain, e- per stored unit (e-/ADU), with its source and any note.
     """
     found = _keyed(header, GAIN_KEYS, ("GAIN",), "gain", "mean")
     if found.value is not None:
@@ -284,7 +377,18 @@ def header_gain(header: fits.Header) -> HeaderValue:
 def header_read_noise(header: fits.Header) -> HeaderValue:
     """Read noise (e-) from ``RDNOISE``, ``READNOIS``, ``READNOISE``, ``RON``..., else the mean
     of per-amplifier ``RDNOISEA``/``RDNOISEB``... (or ``READNSEA``...).  A read noise of 0 is
-    taken as given only when not marked assumed.  ``value`` None if absent."""
+    taken as given only when not marked assumed.  ``value`` None if absent.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    HeaderValue
+        Read noise, e- rms, with its source and any note (per-amplifier cards must be > 0).
+    """
     return _keyed(header, READ_NOISE_KEYS, ("RDNOISE", "READNSE", "RDNOIS", "RON"), "read-noise", "mean",
                   positive=False)
 
@@ -292,14 +396,38 @@ def header_read_noise(header: fits.Header) -> HeaderValue:
 def header_saturation(header: fits.Header) -> HeaderValue:
     """Saturation level (ADU, in the units of the stored pixels) from ``SATURATE``,
     ``DATAMAX`` or ``SATLEVEL``, else the minimum of the per-amplifier ``SATURATA``,
-    ``SATURATB``... (the lowest amplifier limits the frame).  ``value`` None if absent."""
+    ``SATURATB``... (the lowest amplifier limits the frame).  ``value`` None if absent.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    HeaderValue
+        Saturation level, ADU (stored pixel units), with its source and any note.
+    """
     return _keyed(header, SATURATION_KEYS, ("SATURAT",), "saturation", "min")
 
 
 def original_pixel_type(header: fits.Header, image: np.ndarray | None = None) -> str:
     """Numpy name of the pixel type of the original file (``uint16`` for ``BITPIX = 16`` with
     ``BZERO = 32768``), from the :data:`ORIGINAL_TYPE_CARD` card, else ``BITPIX``/``BZERO``, else
-    the type of ``image``."""
+    the type of ``image``.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Header of the frame (as stored, or as read by :func:`read_frame`).
+    image : numpy.ndarray or None, default None
+        The pixels, whose dtype is the last resort.
+
+    Returns
+    -------
+    str
+        numpy dtype name (``"uint16"``, ``"int32"``, ``"float32"``...), or ``"unknown"``.
+    """
     card = header.get(ORIGINAL_TYPE_CARD)
     if isinstance(card, str) and card:
         return card
@@ -320,11 +448,56 @@ def original_pixel_type(header: fits.Header, image: np.ndarray | None = None) ->
 # --------------------------------------------------------------------------- WCS
 
 
+@contextmanager
+def astropy_warnings_silenced() -> Iterator[None]:
+    """Astropy's warnings silenced inside the block (FITS card fixes, WCS keyword notes): headers of
+    every acquisition software trip them, and a frame's real problems are reported by name instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        yield
+
+
+def header_wcs(header: fits.Header) -> WCS:
+    """The celestial WCS of ``header`` as it stands (astropy's errors on a malformed one propagate);
+    :func:`celestial_wcs` is the checking reader for frames as they arrive.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Celestial part of the header's WCS (no axes when the header has none).
+    """
+    with astropy_warnings_silenced():
+        return WCS(header).celestial
+
+
 def celestial_wcs(header: fits.Header, shape: tuple[int, int] | None = None) -> tuple[WCS | None, str | None]:
     """``(wcs, problem)``: the header's celestial WCS, or ``(None, None)`` if it has none, or
     ``(None, problem)`` if its WCS cards are malformed: a non-numeric ``CRVAL``/``CRPIX``/
     ``CDELT``/``CD``/``PC`` card, a singular ``CD`` matrix or a zero ``CDELT`` (which astropy
-    would silently "fix"), or cards astropy cannot build or apply (unknown projection...)."""
+    would silently "fix"), or cards astropy cannot build or apply (unknown projection...).
+
+    The WCS must give a finite sky position at the frame centre ``((nx − 1)/2, (ny − 1)/2)``
+    (0-based pixels).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+    shape : tuple of int or None, default None
+        ``(ny, nx)`` of the image; None reads ``NAXIS2``/``NAXIS1`` (1 when absent).
+
+    Returns
+    -------
+    wcs : astropy.wcs.WCS or None
+        The celestial WCS, or None.
+    problem : str or None
+        Why the WCS is malformed, or None.
+    """
     if not any(_WCS_KEY.match(key) for key in header):
         return None, None
     for key in header:
@@ -337,8 +510,7 @@ def celestial_wcs(header: fits.Header, shape: tuple[int, int] | None = None) -> 
     elif any(header.get(f"CDELT{i}") == 0 for i in (1, 2)):
         return None, "malformed WCS (CDELT of zero)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
+        with astropy_warnings_silenced():
             wcs = WCS(header)
             if not wcs.has_celestial:
                 return None, None
@@ -353,7 +525,18 @@ def celestial_wcs(header: fits.Header, shape: tuple[int, int] | None = None) -> 
 
 
 def strip_wcs(header: fits.Header) -> fits.Header:
-    """A copy of ``header`` without its WCS cards (``CTYPEi``, ``CRVALi``, ``CDi_j``, SIP...)."""
+    """A copy of ``header`` without its WCS cards (``CTYPEi``, ``CRVALi``, ``CDi_j``, SIP...).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The copy; ``header`` is not modified.
+    """
     stripped = header.copy()
     for key in [key for key in stripped if _WCS_KEY.match(key)]:
         del stripped[key]
@@ -371,10 +554,32 @@ def read_frame(fits_bytes: bytes, night: str, frame_id: str) -> tuple[np.ndarray
     type of the original file is recorded in the ``ORIGTYPE`` card (integer data are evidence
     of a raw frame, and set the ADC ceiling).  A frame without a celestial WCS is accepted; a
     malformed WCS is removed and its problem written to the ``WCSPROB`` card.
+
+    Parameters
+    ----------
+    fits_bytes : bytes
+        Content of the FITS file.
+    night : str
+        Night of the frame, for :class:`FrameError` messages.
+    frame_id : str
+        Identifier of the frame, for :class:`FrameError` messages.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        2-d ``float32`` image as stored (ADU for raw data; BZERO/BSCALE applied by astropy),
+        indexed ``[y, x]``.
+    header : astropy.io.fits.Header
+        Merged header with ``ORIGTYPE`` (and ``WCSPROB`` where the WCS was removed).
+
+    Raises
+    ------
+    FrameError
+        Unreadable FITS, no image data, an image that is not 2-d or not numeric, or one
+        with no finite pixel.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
+        with astropy_warnings_silenced():
             with fits.open(io.BytesIO(fits_bytes), memmap=False) as hdus:
                 hdu = next((h for h in hdus if getattr(h, "data", None) is not None), None)
                 if hdu is None:
@@ -410,7 +615,21 @@ def read_frame(fits_bytes: bytes, night: str, frame_id: str) -> tuple[np.ndarray
 def normalised_cards(header: fits.Header) -> list[tuple[str, object, str]]:
     """Standard cards (``EXPTIME``, ``MJD-OBS``, ``DATE-OBS``) a header lacks but can be derived
     from its other cards (``EXPOSURE``, ``JD``, ``DATE-OBS`` + ``TIME-OBS``...), for later steps
-    that read only the standard names."""
+    that read only the standard names.
+
+    A ``DATE-OBS`` without a time is replaced, its original text kept in ``DATEORIG``.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+
+    Returns
+    -------
+    list of tuple
+        ``(keyword, value, comment)`` cards to add: ``EXPTIME`` (s), ``MJD-OBS`` (d, UTC, 8
+        decimals), ``DATEORIG`` and ``DATE-OBS`` (ISO 8601 UTC); the header is not modified.
+    """
     cards: list[tuple[str, object, str]] = []
     exptime = exposure_time(header)
     if _number(header, "EXPTIME") is None and exptime is not None:
@@ -429,7 +648,20 @@ def normalised_cards(header: fits.Header) -> list[tuple[str, object, str]]:
 
 
 def provenance_cards(asset: str, partition: str) -> list[tuple[str, str, str]]:
-    """Header cards recording which asset, partition and code version wrote a file."""
+    """Header cards recording which asset, partition and code version wrote a file.
+
+    Parameters
+    ----------
+    asset : str
+        Name of the Dagster asset writing the file (``ASSET`` card).
+    partition : str
+        Partition key (``PARTITN`` card).
+
+    Returns
+    -------
+    list of tuple of str
+        ``(keyword, value, comment)`` for ``ASSET``, ``PARTITN`` and ``CODEVER``.
+    """
     return [
         ("ASSET", asset, "AstrID asset that wrote this file"),
         ("PARTITN", partition, "AstrID partition"),
@@ -438,7 +670,19 @@ def provenance_cards(asset: str, partition: str) -> list[tuple[str, str, str]]:
 
 
 def to_fits_bytes(hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> bytes:
-    """Serialise HDUs (the first becomes the primary) to FITS bytes."""
+    """Serialise HDUs (the first becomes the primary) to FITS bytes.
+
+    Parameters
+    ----------
+    hdus : list of astropy.io.fits.ImageHDU or astropy.io.fits.PrimaryHDU
+        At least one HDU; a first ``ImageHDU`` is turned into a ``PrimaryHDU`` with its data and
+        header. Cards are fixed silently (``output_verify="silentfix"``).
+
+    Returns
+    -------
+    bytes
+        The FITS file.
+    """
     first, *rest = hdus
     primary = first if isinstance(first, fits.PrimaryHDU) else fits.PrimaryHDU(first.data, first.header)
     buffer = io.BytesIO()
@@ -447,7 +691,18 @@ def to_fits_bytes(hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> bytes:
 
 
 def read_extensions(fits_bytes: bytes) -> dict[str, tuple[np.ndarray, fits.Header]]:
-    """Every image HDU of a multi-extension FITS, by ``EXTNAME`` (the primary as ``PRIMARY``)."""
+    """Every image HDU of a multi-extension FITS, by ``EXTNAME`` (the primary as ``PRIMARY``).
+
+    Parameters
+    ----------
+    fits_bytes : bytes
+        Content of the FITS file.
+
+    Returns
+    -------
+    dict of str to tuple of (numpy.ndarray, astropy.io.fits.Header)
+        Data (as stored) and a copy of the header of every HDU that has data.
+    """
     with fits.open(io.BytesIO(fits_bytes), memmap=False) as hdus:
         return {
             (hdu.name or "PRIMARY"): (np.asarray(hdu.data), hdu.header.copy())

@@ -1,4 +1,5 @@
-"""Artificial point sources: injection at a chosen S/N, catalogue matching, completeness.
+"""Artificial point sources: injection at a chosen S/N, catalogue matching, completeness, and the
+nightly injection–recovery test of a frame through the differencing (:func:`injection_recovery`).
 
 S/N convention: the PSF-optimal signal-to-noise of a point source of flux ``F`` (e-) at
 ``(x, y)`` against a variance map ``V`` (e-²) is
@@ -18,9 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 
-from astrid_assets.science.psf import PSFModel, ShiftablePSF, as_psf_image
+from astrid_assets.science import masks
+from astrid_assets.science.pipeline import PSF_STAR_LIMITS, difference_frame, find_candidates, on_reference_sky
+from astrid_assets.science.products import CalibratedFrame, Reference
+from astrid_assets.science.psf import PSFModel, ShiftablePSF, as_psf_image, estimate_psf
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,19 @@ class Injection:
 
     ``x``, ``y`` (px), ``flux`` (e-, inside the PSF stamp) and ``snr`` (PSF-optimal, against
     the input variance) per source.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        float32 copy of the image with the sources added, e-.
+    variance : numpy.ndarray
+        float32 copy of the variance, e-², plus the sources' expected counts when ``poisson``.
+    x, y : numpy.ndarray
+        Source positions, px (0-based, pixel centres at integers).
+    flux : numpy.ndarray
+        Source fluxes, e- inside the PSF stamp.
+    snr : numpy.ndarray
+        PSF-optimal S/N against the input variance.
     """
 
     image: np.ndarray
@@ -47,6 +65,21 @@ class Completeness:
     (NaN for empty bins), ``fraction_err`` (binomial standard error ``sqrt(f(1 − f)/n)``,
     floored at ``1/(2n)``), and ``snr_50``: the S/N where the completeness first reaches 50 %,
     linearly interpolated between bin centres (NaN when not bracketed by the bins).
+
+    Attributes
+    ----------
+    bin_edges : numpy.ndarray
+        ``n + 1`` S/N bin edges.
+    bin_centres : numpy.ndarray
+        ``n`` bin centres (mid-points), S/N.
+    n_injected, n_recovered : numpy.ndarray
+        Sources injected and recovered per bin.
+    fraction : numpy.ndarray
+        Recovered fraction per bin (NaN for empty bins).
+    fraction_err : numpy.ndarray
+        Binomial standard error, floored at ``1/(2n)`` (NaN for empty bins).
+    snr_50 : float
+        S/N of 50 % completeness, or NaN.
     """
 
     bin_edges: np.ndarray
@@ -75,7 +108,34 @@ def psf_optimal_snr(
     y: np.ndarray,
     shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """PSF-optimal S/N of sources of ``flux`` (e-) at ``(x, y)`` against ``variance`` (e-²)."""
+    """PSF-optimal S/N of sources of ``flux`` (e-) at ``(x, y)`` against ``variance`` (e-²).
+
+    ``S/N = F · sqrt(Σ P² / V)`` over the PSF stamp shifted to each position (module docstring);
+    stamp pixels off the image or with a non-finite or non-positive variance are left out.
+
+    Parameters
+    ----------
+    flux : numpy.ndarray
+        Source fluxes, e- inside the PSF stamp (scalar or one per position).
+    psf : PSFModel or numpy.ndarray
+        PSF (normalised to unit sum here).
+    variance : numpy.ndarray or float
+        Variance map, e-², or a scalar (then ``shape`` is needed).
+    x, y : numpy.ndarray
+        Positions, px (0-based, pixel centres at integers).
+    shape : tuple of int or None, default None
+        ``(ny, nx)`` of the image, for a scalar ``variance``.
+
+    Returns
+    -------
+    numpy.ndarray
+        S/N per position.
+
+    Raises
+    ------
+    ValueError
+        A scalar ``variance`` without ``shape``.
+    """
     return np.asarray(flux, float) * _optimal_weight(psf, variance, x, y, shape)
 
 
@@ -128,9 +188,34 @@ def inject_sources(
 
     Parameters
     ----------
-    image : e- (sky subtracted or not), not modified.
-    variance : e-², not modified.
-    psf : PSF of ``image`` (unit-sum stamp or :class:`PSFModel`).
+    image : numpy.ndarray
+        e- (sky subtracted or not), not modified; indexed ``[y, x]``.
+    variance : numpy.ndarray
+        e-², not modified.
+    psf : PSFModel or numpy.ndarray
+        PSF of ``image`` (unit-sum stamp or :class:`PSFModel`; normalised here). Its negative
+        pixels are clipped to 0 when adding a source.
+    x, y : numpy.ndarray
+        Positions, px (0-based, pixel centres at integers); stamps are clipped at the edges.
+    snr : numpy.ndarray or float or None, default None
+        PSF-optimal S/N per source (scalar broadcast).
+    flux : numpy.ndarray or float or None, default None
+        Flux per source, e- inside the PSF stamp (scalar broadcast).
+    rng : numpy.random.Generator or None, default None
+        Random generator for the Poisson draws; None: a fresh unseeded one.
+    poisson : bool, default True
+        Draw the sources' counts from a Poisson distribution (positive fluxes only) and add
+        their expected counts to the variance.
+
+    Returns
+    -------
+    Injection
+        The new image and variance and the truth table.
+
+    Raises
+    ------
+    ValueError
+        Unless exactly one of ``snr`` and ``flux`` is given, or for a scalar ``variance``.
     """
     if (snr is None) == (flux is None):
         raise ValueError("give exactly one of snr or flux")
@@ -162,9 +247,19 @@ def inject_sources(
 def match_catalogues(truth_xy: np.ndarray, detected_xy: np.ndarray, radius: float = 1.5) -> np.ndarray:
     """One-to-one match of detections to truth within ``radius`` px, closest pairs first.
 
+    Parameters
+    ----------
+    truth_xy : numpy.ndarray
+        ``(n, 2)`` true positions ``(x, y)``, px.
+    detected_xy : numpy.ndarray
+        ``(m, 2)`` detected positions ``(x, y)``, px, on the same grid.
+    radius : float, default 1.5
+        Largest match distance, px.
+
     Returns
     -------
-    int array, one per truth entry: the index of its detection, or -1 when unmatched.
+    numpy.ndarray
+        int array, one per truth entry: the index of its detection, or -1 when unmatched.
     """
     truth_xy = np.asarray(truth_xy, float).reshape(-1, 2)
     detected_xy = np.asarray(detected_xy, float).reshape(-1, 2)
@@ -186,9 +281,17 @@ def completeness(truth_snr: np.ndarray, recovered: np.ndarray, bins: np.ndarray 
 
     Parameters
     ----------
-    truth_snr : injected S/N per source.
-    recovered : bool per source (e.g. ``match_catalogues(...) >= 0``).
-    bins : bin edges in S/N, or a number of equal-width bins over the range.
+    truth_snr : numpy.ndarray
+        Injected S/N per source.
+    recovered : numpy.ndarray of bool
+        Bool per source (e.g. ``match_catalogues(...) >= 0``).
+    bins : numpy.ndarray or int, default 10
+        Bin edges in S/N, or a number of equal-width bins over the range.
+
+    Returns
+    -------
+    Completeness
+        Counts, fractions and errors per bin and ``snr_50``.
     """
     truth_snr = np.asarray(truth_snr, float)
     recovered = np.asarray(recovered, bool)
@@ -210,3 +313,168 @@ def _snr_at_half(centres: np.ndarray, fraction: np.ndarray) -> float:
         if f[k - 1] < 0.5 <= f[k]:
             return float(c[k - 1] + (0.5 - f[k - 1]) * (c[k] - c[k - 1]) / (f[k] - f[k - 1]))
     return float("nan")
+
+
+# --------------------------------------------------------------------------- a frame through the differencing
+
+
+@dataclass
+class InjectionRecovery:
+    """Outcome of injecting fake point sources into one frame and searching for them."""
+
+    snr: np.ndarray  #: expected PSF-optimal S/N of each fake
+    recovered: np.ndarray  #: bool per fake
+    position_error: np.ndarray  #: px on the reference grid, NaN where not recovered
+    false_detections: int  #: detections matching neither a fake nor a detection of the untouched frame
+
+
+def fake_positions(frame: CalibratedFrame, reference: Reference, n: int, rng: np.random.Generator,
+                   margin: int = 40, min_separation: float = 20.0) -> np.ndarray:
+    """Up to ``n`` positions (frame pixels, ``(x, y)``) on clean pixels inside the reference's overlap.
+
+    Positions are drawn uniformly, at most ``20 n`` times; a draw is kept when no pixel of the 7 × 7
+    box around it is ``UNUSABLE``, it lies at least ``margin`` px inside both the frame and the
+    reference (through the WCS), and at least ``min_separation`` px from the positions kept.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The frame, with a WCS.
+    reference : Reference
+        The reference, with a WCS.
+    n : int
+        Positions wanted.
+    rng : numpy.random.Generator
+        Random generator.
+    margin : int, default 40
+        Distance from the frame's and the reference's borders, px.
+    min_separation : float, default 20.0
+        Smallest distance between two positions, px.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, 2)`` positions ``(x, y)``, frame px (0-based), ``m ≤ n``.
+    """
+    ny, nx = frame.science.shape
+    world = frame.wcs.pixel_to_world
+    positions: list[tuple[float, float]] = []
+    for _ in range(n * 20):
+        if len(positions) == n:
+            break
+        x, y = rng.uniform(margin, nx - margin), rng.uniform(margin, ny - margin)
+        iy, ix = int(round(y)), int(round(x))
+        if (frame.mask[iy - 3: iy + 4, ix - 3: ix + 4] & masks.UNUSABLE).any():
+            continue
+        rx, ry = reference.wcs.world_to_pixel(world(x, y))
+        if not (margin <= rx < reference.image.shape[1] - margin and margin <= ry < reference.image.shape[0] - margin):
+            continue
+        if positions and np.min(np.hypot(*(np.array(positions) - (x, y)).T)) < min_separation:
+            continue
+        positions.append((x, y))
+    return np.array(positions).reshape(-1, 2)
+
+
+def injection_recovery(
+    frame: CalibratedFrame, reference: Reference, original: pd.DataFrame, rng: np.random.Generator,
+    n_fakes: int = 60, snr_range: tuple[float, float] = (3.0, 30.0), match_radius: float = 1.5,
+    threshold: float = 5.0, method: str = "zogy",
+) -> InjectionRecovery:
+    """Inject fakes with the frame's measured PSF into a copy of it, difference, detect, match.
+
+    Fakes get S/N uniform in ``snr_range`` (PSF-optimal against the frame's variance) on clean
+    pixels; a fake is recovered when a positive candidate lies within ``match_radius`` px of its
+    position on the reference grid. False detections are candidates matching neither a fake nor
+    a candidate of the untouched frame (``original``).
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The calibrated frame (e-, sky included); put on the reference's sky first
+        (:func:`~.pipeline.on_reference_sky`).
+    reference : Reference
+        Its field's reference.
+    original : pandas.DataFrame
+        Candidates of the untouched frame (columns ``x``, ``y``, reference px).
+    rng : numpy.random.Generator
+        Random generator for positions, S/N and Poisson noise.
+    n_fakes : int, default 60
+        Fakes wanted (fewer when too few clean positions are found).
+    snr_range : tuple of float, default (3.0, 30.0)
+        Range of the uniform S/N distribution.
+    match_radius : float, default 1.5
+        Match radius, reference px.
+    threshold : float, default 5.0
+        Detection threshold on ``|score|``.
+    method : {"zogy", "classic"}, default "zogy"
+        Subtraction method (:func:`~.pipeline.difference_frame`).
+
+    Returns
+    -------
+    InjectionRecovery
+        Expected S/N, recovery and position error per fake, and the false-detection count.
+
+    Raises
+    ------
+    RegistrationError, PSFError
+        As :func:`~.pipeline.difference_frame` and :func:`~.psf.estimate_psf` raise them.
+    """
+    frame, _ = on_reference_sky(frame, reference)
+    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
+    xy = fake_positions(frame, reference, n_fakes, rng)
+    snr = rng.uniform(*snr_range, size=len(xy))
+    injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], snr=snr, rng=rng)
+    fake_frame = CalibratedFrame(injected.image, frame.mask, injected.variance, frame.background,
+                                 frame.background_rms, frame.header)
+    difference = difference_frame(fake_frame, reference, method=method)
+    candidates, _ = find_candidates(difference, reference.wcs, threshold)
+    ref_x, ref_y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
+    truth_xy = np.column_stack([ref_x, ref_y])
+    positive = candidates[candidates.sign > 0]
+    match = match_catalogues(truth_xy, positive[["x", "y"]].to_numpy(), radius=match_radius)
+    recovered = match >= 0
+    error = np.full(len(xy), np.nan)
+    if recovered.any():
+        found = positive.iloc[match[recovered]]
+        error[recovered] = np.hypot(found.x.to_numpy() - ref_x[recovered], found.y.to_numpy() - ref_y[recovered])
+    matched_fakes = set(positive.index[match[recovered]])
+    others = candidates.drop(index=list(matched_fakes))
+    if len(others) and len(original):
+        known = match_catalogues(others[["x", "y"]].to_numpy(), original[["x", "y"]].to_numpy(), radius=match_radius)
+        false_detections = int((known < 0).sum())
+    else:
+        false_detections = len(others)
+    return InjectionRecovery(snr=injected.snr, recovered=recovered, position_error=error,
+                             false_detections=false_detections)
+
+
+SNR_BINS = np.arange(3, 33, 3)
+
+
+def summarise_completeness(snr: np.ndarray, recovered: np.ndarray, bins: np.ndarray = SNR_BINS) -> dict:
+    """Completeness per S/N bin, the S/N of 50 % completeness and completeness at S/N ≥ 10.
+
+    Parameters
+    ----------
+    snr : numpy.ndarray
+        Expected S/N per fake.
+    recovered : numpy.ndarray of bool
+        Whether each fake was recovered.
+    bins : numpy.ndarray, default SNR_BINS
+        S/N bin edges.
+
+    Returns
+    -------
+    dict
+        ``bin_centres``, ``fraction`` (−1 for empty bins), ``n_injected`` (lists), ``snr_50`` and
+        ``completeness_snr_ge_10`` (floats, NaN when undefined).
+    """
+    curve = completeness(snr, recovered, bins)
+    bright = snr >= 10
+    return {
+        "bin_centres": curve.bin_centres.tolist(),
+        "fraction": np.nan_to_num(curve.fraction, nan=-1).tolist(),
+        "n_injected": curve.n_injected.tolist(),
+        "snr_50": float(curve.snr_50),
+        "completeness_snr_ge_10": float(recovered[bright].mean()) if bright.any() else float("nan"),
+    }

@@ -26,5 +26,16 @@ UNUSABLE = SATURATED | BAD_PIXEL | COSMIC_RAY | NO_DATA
 
 
 def describe(mask_value: int) -> list[str]:
-    """Names of the flags set in one mask value, e.g. ``describe(5) == ['SATURATED', 'COSMIC_RAY']``."""
+    """Names of the flags set in one mask value, e.g. ``describe(5) == ['SATURATED', 'COSMIC_RAY']``.
+
+    Parameters
+    ----------
+    mask_value : int
+        One pixel's ``uint16`` mask value (any integer; bits outside :data:`NAMES` are ignored).
+
+    Returns
+    -------
+    list of str
+        Flag names set in ``mask_value``, in the order of :data:`NAMES` (lowest bit first).
+    """
     return [name for name, bit in NAMES.items() if int(mask_value) & int(bit)]

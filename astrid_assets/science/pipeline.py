@@ -1,24 +1,20 @@
 """One frame through differencing and detection: the science the nightly assets run.
 
-Composes the core steps — WCS registration (:mod:`.register`), PSF estimation (:mod:`.psf`),
-ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27; :mod:`.zogy`) or the
-classic PSF-matched subtraction, SEP extraction on S_corr (:mod:`.detect`) — and the nightly
-injection–recovery test (:mod:`.inject`). Images are in electrons, pixel coordinates 0-based
-``[y, x]``; every array lives on the reference's pixel grid once registered.
+Composes the core steps — star-pattern alignment of frames without a WCS (:mod:`.align`), WCS
+registration (:mod:`.register`), PSF estimation (:mod:`.psf`), the reference co-add
+(:mod:`.coadd`), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27;
+:mod:`.zogy`) or the classic PSF-matched subtraction, and SEP extraction on the score
+(:mod:`.detect`). The image products are in :mod:`.products`; the nightly injection–recovery
+test in :mod:`.inject`. Images are in electrons, pixel coordinates 0-based ``[y, x]``; every
+array lives on the reference's pixel grid once registered.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
-from astrid_assets.science import masks
 from astrid_assets.science.align import (
     PLACEHOLDER_CARD,
     AlignmentError,
@@ -26,85 +22,48 @@ from astrid_assets.science.align import (
     is_placeholder,
     placeholder_wcs,
 )
+from astrid_assets.science.classic import classic_subtraction
 from astrid_assets.science.coadd import coadd, select_best_frames
 from astrid_assets.science.detect import cut_stamps, detect_candidates
-from astrid_assets.science.inject import completeness, inject_sources, match_catalogues
-from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf, measure_fwhm
+from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
+from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf
 from astrid_assets.science.register import (
     RegistrationError,
     measure_registration_residuals,
     register_to_reference,
 )
-from astrid_assets.science.zogy import classic_subtraction, zogy
+from astrid_assets.science.zogy import zogy
 
-STAMP_SIZE = 63
 #: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
 #: at high latitude holds only a handful of stars above the estimator's stricter defaults.
 PSF_STAR_LIMITS = {"min_snr": 15.0, "min_stars": 3}
-STAMP_CHANNELS = ("science", "reference", "difference")
 
 
-def celestial_wcs(header: fits.Header) -> WCS:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        return WCS(header).celestial
-
-
-@dataclass
-class CalibratedImage:
-    """A calibrated frame as stored by ``calibrated_frames`` (all maps in e- or e-²)."""
-
-    science: np.ndarray
-    mask: np.ndarray
-    variance: np.ndarray
-    background: np.ndarray
-    background_rms: np.ndarray
-    header: fits.Header
-
-    @classmethod
-    def from_extensions(cls, extensions: dict) -> CalibratedImage:
-        science, header = extensions["SCI"]
-        return cls(
-            science=science.astype(np.float32), mask=extensions["MASK"][0].astype(np.uint16),
-            variance=extensions["VARIANCE"][0].astype(np.float32),
-            background=extensions["BKG"][0].astype(np.float32),
-            background_rms=extensions["BKGRMS"][0].astype(np.float32), header=header,
-        )
-
-    @property
-    def wcs(self) -> WCS:
-        return celestial_wcs(self.header)
-
-    @property
-    def has_wcs(self) -> bool:
-        """Whether the header holds a celestial WCS (its own, or one borrowed by star patterns)."""
-        try:
-            return bool(self.wcs.has_celestial)
-        except Exception:  # a malformed WCS counts as none
-            return False
-
-    @property
-    def sky_sigma(self) -> float:
-        """Median background noise per pixel, e-."""
-        return float(np.median(self.background_rms))
-
-    def with_wcs(self, wcs: WCS, how: str) -> CalibratedImage:
-        """A copy whose header carries ``wcs`` (celestial cards replaced) and ``WCSALIGN = how``."""
-        header = self.header.copy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            for key in list(WCS(header).celestial.to_header(relax=True)) + ["CD1_1", "CD1_2", "CD2_1", "CD2_2"]:
-                header.remove(key, ignore_missing=True, remove_all=True)
-        header.update(wcs.to_header(relax=True))
-        header["WCSALIGN"] = (how, "how this frame's WCS was obtained")
-        return CalibratedImage(self.science, self.mask, self.variance, self.background, self.background_rms, header)
-
-
-def on_reference_sky(frame: CalibratedImage, reference: Reference) -> tuple[CalibratedImage, str]:
+def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[CalibratedFrame, str]:
     """The frame with a WCS on the reference's grid, and how it was registered (``wcs`` or ``star-pattern``).
 
     A frame without a WCS, or any frame when the reference's grid is a placeholder (a field whose
-    frames have no WCS), is matched to the reference by star patterns (:mod:`.align`).
+    frames have no WCS), is matched to the reference by star patterns (:mod:`.align`). A frame
+    whose header has ``WCSALIGN`` (already aligned) is returned as it is.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The calibrated frame (e-, sky included).
+    reference : Reference
+        The field's reference.
+
+    Returns
+    -------
+    frame : CalibratedFrame
+        The frame, or a copy carrying the borrowed WCS (:meth:`~.products.CalibratedFrame.with_wcs`).
+    registration : str
+        ``"wcs"``, ``"star-pattern"`` or the frame's ``WCSALIGN`` value.
+
+    Raises
+    ------
+    RegistrationError
+        If the star patterns do not match.
     """
     if frame.has_wcs and (not is_placeholder(reference.header) or frame.header.get("WCSALIGN")):
         return frame, str(frame.header.get("WCSALIGN", "wcs"))
@@ -116,58 +75,23 @@ def on_reference_sky(frame: CalibratedImage, reference: Reference) -> tuple[Cali
     return frame.with_wcs(wcs, "star-pattern"), "star-pattern"
 
 
-@dataclass
-class Reference:
-    """A field's deep reference: background-subtracted co-add (e-), variance, mask and PSF."""
-
-    image: np.ndarray
-    variance: np.ndarray
-    mask: np.ndarray
-    psf: np.ndarray
-    header: fits.Header  #: carries the reference grid's WCS
-
-    @property
-    def wcs(self) -> WCS:
-        return celestial_wcs(self.header)
-
-    @property
-    def sky_sigma(self) -> float:
-        usable = (self.mask & masks.UNUSABLE) == 0
-        return float(np.sqrt(np.nanmedian(self.variance[usable])))
-
-    def to_hdus(self) -> list:
-        primary = fits.PrimaryHDU(self.image.astype(np.float32), self.header)
-        primary.name = "REF"
-        return [
-            primary,
-            fits.ImageHDU(self.variance.astype(np.float32), name="VARIANCE"),
-            fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
-            fits.ImageHDU(self.psf.astype(np.float32), name="PSF"),
-        ]
-
-    @classmethod
-    def from_extensions(cls, extensions: dict) -> Reference:
-        image, header = extensions["REF"]
-        return cls(
-            image=image.astype(np.float32), variance=extensions["VARIANCE"][0].astype(np.float32),
-            mask=extensions["MASK"][0].astype(np.uint16), psf=extensions["PSF"][0].astype(np.float32),
-            header=header,
-        )
-
-
 def build_reference(
-    frames: list[CalibratedImage], fwhm: list[float], depth: list[float], max_frames: int = 10
+    frames: list[CalibratedFrame], fwhm: list[float], depth: list[float], max_frames: int = 10
 ) -> tuple[Reference, list[int]]:
     """Co-add the best frames (by FWHM and depth) onto the best frame's grid.
 
     Parameters
     ----------
-    frames : calibrated frames of one field (e-).
-    fwhm : PSF FWHM per frame, px.
-    depth : depth per frame, magnitudes or any logarithmic measure where larger is deeper (e.g.
+    frames : list of CalibratedFrame
+        Calibrated frames of one field (e-).
+    fwhm : list of float
+        PSF FWHM per frame, px.
+    depth : list of float
+        Depth per frame, magnitudes or any logarithmic measure where larger is deeper (e.g.
         ``-2.5 log10(limiting flux / exposure time)`` when no zero point is known): only its
         order matters.
-    max_frames : most frames co-added.
+    max_frames : int, default 10
+        Most frames co-added.
 
     Flux scales come from the photometric zero points when every chosen frame has ``MAGZP``
     (magnitude of 1 e-/s): frame ``i`` collects ``10**(0.4 (MAGZP_i − MAGZP_a)) · t_i / t_a``
@@ -182,6 +106,25 @@ def build_reference(
 
     Returns the reference and the indices of the frames used. Raises :class:`PSFError` when
     the co-add's PSF cannot be estimated, ``ValueError`` when no frame has a finite FWHM and depth.
+
+    Returns
+    -------
+    reference : Reference
+        Background-subtracted co-add (e- of the anchor; NaN replaced by 0, variance NaN by its
+        maximum), mask, PSF stamp and header (WCS, ``NFRAMES``, ``FWHM`` px, ``BUNIT``, ``MAGZP``,
+        ``EXPTIME``).
+    chosen : list of int
+        Indices into ``frames`` of the frames used, anchor first.
+
+    Raises
+    ------
+    PSFError
+        The co-add's PSF cannot be estimated.
+    ValueError
+        No frame has a finite FWHM and depth (or a frame cannot be registered or scaled,
+        :func:`~.coadd.coadd`).
+    RegistrationError
+        A frame without a WCS cannot be matched by star patterns.
     """
     chosen = [int(i) for i in select_best_frames(fwhm, depth, max_frames=max_frames)]
     if not chosen:
@@ -227,61 +170,6 @@ def build_reference(
     variance = np.where(np.isfinite(stack.variance), stack.variance, np.nanmax(stack.variance)).astype(np.float32)
     return Reference(image, variance, stack.mask, stack.psf.image, header), chosen
 
-
-@dataclass
-class Difference:
-    """A frame differenced against its reference, on the reference grid."""
-
-    new: np.ndarray  #: registered, background-subtracted science frame, e-
-    reference: np.ndarray  #: the reference co-add, e- (scaled to the new frame's flux by flux_ratio)
-    difference: np.ndarray  #: difference in new-frame e- (ZOGY: D · F_n / F_D)
-    variance: np.ndarray  #: variance of ``difference``, e-²
-    s_corr: np.ndarray  #: ZOGY's corrected score (classic: difference / its noise), unit variance
-    mask: np.ndarray
-    psf: np.ndarray  #: PSF of ``difference``
-    psf_fwhm: float  #: px
-    new_fwhm: float
-    flux_ratio: float
-    s_corr_std: float
-    registration_rms: float  #: px, bright-star residuals after registration
-    method: str
-    registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
-
-    def to_hdus(self, header: fits.Header) -> list:
-        header = header.copy()
-        for key, value, comment in [
-            ("METHOD", self.method, "subtraction method"), ("FLUXRAT", self.flux_ratio, "F_new / F_ref"),
-            ("PSFFWHM", self.psf_fwhm, "FWHM of the difference PSF, px"),
-            ("SCORRSTD", self.s_corr_std, "robust std of S_corr"),
-            ("REGRMS", self.registration_rms, "registration residual rms, px"),
-            ("REGISTER", self.registration, "wcs or star-pattern"),
-        ]:
-            header[key] = (value, comment)
-        primary = fits.PrimaryHDU(self.difference.astype(np.float32), header)
-        primary.name = "DIFF"
-        return [
-            primary,
-            fits.ImageHDU(self.s_corr.astype(np.float32), name="SCORR"),
-            fits.ImageHDU(self.variance.astype(np.float32), name="VARIANCE"),
-            fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
-            fits.ImageHDU(self.new.astype(np.float32), name="NEW"),
-            fits.ImageHDU(self.psf.astype(np.float32), name="PSF"),
-        ]
-
-    @classmethod
-    def from_extensions(cls, extensions: dict, reference: np.ndarray) -> Difference:
-        difference, header = extensions["DIFF"]
-        return cls(
-            new=extensions["NEW"][0], reference=reference, difference=difference,
-            variance=extensions["VARIANCE"][0], s_corr=extensions["SCORR"][0],
-            mask=extensions["MASK"][0].astype(np.uint16), psf=extensions["PSF"][0],
-            psf_fwhm=float(header["PSFFWHM"]), new_fwhm=float(header.get("NEWFWHM", header["PSFFWHM"])),
-            flux_ratio=float(header["FLUXRAT"]), s_corr_std=float(header["SCORRSTD"]),
-            registration_rms=float(header["REGRMS"]), method=str(header["METHOD"]),
-            registration=str(header.get("REGISTER", "wcs")),
-        )
-
-
 #: Star S/N thresholds tried in turn for the registration check: bright stars first; a sparse or
 #: shallow frame falls back to fainter ones rather than failing.
 RESIDUAL_STAR_SNR = (50.0, 20.0, 10.0)
@@ -291,6 +179,31 @@ def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma
     """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
 
     Raises :class:`RegistrationError` naming the last threshold tried when none does.
+
+    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn.
+
+    Parameters
+    ----------
+    registered : Registered
+        The frame on the reference grid (background-subtracted image, e-, and mask).
+    new_sigma : float
+        Background noise per pixel of the frame, e-.
+    reference : Reference
+        The reference (background-subtracted, e-).
+    ref_sigma : float
+        Background noise per pixel of the reference, e-.
+    min_stars : int
+        Fewest matched stars accepted.
+
+    Returns
+    -------
+    RegistrationResiduals
+        Median offset and scatter, px, of the first threshold that gives enough stars.
+
+    Raises
+    ------
+    RegistrationError
+        When no threshold gives ``min_stars`` matched stars.
     """
     problem = ""
     for min_snr in RESIDUAL_STAR_SNR:
@@ -308,19 +221,47 @@ def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma
 
 
 def difference_frame(
-    frame: CalibratedImage, reference: Reference, method: str = "zogy", min_matched_stars: int = 5
+    frame: CalibratedFrame, reference: Reference, method: str = "zogy", min_matched_stars: int = 5
 ) -> Difference:
     """Register ``frame`` onto the reference grid, estimate its PSF and subtract.
 
     The flux ratio ``F_n / F_r`` is fitted from PSF photometry of the stars in both images
-    (:func:`astrid_assets.science.zogy.fit_flux_ratio`), not taken from ``MAGZP`` / ``EXPTIME``:
+    (:func:`astrid_assets.science.fluxratio.fit_flux_ratio`), not taken from ``MAGZP`` / ``EXPTIME``:
     the fit follows transparency changes that nominal header zero points miss, and it uses the
     same PSF models as the subtraction, so a static star cancels even where a model's
     normalisation is off by a per cent. On the simulated survey (exact, equal zero points) the
     fitted ratios lie within 1.1 % of 1.
 
     Raises :class:`RegistrationError` (no overlap, WCS off by more than the field, too few
-    matched stars, residuals above 1 px) or :class:`PSFError` (PSF cannot be estimated).
+    matched stars, a median star offset above 5 px) or :class:`PSFError` (PSF cannot be estimated).
+
+    A median star offset above 0.1 px is removed by registering again with that offset.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The calibrated frame (e-, sky included).
+    reference : Reference
+        Its field's reference.
+    method : {"zogy", "classic"}, default "zogy"
+        Subtraction: ZOGY (:func:`~.zogy.zogy`) or PSF-matched (:func:`~.classic.classic_subtraction`).
+    min_matched_stars : int, default 5
+        Fewest stars matched for the registration check.
+
+    Returns
+    -------
+    Difference
+        On the reference grid; ``registration_rms`` is ``hypot(rms_x, rms_y)`` of the star
+        residuals, px.
+
+    Raises
+    ------
+    RegistrationError
+        As above.
+    PSFError
+        The frame's PSF cannot be estimated.
+    ValueError
+        Unknown ``method``, or a flux ratio that cannot be fitted (``FluxRatioError``).
     """
     frame, registration = on_reference_sky(frame, reference)
     registered = register_to_reference(
@@ -349,9 +290,9 @@ def difference_frame(
         )
         return Difference(
             new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, s_corr=result.S_corr, mask=result.mask, psf=result.P_D,
+            variance=result.difference_var, score=result.S_corr, mask=result.mask, psf=result.P_D,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            s_corr_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
+            score_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
             registration=registration,
         )
     if method == "classic":
@@ -361,9 +302,9 @@ def difference_frame(
         )
         return Difference(
             new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, s_corr=result.score, mask=result.mask, psf=result.psf,
+            variance=result.difference_var, score=result.score, mask=result.mask, psf=result.psf,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            s_corr_std=result.score_std, registration_rms=registration_rms, method="classic",
+            score_std=result.score_std, registration_rms=registration_rms, method="classic",
             registration=registration,
         )
     raise ValueError(f"unknown subtraction method {method!r} (zogy or classic)")
@@ -372,12 +313,29 @@ def difference_frame(
 def find_candidates(
     difference: Difference, wcs: WCS, threshold: float = 5.0
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Candidates with ``|S_corr| >= threshold`` and their science / reference / difference stamps.
+    """Candidates with ``|score| >= threshold`` (S_corr for ZOGY) and their science / reference / difference stamps.
 
     Stamps are ``(N, 3, 63, 63)`` float32 in e-, NaN beyond the image edge.
+
+    Parameters
+    ----------
+    difference : Difference
+        A differenced frame.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the reference grid (for ``ra``, ``dec``).
+    threshold : float, default 5.0
+        Detection threshold on ``|score|``.
+
+    Returns
+    -------
+    candidates : pandas.DataFrame
+        :func:`~.detect.detect_candidates` table.
+    stamps : numpy.ndarray
+        ``(N, 3, STAMP_SIZE, STAMP_SIZE)`` float32, channels :data:`~.products.STAMP_CHANNELS`
+        (the reference multiplied by ``flux_ratio``, i.e. in new-frame e-).
     """
     candidates = detect_candidates(
-        difference.s_corr, difference.difference, difference.variance, difference.mask, wcs,
+        difference.score, difference.difference, difference.variance, difference.mask, wcs,
         difference.psf_fwhm, threshold, difference_psf=difference.psf,
     )
     reference_scaled = difference.reference * np.float32(difference.flux_ratio)
@@ -386,99 +344,3 @@ def find_candidates(
         candidates.x.to_numpy(), candidates.y.to_numpy(), size=STAMP_SIZE,
     ).astype(np.float32)
     return candidates, stamps
-
-
-@dataclass
-class InjectionRecovery:
-    """Outcome of injecting fake point sources into one frame and searching for them."""
-
-    snr: np.ndarray  #: expected PSF-optimal S/N of each fake
-    recovered: np.ndarray  #: bool per fake
-    position_error: np.ndarray  #: px, NaN where not recovered
-    false_detections: int  #: detections matching neither a fake nor a detection of the untouched frame
-
-
-def fake_positions(frame: CalibratedImage, reference: Reference, n: int, rng: np.random.Generator,
-                   margin: int = 40, min_separation: float = 20.0) -> np.ndarray:
-    """Up to ``n`` positions (frame pixels, ``(x, y)``) on clean pixels inside the reference's overlap."""
-    ny, nx = frame.science.shape
-    world = frame.wcs.pixel_to_world
-    positions: list[tuple[float, float]] = []
-    for _ in range(n * 20):
-        if len(positions) == n:
-            break
-        x, y = rng.uniform(margin, nx - margin), rng.uniform(margin, ny - margin)
-        iy, ix = int(round(y)), int(round(x))
-        if (frame.mask[iy - 3: iy + 4, ix - 3: ix + 4] & masks.UNUSABLE).any():
-            continue
-        rx, ry = reference.wcs.world_to_pixel(world(x, y))
-        if not (margin <= rx < reference.image.shape[1] - margin and margin <= ry < reference.image.shape[0] - margin):
-            continue
-        if positions and np.min(np.hypot(*(np.array(positions) - (x, y)).T)) < min_separation:
-            continue
-        positions.append((x, y))
-    return np.array(positions).reshape(-1, 2)
-
-
-def injection_recovery(
-    frame: CalibratedImage, reference: Reference, original: pd.DataFrame, rng: np.random.Generator,
-    n_fakes: int = 60, snr_range: tuple[float, float] = (3.0, 30.0), match_radius: float = 1.5,
-    threshold: float = 5.0, method: str = "zogy",
-) -> InjectionRecovery:
-    """Inject fakes with the frame's measured PSF into a copy of it, difference, detect, match.
-
-    Fakes get S/N uniform in ``snr_range`` (PSF-optimal against the frame's variance) on clean
-    pixels; a fake is recovered when a positive candidate lies within ``match_radius`` px of its
-    position on the reference grid. False detections are candidates matching neither a fake nor
-    a candidate of the untouched frame (``original``).
-    """
-    frame, _ = on_reference_sky(frame, reference)
-    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
-    xy = fake_positions(frame, reference, n_fakes, rng)
-    snr = rng.uniform(*snr_range, size=len(xy))
-    injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], snr=snr, rng=rng)
-    fake_frame = CalibratedImage(injected.image, frame.mask, injected.variance, frame.background,
-                                 frame.background_rms, frame.header)
-    difference = difference_frame(fake_frame, reference, method=method)
-    candidates, _ = find_candidates(difference, reference.wcs, threshold)
-    ref_x, ref_y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
-    truth_xy = np.column_stack([ref_x, ref_y])
-    positive = candidates[candidates.sign > 0]
-    match = match_catalogues(truth_xy, positive[["x", "y"]].to_numpy(), radius=match_radius)
-    recovered = match >= 0
-    error = np.full(len(xy), np.nan)
-    if recovered.any():
-        found = positive.iloc[match[recovered]]
-        error[recovered] = np.hypot(found.x.to_numpy() - ref_x[recovered], found.y.to_numpy() - ref_y[recovered])
-    matched_fakes = set(positive.index[match[recovered]])
-    others = candidates.drop(index=list(matched_fakes))
-    if len(others) and len(original):
-        known = match_catalogues(others[["x", "y"]].to_numpy(), original[["x", "y"]].to_numpy(), radius=match_radius)
-        false_detections = int((known < 0).sum())
-    else:
-        false_detections = len(others)
-    return InjectionRecovery(snr=injected.snr, recovered=recovered, position_error=error,
-                             false_detections=false_detections)
-
-
-SNR_BINS = np.arange(3, 33, 3)
-
-
-def summarise_completeness(snr: np.ndarray, recovered: np.ndarray, bins: np.ndarray = SNR_BINS) -> dict:
-    """Completeness per S/N bin, the S/N of 50 % completeness and completeness at S/N ≥ 10."""
-    curve = completeness(snr, recovered, bins)
-    bright = snr >= 10
-    return {
-        "bin_centres": curve.bin_centres.tolist(),
-        "fraction": np.nan_to_num(curve.fraction, nan=-1).tolist(),
-        "n_injected": curve.n_injected.tolist(),
-        "snr_50": float(curve.snr_50),
-        "completeness_snr_ge_10": float(recovered[bright].mean()) if bright.any() else float("nan"),
-    }
-
-
-__all__ = [
-    "CalibratedImage", "Difference", "InjectionRecovery", "Reference", "RegistrationError", "PSFError",
-    "build_reference", "difference_frame", "find_candidates", "injection_recovery", "measure_fwhm",
-    "summarise_completeness", "STAMP_CHANNELS",
-]

@@ -7,8 +7,7 @@ Conventions
 * A PSF stamp is an odd-sized square array whose light centroid lies on the central pixel
   ``[size // 2, size // 2]`` and whose pixels sum to 1 (the flux of a star is the flux inside
   the stamp footprint; wings beyond it are not modelled).
-* Star finding uses SEP (Barbary 2016, JOSS 1, 58), the library form of SExtractor
-  (Bertin & Arnouts 1996, A&AS 117, 393).
+* Stars are found with :mod:`.sources` (SEP).
 
 The empirical PSF is the inverse-variance weighted, clipped mean of sub-pixel re-centred,
 flux-normalised stamps of isolated, unsaturated, unmasked stars whose width agrees with the
@@ -22,12 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sep
-from scipy import ndimage, special
+from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
-from astrid_assets.science import masks
-from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA, moffat_alpha
+from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA, moffat_alpha, profile_image
+from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 #: SEP object flags that disqualify a PSF star: merged with a neighbour, truncated at the edge.
 _SEP_REJECT_FLAGS = sep.OBJ_MERGED | sep.OBJ_TRUNC
@@ -43,11 +42,19 @@ class PSFModel:
 
     Attributes
     ----------
-    image : (size, size) float32 stamp, sums to 1, centroid on the central pixel.
-    fwhm : full width at half maximum, pixels (from the area above half maximum).
-    n_stars : number of stars stacked.
-    star_xy : (n_stars, 2) windowed centroids ``(x, y)`` of the stars used, pixels.
-    star_flux : PSF-fit fluxes of those stars, e- (background subtracted).
+    image : numpy.ndarray
+        ``(size, size)`` float32 stamp, sums to 1, centroid on the central pixel
+        ``[size // 2, size // 2]``.
+    fwhm : float
+        Full width at half maximum, pixels (from the area above half maximum of the
+        pixel-integrated stamp, i.e. after pixelisation; :func:`measure_fwhm`).
+    n_stars : int
+        Number of stars stacked.
+    star_xy : numpy.ndarray
+        ``(n_stars, 2)`` windowed centroids ``(x, y)`` of the stars used, pixels (0-based,
+        pixel centres at integers); empty by default.
+    star_flux : numpy.ndarray
+        PSF-fit fluxes of those stars, e- (background subtracted); empty by default.
     """
 
     image: np.ndarray
@@ -58,55 +65,11 @@ class PSFModel:
 
     @property
     def size(self) -> int:
-        """Side of the stamp, pixels."""
+        """Side of the stamp, pixels (odd)."""
         return int(self.image.shape[0])
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def render_psf(
-    fwhm: float,
-    size: int = 25,
-    profile: str = "gaussian",
-    beta: float = 3.0,
-    offset: tuple[float, float] = (0.0, 0.0),
-    oversample: int = 5,
-) -> np.ndarray:
-    """A pixel-integrated circular PSF stamp, normalised to unit sum over the stamp.
-
-    Parameters
-    ----------
-    fwhm : full width at half maximum, pixels.
-    size : odd stamp side, pixels.
-    profile : ``"gaussian"`` (integrated exactly with the error function) or ``"moffat"``
-        (Moffat 1969, A&A 3, 455; integrated by ``oversample``² sub-pixel sampling).
-    beta : Moffat power-law index (ignored for the Gaussian).
-    offset : ``(dx, dy)`` of the profile centre from the central pixel, pixels.
-
-    Returns
-    -------
-    (size, size) float32 array summing to 1.
-    """
-    if size % 2 != 1:
-        raise ValueError(f"PSF stamp size must be odd, got {size}")
-    half = size // 2
-    dx, dy = offset
-    if profile == "gaussian":
-        sigma = fwhm / GAUSSIAN_FWHM_PER_SIGMA
-        edges = np.arange(-half - 0.5, half + 1.0, 1.0)
-        cdf_x = special.ndtr((edges - dx) / sigma)
-        cdf_y = special.ndtr((edges - dy) / sigma)
-        stamp = np.outer(np.diff(cdf_y), np.diff(cdf_x))
-    elif profile == "moffat":
-        alpha = moffat_alpha(fwhm, beta)
-        sub = (np.arange(size * oversample) + 0.5) / oversample - half - 0.5
-        r2 = (sub[None, :] - dx) ** 2 + (sub[:, None] - dy) ** 2
-        fine = (1.0 + r2 / alpha**2) ** (-beta)
-        stamp = fine.reshape(size, oversample, size, oversample).sum(axis=(1, 3))
-    else:
-        raise ValueError(f"unknown PSF profile {profile!r}; use 'gaussian' or 'moffat'")
-    return (stamp / stamp.sum()).astype(np.float32)
 
 
 class ShiftablePSF:
@@ -114,6 +77,26 @@ class ShiftablePSF:
 
     The stamp is zero-padded before its transform so that the periodic wrap of the shift
     does not fold the wings back onto the core.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        Odd square PSF stamp, centred on its central pixel ``[size // 2, size // 2]``; used as
+        given (not normalised).
+    pad : int, default 4
+        Zero padding added on each side before the transform, px.
+
+    Attributes
+    ----------
+    size : int
+        Side of the stamp, px.
+    pad : int
+        Zero padding on each side, px.
+
+    Raises
+    ------
+    ValueError
+        If ``psf`` is not a 2-d, odd, square array.
     """
 
     def __init__(self, psf: np.ndarray, pad: int = 4) -> None:
@@ -128,7 +111,19 @@ class ShiftablePSF:
         self._freq = np.fft.fftfreq(n)
 
     def at(self, dx: float, dy: float) -> np.ndarray:
-        """The stamp with its centre moved by ``(dx, dy)`` pixels (size × size, float64)."""
+        """The stamp with its centre moved by ``(dx, dy)`` pixels (size × size, float64).
+
+        Parameters
+        ----------
+        dx, dy : float
+            Shift of the centre along x (columns) and y (rows), px; positive moves the
+            profile towards larger indices. Shifts of more than ``pad`` px wrap light round.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(size, size)`` float64 shifted stamp (light moved beyond the stamp is cut off).
+        """
         phase_x = np.exp(-2j * np.pi * self._freq * dx)
         phase_y = np.exp(-2j * np.pi * self._freq * dy)
         shifted = np.fft.ifft2(self._transform * phase_y[:, None] * phase_x[None, :]).real
@@ -137,7 +132,23 @@ class ShiftablePSF:
 
 
 def as_psf_image(psf: PSFModel | np.ndarray) -> np.ndarray:
-    """The unit-sum stamp of a :class:`PSFModel` or of a bare array."""
+    """The unit-sum stamp of a :class:`PSFModel` or of a bare array.
+
+    Parameters
+    ----------
+    psf : PSFModel or numpy.ndarray
+        A PSF model or a PSF stamp (any positive normalisation).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` copy of the stamp divided by its sum.
+
+    Raises
+    ------
+    PSFError
+        If the stamp's sum is not positive and finite.
+    """
     image = psf.image if isinstance(psf, PSFModel) else np.asarray(psf)
     image = np.asarray(image, dtype=np.float64)
     total = image.sum()
@@ -153,7 +164,21 @@ def measure_fwhm(psf_image: np.ndarray, upsample: int = 8) -> float:
     """FWHM (px) of a pixel-integrated PSF stamp: diameter of the circle with the area above half max.
 
     The stamp is upsampled ``upsample`` times with a cubic spline so that the area is
-    measured to a few per cent of a pixel even for FWHM ≈ 2 px.
+    measured to a few per cent of a pixel even for FWHM ≈ 2 px. The result is the FWHM after
+    pixelisation (the stamp's pixel values, not the underlying continuous profile).
+
+    Parameters
+    ----------
+    psf_image : numpy.ndarray
+        2-d PSF stamp (any normalisation), indexed ``[y, x]``.
+    upsample : int, default 8
+        Upsampling factor per axis.
+
+    Returns
+    -------
+    float
+        FWHM, px: ``2 sqrt(A / π)`` with ``A`` the area above half the peak, px²; NaN if the
+        peak is not positive.
     """
     image = np.asarray(psf_image, dtype=np.float64)
     fine = ndimage.zoom(image, upsample, order=3, mode="grid-constant", grid_mode=True)
@@ -176,110 +201,7 @@ def _centroid(stamp: np.ndarray, radius: float) -> tuple[float, float]:
     return float((weights * xx).sum() / total), float((weights * yy).sum() / total)
 
 
-def psf_photometry(
-    image: np.ndarray,
-    variance: np.ndarray | float,
-    psf: PSFModel | np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Forced PSF-fit photometry at fixed positions on a background-subtracted image.
-
-    The amplitude is the linear least-squares fit of the PSF, shifted to ``(x, y)``, with
-    uniform weights inside the stamp (unbiased for bright stars whose own Poisson noise is in
-    the variance map); its error propagates the full variance map:
-    ``flux = Σ P·I / Σ P²`` and ``flux_err² = Σ P²·V / (Σ P²)²``.
-    Pixels off the image, non-finite or flagged ``UNUSABLE`` are left out of the fit.
-
-    Parameters
-    ----------
-    image : background-subtracted image, e-.
-    variance : per-pixel variance, e-², map or scalar.
-    x, y : positions, pixels (0-based).
-
-    Returns
-    -------
-    flux, flux_err : e- (total flux within the PSF stamp); NaN where nothing usable.
-    """
-    image = np.asarray(image)
-    psf_image = as_psf_image(psf)
-    shiftable = ShiftablePSF(psf_image)
-    half = psf_image.shape[0] // 2
-    variance_map = np.broadcast_to(np.asarray(variance, dtype=np.float32), image.shape)
-    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
-    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    flux = np.full(x.shape, np.nan)
-    flux_err = np.full(x.shape, np.nan)
-    ny, nx = image.shape
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        if not (np.isfinite(xk) and np.isfinite(yk)):
-            continue
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        model = shiftable.at(xk - ic, yk - jc)
-        x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
-        y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        model = model[y0 - (jc - half) : y1 - (jc - half), x0 - (ic - half) : x1 - (ic - half)]
-        pixels = image[y0:y1, x0:x1].astype(np.float64)
-        pixel_var = variance_map[y0:y1, x0:x1].astype(np.float64)
-        usable = np.isfinite(pixels) & np.isfinite(pixel_var)
-        if mask is not None:
-            usable &= (mask[y0:y1, x0:x1] & masks.UNUSABLE) == 0
-        norm = float((model[usable] ** 2).sum())
-        if norm <= 0 or model[usable].sum() < 0.5:
-            continue
-        flux[k] = (model[usable] * pixels[usable]).sum() / norm
-        flux_err[k] = np.sqrt((model[usable] ** 2 * pixel_var[usable]).sum()) / norm
-    return flux, flux_err
-
-
 # --------------------------------------------------------------------------- estimation
-
-
-def frame_for_sep(image: np.ndarray, background: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """Background-subtracted float32 C-contiguous frame for SEP, and its non-finite pixels (set to 0)."""
-    frame = np.asarray(image, dtype=np.float32) - np.asarray(background, dtype=np.float32)
-    nonfinite = ~np.isfinite(frame)
-    if nonfinite.any():
-        frame = np.where(nonfinite, np.float32(0.0), frame)
-    return np.ascontiguousarray(frame, dtype=np.float32), nonfinite
-
-
-def noise_for_sep(background_rms: np.ndarray | float, shape: tuple[int, ...]) -> np.ndarray | float:
-    """Noise (e- rms) for SEP: a scalar, or a float32 map with non-finite / non-positive values
-    replaced by the largest valid one (so they cannot trigger detections)."""
-    if np.ndim(background_rms) == 0:
-        return float(background_rms)
-    rms = np.array(background_rms, dtype=np.float32, copy=True)
-    bad = ~np.isfinite(rms) | (rms <= 0)
-    if bad.any():
-        rms[bad] = np.float32(np.nanmax(np.where(bad, np.nan, rms))) if (~bad).any() else 1.0
-    return np.ascontiguousarray(rms.reshape(shape))
-
-
-def unusable_pixels(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean map of pixels carrying any ``masks.UNUSABLE`` flag (all False without a mask)."""
-    if mask is None:
-        return np.zeros(shape, dtype=bool)
-    return (np.asarray(mask) & masks.UNUSABLE) != 0
-
-
-def find_sources(
-    frame: np.ndarray,
-    rms: np.ndarray | float,
-    bad: np.ndarray,
-    threshold: float = 5.0,
-    min_area: int = 5,
-) -> np.ndarray:
-    """SEP extraction (Barbary 2016) on a background-subtracted frame; masked pixels ignored."""
-    npix = frame.size
-    if sep.get_extract_pixstack() < min(npix, 20_000_000):
-        sep.set_extract_pixstack(min(npix, 20_000_000))
-    if sep.get_sub_object_limit() < 4096:
-        sep.set_sub_object_limit(4096)
-    return sep.extract(frame, threshold, err=rms, mask=np.ascontiguousarray(bad), minarea=min_area)
 
 
 def _stamp_is_clean(bad: np.ndarray, ic: int, jc: int, half: int) -> bool:
@@ -416,13 +338,9 @@ def _weighted_stack(
     return current, stack_variance
 
 
-def _moffat_stamp(size: int, alpha: float, beta: float, oversample: int = 3) -> np.ndarray:
-    """Centred circular Moffat ``(1 + r²/α²)^-β``, averaged over ``oversample²`` points per pixel."""
-    half = size // 2
-    sub = (np.arange(size * oversample) + 0.5) / oversample - half - 0.5
-    r2 = sub[None, :] ** 2 + sub[:, None] ** 2
-    fine = (1.0 + r2 / alpha**2) ** (-beta)
-    return fine.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
+def _moffat_stamp(size: int, alpha: float, beta: float) -> np.ndarray:
+    """Centred unit-flux Moffat (:func:`~astrid_assets.science.profiles.profile_image`), 3² points per pixel."""
+    return profile_image((size, size), size // 2, size // 2, 1.0, alpha, beta, oversample=3)
 
 
 def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: float, outer: float) -> np.ndarray:
@@ -495,7 +413,8 @@ def estimate_psf(
     neither merged nor truncated, have aperture S/N ≥ ``min_snr``, no ``UNUSABLE`` pixel
     (e.g. ``SATURATED``) inside their stamp, no neighbour brighter than
     ``neighbour_flux_fraction`` of them within the stamp half-diagonal, and a half-light
-    radius within 25 % of the median (rejecting galaxies, blends and cosmic rays). Each stamp
+    radius within 25 % of the median and an elongation ``a/b`` at most 0.3 above the median
+    (rejecting galaxies, blends and cosmic rays). Each stamp
     is moved onto its windowed centroid by a Fourier shift and normalised by its PSF-fit flux
     against a first median stack. Stars whose width differs from that stack by more than
     ``shape_clip`` of its error are dropped (:func:`_shape_outliers`: blends with faint
@@ -511,14 +430,45 @@ def estimate_psf(
 
     Parameters
     ----------
-    image : frame in e-, sky not subtracted.
-    background, background_rms : sky level and its per-pixel noise, e- (maps or scalars).
-    mask : uint16 bit mask (``astrid_assets.science.masks``), optional.
-    size : odd PSF stamp side, pixels.
+    image : numpy.ndarray
+        Frame in e-, sky not subtracted, indexed ``[y, x]``.
+    background, background_rms : numpy.ndarray or float
+        Sky level and its per-pixel noise (standard deviation), e- (maps or scalars).
+    mask : numpy.ndarray or None, default None
+        uint16 bit mask (``astrid_assets.science.masks``); None: no pixel masked (non-finite
+        pixels are always excluded).
+    size : int, default 25
+        Odd PSF stamp side, pixels.
+    min_snr : float, default 30.0
+        Minimum aperture S/N of a PSF star (circular aperture of radius 1.5 × a first FWHM
+        guess from the median half-light radius).
+    min_stars : int, default 5
+        Fewest stars accepted.
+    max_stars : int, default 150
+        Most stars stacked (the brightest that pass).
+    detect_threshold : float, default 5.0
+        SEP detection threshold, in units of ``background_rms``.
+    neighbour_flux_fraction : float, default 0.02
+        A neighbour brighter than this fraction of the star within the stamp half-diagonal
+        rejects it; any neighbour within 2 × the FWHM guess rejects it too.
+    shape_clip : float, default 3.0
+        Clip on the width excess, in units of its error.
+    wings : tuple of float or None, default (2.0, 3.5)
+        Inner and outer radii of the taper to the fitted Moffat wings, in units of the FWHM;
+        None keeps the empirical stack everywhere.
+
+    Returns
+    -------
+    PSFModel
+        The PSF stamp (float32, unit sum, centroid on the central pixel), its FWHM (px, after
+        pixelisation) and the stars used.
 
     Raises
     ------
-    PSFError : when fewer than ``min_stars`` stars pass the selection.
+    PSFError
+        When fewer than ``min_stars`` stars pass the selection.
+    ValueError
+        When ``size`` is even.
     """
     if size % 2 != 1:
         raise ValueError(f"PSF size must be odd, got {size}")

@@ -35,7 +35,7 @@ from scipy.ndimage import binary_dilation
 from scipy.optimize import least_squares
 
 from astrid_assets.science import masks
-from astrid_assets.science.calibrate import CalibratedFrame
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.profiles import (
     GAUSSIAN_FWHM_PER_SIGMA,
     gaussian_noise_area,
@@ -70,8 +70,11 @@ class QualityLimits:
     max_fwhm_arcsec: float = float("inf")
     #: A frame whose FWHM exceeds this multiple of the median FWHM of its field's frames that night is unusable.
     max_fwhm_ratio: float = 2.0
+    #: Largest median SEP axis ratio ``a/b`` of the PSF stars (dimensionless, ≥ 1).
     max_elongation: float = 1.5
+    #: Fewest SEP detections at :data:`DETECT_SIGMA` for a usable frame.
     min_sources: int = 10
+    #: Largest fraction (0–1) of pixels carrying an ``UNUSABLE`` flag.
     max_masked_fraction: float = 0.1
 
 
@@ -81,6 +84,22 @@ class ProfileFit:
 
     ``beta`` is the Moffat index, or ``inf`` for the Gaussian limit; ``width`` is Moffat α or
     Gaussian σ (pixels).
+
+    Attributes
+    ----------
+    x, y : float
+        Fitted centre, px, in the pixel coordinates of the fitted stamp (0-based, pixel
+        centres at integers), not of the frame.
+    flux : float
+        Total flux of the profile, e- (the integral of the continuous profile).
+    width : float
+        Moffat α or Gaussian σ of the continuous profile (before pixelisation), px.
+    beta : float
+        Moffat index β, or ``inf`` for the Gaussian.
+    sky : float
+        Fitted residual constant, e- per pixel.
+    success : bool
+        Whether the optimiser converged (and, for a Moffat, β is not at its lower bound).
     """
 
     x: float
@@ -93,17 +112,19 @@ class ProfileFit:
 
     @property
     def model(self) -> str:
+        """``"gaussian"`` when ``beta`` is infinite, else ``"moffat"``."""
         return "gaussian" if np.isinf(self.beta) else "moffat"
 
     @property
     def fwhm(self) -> float:
+        """FWHM of the fitted continuous profile (before pixelisation), px."""
         if np.isinf(self.beta):
             return float(GAUSSIAN_FWHM_PER_SIGMA * self.width)
         return float(moffat_fwhm(self.width, self.beta))
 
     @property
     def noise_area(self) -> float:
-        """Noise-equivalent area ``1/∫I²`` of the fitted profile, pixels."""
+        """Noise-equivalent area ``1/∫I²`` of the fitted profile, pixels (px²)."""
         if np.isinf(self.beta):
             return gaussian_noise_area(self.width)
         return moffat_noise_area(self.width, self.beta)
@@ -139,10 +160,20 @@ def fit_moffat(stamp: np.ndarray, variance: np.ndarray, first_guess_fwhm: float,
 
     Parameters
     ----------
-    stamp : star stamp, e-, sky subtracted (a residual constant is fitted).
-    variance : per-pixel variance, e-²; ``inf`` ignores a pixel.
-    first_guess_fwhm : starting FWHM, px.
-    oversample : sub-pixel points per axis in the pixel integration.
+    stamp : numpy.ndarray
+        Star stamp, e-, sky subtracted (a residual constant is fitted), indexed ``[y, x]``;
+        the fit starts at its centre ``((nx − 1)/2, (ny − 1)/2)``.
+    variance : numpy.ndarray
+        Per-pixel variance, e-², shape of ``stamp``; ``inf`` ignores a pixel.
+    first_guess_fwhm : float
+        Starting FWHM, px (at least 0.8 px is used).
+    oversample : int, default 5
+        Sub-pixel points per axis in the pixel integration.
+
+    Returns
+    -------
+    ProfileFit
+        The fit, centre in the stamp's pixel coordinates.
     """
     ny, nx = stamp.shape
     weight = 1.0 / np.sqrt(np.clip(variance, 1e-12, None))  # infinite variance: pixel ignored
@@ -169,7 +200,18 @@ def fit_moffat(stamp: np.ndarray, variance: np.ndarray, first_guess_fwhm: float,
 
 def pixel_scale_arcsec(header: fits.Header) -> float:
     """Pixel scale in arcsec (geometric mean of the two axes) from the celestial WCS, else
-    the ``PIXSCALE`` card, else NaN."""
+    the ``PIXSCALE`` card, else NaN.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        FITS header; a malformed WCS is treated as absent. ``PIXSCALE`` is read as arcsec/px.
+
+    Returns
+    -------
+    float
+        Pixel scale, arcsec/px, or NaN.
+    """
     try:
         wcs = WCS(header).celestial
         if wcs.naxis == 2 and wcs.has_celestial:
@@ -228,6 +270,27 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
     Returns ``(fits, axis_ratios, n_sources)``: the Moffat fits of the stars on the stellar
     locus, their SEP ``a/b`` and the number of SEP detections above :data:`DETECT_SIGMA`
     (EDGE and unusable pixels masked).
+
+    PSF stars: unflagged detections with a peak above :data:`PSF_STAR_MIN_PEAK_SIGMA` × rms,
+    a full stamp inside the frame, no unusable pixel and no other detection within one first-guess
+    FWHM of the centre (at most :data:`PSF_STAR_MAX`, brightest first); neighbours' pixels (grown
+    by 2 px) and unusable ones are left out of each fit, and fits whose FWHM is more than 3
+    robust σ from the median are dropped.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        Calibrated frame (e-, sky not subtracted) with its background, rms, variance and mask.
+
+    Returns
+    -------
+    fits : list of ProfileFit
+        Successful fits on the stellar locus (centres in stamp coordinates); empty when fewer
+        than :data:`PSF_STAR_MIN` stars were fitted.
+    axis_ratios : numpy.ndarray
+        SEP ``a/b`` of those stars (dimensionless).
+    n_sources : int
+        SEP detections at :data:`DETECT_SIGMA`.
     """
     unusable = (frame.mask & (masks.UNUSABLE | masks.EDGE)) != 0
     image = np.ascontiguousarray(frame.science - frame.background, dtype=np.float32)
@@ -277,7 +340,22 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
 def quality_score(fwhm_arcsec: float, elongation: float, masked_fraction: float) -> float:
     """Heuristic in [0, 1] for ranking frames: ``min(1, (2"/FWHM)²)`` (relative point-source
     sensitivity, which scales as FWHM⁻² when sky-limited) × ``1/elongation`` ×
-    ``(1 - masked_fraction)``; 0 when FWHM or elongation is unknown."""
+    ``(1 - masked_fraction)``; 0 when FWHM or elongation is unknown.
+
+    Parameters
+    ----------
+    fwhm_arcsec : float
+        Seeing FWHM, arcsec (compared with :data:`REFERENCE_FWHM_ARCSEC`).
+    elongation : float
+        Axis ratio ``a/b`` (``1/elongation`` capped at 1).
+    masked_fraction : float
+        Fraction (0–1) of unusable pixels.
+
+    Returns
+    -------
+    float
+        Score in [0, 1].
+    """
     if not (np.isfinite(fwhm_arcsec) and np.isfinite(elongation) and fwhm_arcsec > 0 and elongation > 0):
         return 0.0
     seeing = min(1.0, (REFERENCE_FWHM_ARCSEC / fwhm_arcsec) ** 2)
@@ -297,7 +375,20 @@ def measure_quality(frame: CalibratedFrame, header: fits.Header) -> dict[str, fl
     neither a WCS nor ``PIXSCALE`` gives one, so ``fwhm_arcsec`` is then in pixels),
     ``n_sources`` (SEP detections at 5 sigma),
     ``n_psf_stars``, ``masked_fraction`` (pixels with any unusable flag), ``quality_score``
-    (:func:`quality_score`).  Unmeasurable values are NaN.
+    (:func:`quality_score`).  Unmeasurable values are NaN (``psf_model`` is None).
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        Calibrated frame, e-, sky not subtracted.
+    header : astropy.io.fits.Header
+        Its header: WCS or ``PIXSCALE`` (arcsec/px), ``MAGZP`` (mag of 1 e-/s) and ``EXPTIME``
+        (or ``EXPOSURE``), s.
+
+    Returns
+    -------
+    dict
+        The metrics above (floats and ints; ``psf_model`` a str or None).
     """
     stars, ratios, n_sources = measure_psf(frame)
     unusable = (frame.mask & masks.UNUSABLE) != 0
@@ -345,7 +436,26 @@ def measure_quality(frame: CalibratedFrame, header: fits.Header) -> dict[str, fl
 
 
 def verdict(quality: dict, limits: QualityLimits = QualityLimits()) -> tuple[bool, list[str]]:
-    """Whether a frame is usable, and human-readable reasons when it is not."""
+    """Whether a frame is usable, and human-readable reasons when it is not.
+
+    Checks ``fwhm_arcsec`` (must be measured and at most ``max_fwhm_arcsec``), ``elongation``,
+    ``n_sources`` and ``masked_fraction``; ``max_fwhm_ratio`` is applied by
+    :func:`seeing_outliers`, not here.
+
+    Parameters
+    ----------
+    quality : dict
+        Metrics from :func:`measure_quality` (missing keys count as unmeasured).
+    limits : QualityLimits, default QualityLimits()
+        Limits to apply.
+
+    Returns
+    -------
+    usable : bool
+        True when no limit is broken.
+    reasons : list of str
+        Why the frame is unusable (empty when usable).
+    """
     reasons = []
     fwhm = quality.get("fwhm_arcsec", float("nan"))
     if fwhm is None or not np.isfinite(fwhm):
@@ -370,6 +480,20 @@ def seeing_outliers(fields: Sequence[str], fwhm: Sequence[float], limits: Qualit
 
     A frame is an outlier when its FWHM exceeds ``limits.max_fwhm_ratio`` × the median FWHM of the
     frames of the same field (a relative limit: it needs no idea of what this telescope's seeing is).
+
+    Parameters
+    ----------
+    fields : sequence of str
+        Field name per frame (frames of one night).
+    fwhm : sequence of float
+        FWHM per frame, px (NaN: never an outlier, and left out of the median).
+    limits : QualityLimits, default QualityLimits()
+        Supplies ``max_fwhm_ratio``.
+
+    Returns
+    -------
+    list of str
+        One entry per frame, in input order: the reason, or ``""``.
     """
     frame = pd.DataFrame({"field": list(fields), "fwhm": np.asarray(fwhm, dtype=float)})
     median = frame.groupby("field").fwhm.transform("median")
@@ -380,7 +504,21 @@ def seeing_outliers(fields: Sequence[str], fwhm: Sequence[float], limits: Qualit
 
 def mark_seeing_outliers(frames: pd.DataFrame, limits: QualityLimits = QualityLimits()) -> pd.DataFrame:
     """A night's frame rows (``field``, ``fwhm_px``, ``usable``, ``reasons``, ``status``) with the seeing
-    outliers among the ``ok`` rows (:func:`seeing_outliers`) made unusable and the reason appended."""
+    outliers among the ``ok`` rows (:func:`seeing_outliers`) made unusable and the reason appended.
+
+    Parameters
+    ----------
+    frames : pandas.DataFrame
+        One row per frame with columns ``field``, ``fwhm_px`` (px), ``usable`` (bool),
+        ``reasons`` (str, ``"; "``-separated) and ``status`` (only ``"ok"`` rows are judged).
+    limits : QualityLimits, default QualityLimits()
+        Supplies ``max_fwhm_ratio``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``frames`` with outliers' ``usable`` set False and their reason appended.
+    """
     frames = frames.copy()
     ok = frames.index[frames.status == "ok"]
     if len(ok) == 0:

@@ -42,13 +42,8 @@ from scipy.interpolate import RectBivariateSpline
 from scipy.spatial import cKDTree
 
 from astrid_assets.science import masks
-from astrid_assets.science.psf import (
-    GAUSSIAN_FWHM_PER_SIGMA,
-    find_sources,
-    frame_for_sep,
-    noise_for_sep,
-    unusable_pixels,
-)
+from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA
+from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 #: Offsets (input px, both axes) over which mask bits are OR-ed into a resampled pixel: the 2 × 2
 #: neighbours of its position.
@@ -65,11 +60,16 @@ class Registered:
 
     Attributes
     ----------
-    image : float32, e-; NaN where ``NO_DATA``.
-    variance : float32, e-²; NaN where ``NO_DATA``.
-    mask : uint16; input bits OR-ed over the interpolation support, ``NO_DATA`` outside.
-    overlap_fraction : fraction of reference pixels that received data.
-    pixel_offset : extra ``(dx, dy)`` (reference px) applied on top of the WCS mapping.
+    image : numpy.ndarray
+        float32, e-; NaN where ``NO_DATA``.
+    variance : numpy.ndarray
+        float32, e-²; NaN where ``NO_DATA``.
+    mask : numpy.ndarray
+        uint16; input bits OR-ed over the interpolation support, ``NO_DATA`` outside.
+    overlap_fraction : float
+        Fraction of reference pixels that received data.
+    pixel_offset : tuple of float
+        Extra ``(dx, dy)`` (reference px) applied on top of the WCS mapping.
     """
 
     image: np.ndarray
@@ -85,11 +85,14 @@ class RegistrationResiduals:
 
     Attributes
     ----------
-    dx, dy : median offset registered − reference, px; passing ``pixel_offset=(dx, dy)`` to
+    dx, dy : float
+        Median offset registered − reference, px; passing ``pixel_offset=(dx, dy)`` to
         :func:`register_to_reference` removes it.
-    rms_x, rms_y : robust scatter (1.4826 × MAD) of the per-star offsets about the median, px;
+    rms_x, rms_y : float
+        Robust scatter (1.4826 × MAD) of the per-star offsets about the median, px;
         with bright stars this is the registration noise σ_x, σ_y of ZOGY eqs. 30–33.
-    n_stars : number of matched stars.
+    n_stars : int
+        Number of matched stars.
     """
 
     dx: float
@@ -122,7 +125,45 @@ def _grid_nodes(n: int, step: int) -> np.ndarray:
 
 
 class PixelMap:
-    """Reference pixel → input pixel map, evaluated exactly on a coarse grid, splined between."""
+    """Reference pixel → input pixel map, evaluated exactly on a coarse grid, splined between.
+
+    Nodes are every ``grid_step`` px plus the last row / column; the map is evaluated exactly
+    everywhere instead (``exact``) when a node maps to a non-finite position or the grid is
+    smaller than 4 px on a side.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the input frame.
+    ref_wcs : astropy.wcs.WCS
+        Celestial WCS of the reference grid.
+    ref_shape : tuple of int
+        ``(ny, nx)`` of the reference grid, px.
+    grid_step : int, default 32
+        Spacing of the exact nodes, reference px.
+    pixel_offset : tuple of float, default (0.0, 0.0)
+        ``(dx, dy)`` added to reference pixel positions before the WCS mapping, reference px.
+
+    Attributes
+    ----------
+    wcs, ref_wcs : astropy.wcs.WCS
+        As given.
+    ref_shape : tuple of int
+        ``(ny, nx)`` of the reference grid.
+    offset : tuple of float
+        ``(dx, dy)``, reference px.
+    x_nodes, y_nodes : numpy.ndarray
+        Node columns and rows on the reference grid, px (0-based).
+    node_x_in, node_y_in : numpy.ndarray
+        Exact input positions of the nodes, ``(len(y_nodes), len(x_nodes))``, input px (0-based).
+    exact : bool
+        Whether :meth:`rows` evaluates the WCS exactly rather than the splines.
+
+    Raises
+    ------
+    RegistrationError
+        If the WCS transformation fails.
+    """
 
     def __init__(
         self,
@@ -147,7 +188,23 @@ class PixelMap:
             self._spline_y = RectBivariateSpline(self.y_nodes, self.x_nodes, y_in, kx=3, ky=3)
 
     def rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Input ``(x, y)`` for reference rows ``y0 <= y < y1`` (all columns), float64."""
+        """Input ``(x, y)`` for reference rows ``y0 <= y < y1`` (all columns), float64.
+
+        Parameters
+        ----------
+        y0, y1 : int
+            First and one-past-last reference row (0-based).
+
+        Returns
+        -------
+        x_in, y_in : numpy.ndarray
+            ``(y1 − y0, nx)`` input pixel positions (0-based, pixel centres at integers), float64.
+
+        Raises
+        ------
+        RegistrationError
+            If the exact WCS transformation fails.
+        """
         nx = self.ref_shape[1]
         if self.exact:
             gx, gy = np.meshgrid(np.arange(nx) + self.offset[0], np.arange(y0, y1) + self.offset[1])
@@ -160,7 +217,20 @@ class PixelMap:
     def pixel_area_ratio(x_in: np.ndarray, y_in: np.ndarray) -> np.ndarray:
         """``|det ∂(x_in, y_in)/∂(x_ref, y_ref)|`` from a block of the map (finite differences;
         the map is smooth, so the error is far below 10⁻⁶): input pixels per reference pixel,
-        the factor that conserves counts when resampling."""
+        the factor that conserves counts when resampling.
+
+        Parameters
+        ----------
+        x_in, y_in : numpy.ndarray
+            Input positions of a block of reference pixels (:meth:`rows`), input px; the
+            block's rows and columns are consecutive reference pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Area ratio per reference pixel (dimensionless); all 1 when the block has fewer
+            than 2 rows or 2 columns.
+        """
         if x_in.shape[0] < 2 or x_in.shape[1] < 2:
             return np.ones(x_in.shape)
         dxdy, dxdx = np.gradient(x_in)
@@ -168,7 +238,19 @@ class PixelMap:
         return np.abs(dxdx * dydy - dxdy * dydx)
 
     def node_overlap(self, input_shape: tuple[int, int]) -> float:
-        """Fraction of coarse-grid nodes that land on the input frame."""
+        """Fraction of coarse-grid nodes that land on the input frame.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            ``(ny, nx)`` of the input frame; a node lands on it when it lies within the
+            outermost pixel centres.
+
+        Returns
+        -------
+        float
+            Fraction in [0, 1].
+        """
         return float(np.mean(_inside(self.node_x_in, self.node_y_in, input_shape)))
 
 
@@ -247,24 +329,45 @@ def register_to_reference(
 
     Parameters
     ----------
-    image : frame, e- (sky subtracted or not; the resampling is linear).
-    variance : e-², same shape.
-    mask : uint16 bit mask or None.
-    wcs, ref_wcs : celestial WCS of the frame and of the reference grid.
-    ref_shape : ``(ny, nx)`` of the reference grid.
-    order : spline order of the image interpolation (3 cubic, 1 bilinear).
-    min_overlap : smallest accepted fraction of reference pixels covered by the frame.
-    pixel_offset : extra ``(dx, dy)`` in reference pixels added before the WCS mapping; pass
+    image : numpy.ndarray
+        Frame, e- (sky subtracted or not; the resampling is linear), indexed ``[y, x]``.
+    variance : numpy.ndarray
+        e-², same shape.
+    mask : numpy.ndarray or None
+        uint16 bit mask or None (no pixel masked).
+    wcs, ref_wcs : astropy.wcs.WCS
+        Celestial WCS of the frame and of the reference grid.
+    ref_shape : tuple of int
+        ``(ny, nx)`` of the reference grid.
+    order : {3, 1}, default 3
+        Spline order of the image interpolation (3 cubic, 1 bilinear).
+    min_overlap : float, default 0.25
+        Smallest accepted fraction of reference pixels covered by the frame.
+    pixel_offset : tuple of float, default (0.0, 0.0)
+        Extra ``(dx, dy)`` in reference pixels added before the WCS mapping; pass
         the ``dx, dy`` of :func:`measure_registration_residuals` to remove a measured offset.
-    conserve_flux : multiply the image by the local pixel-area ratio (input pixels per
+    grid_step : int, default 32
+        Spacing of the exactly evaluated nodes of :class:`PixelMap`, reference px.
+    block_rows : int, default 512
+        Reference rows resampled at a time (memory).
+    conserve_flux : bool, default True
+        Multiply the image by the local pixel-area ratio (input pixels per
         reference pixel, from the Jacobian of the mapping) and the variance by its square,
         so that a source keeps its flux in e- when the pixel scales differ. Without it the
         resampling preserves surface brightness (e- per pixel).
 
+    Returns
+    -------
+    Registered
+        The resampled image, variance and mask on the reference grid.
+
     Raises
     ------
-    RegistrationError : the WCS transformation fails, or the frame covers less than
+    RegistrationError
+        The WCS transformation fails, or the frame covers less than
         ``min_overlap`` of the reference grid (including no overlap at all).
+    ValueError
+        ``order`` not 1 or 3, or ``image``, ``variance`` and ``mask`` of different shapes.
     """
     if order not in (1, 3):
         raise ValueError(f"order must be 1 (bilinear) or 3 (cubic spline), got {order}")
@@ -348,7 +451,20 @@ def _bright_stars(frame: np.ndarray, rms: np.ndarray | float, bad: np.ndarray, m
 
 
 def match_positions(xy_a: np.ndarray, xy_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest-neighbour pairs within ``radius`` px: indices into ``xy_a`` and ``xy_b``."""
+    """Mutual nearest-neighbour pairs within ``radius`` px: indices into ``xy_a`` and ``xy_b``.
+
+    Parameters
+    ----------
+    xy_a, xy_b : numpy.ndarray
+        ``(n, 2)`` and ``(m, 2)`` positions ``(x, y)``, px, on one grid.
+    radius : float
+        Largest pair separation, px.
+
+    Returns
+    -------
+    index_a, index_b : numpy.ndarray
+        Integer indices of the paired rows, ``xy_a[index_a[k]]`` ↔ ``xy_b[index_b[k]]``.
+    """
     if len(xy_a) == 0 or len(xy_b) == 0:
         return np.empty(0, int), np.empty(0, int)
     dist_ab, nearest_b = cKDTree(xy_b).query(xy_a, distance_upper_bound=radius)
@@ -376,9 +492,32 @@ def measure_registration_residuals(
     SEP (Barbary 2016), centroided with ``sep.winpos`` and paired by mutual nearest
     neighbour within ``match_radius`` px.
 
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Registered frame, background-subtracted, e-, indexed ``[y, x]``.
+    image_rms : numpy.ndarray or float
+        Its per-pixel noise, e- (map or scalar).
+    reference : numpy.ndarray
+        Reference image on the same grid, background-subtracted, e-.
+    reference_rms : numpy.ndarray or float
+        Its per-pixel noise, e- (map or scalar).
+    mask, reference_mask : numpy.ndarray or None, default None
+        uint16 masks of the two images (``UNUSABLE`` pixels excluded); None: no mask.
+    min_snr : float, default 50.0
+        Minimum S/N of a star (unflagged SEP detection at 5σ, flux in a circle of radius 3 px).
+    match_radius : float, default 2.0
+        Largest separation of a pair, px.
+
+    Returns
+    -------
+    RegistrationResiduals
+        Median offset and robust scatter, px, and the number of matched stars.
+
     Raises
     ------
-    RegistrationError : fewer than 3 stars could be matched.
+    RegistrationError
+        Fewer than 3 stars could be matched.
     """
     frame, nonfinite = frame_for_sep(image, 0.0)
     ref_frame, ref_nonfinite = frame_for_sep(reference, 0.0)

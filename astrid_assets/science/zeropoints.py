@@ -29,7 +29,8 @@ import json
 import numpy as np
 from scipy.spatial import cKDTree
 
-from astrid_assets.science.align import AlignmentError, pixel_transform, star_catalogue
+from astrid_assets.science.align import AlignmentError, pixel_transform
+from astrid_assets.science.sources import star_catalogue
 
 #: Aperture radius in units of the frame's FWHM for the zero-point stars (Gaussian: all the light;
 #: Moffat β = 2.5: 95 %, the same fraction in every frame of that β).
@@ -44,14 +45,43 @@ MATCH_RADIUS = 2.0
 
 def zero_point_stars(science, background, background_rms, mask, fwhm_px: float) -> np.ndarray:
     """``(x, y, flux)`` of a frame's :data:`MAX_STARS` brightest clean stars, flux (e-) in an aperture
-    of :data:`APERTURE_FWHM` × ``fwhm_px``; empty where the FWHM is unknown."""
+    of :data:`APERTURE_FWHM` × ``fwhm_px``; empty where the FWHM is unknown.
+
+    Parameters
+    ----------
+    science : numpy.ndarray
+        Calibrated frame with sky, e-, indexed ``[y, x]``.
+    background, background_rms : numpy.ndarray or float
+        Sky level and its per-pixel noise, e- (maps or scalars).
+    mask : numpy.ndarray or None
+        ``uint16`` mask (``UNUSABLE`` pixels excluded), or None.
+    fwhm_px : float
+        The frame's PSF FWHM, px; None, NaN or non-positive gives an empty catalogue.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, 3)`` rows ``(x, y, flux)``: 0-based px and background-subtracted aperture flux in
+        e- of the exposure, brightest first (:func:`~.sources.star_catalogue`); ``(0, 3)`` if none.
+    """
     if not (fwhm_px and np.isfinite(fwhm_px) and fwhm_px > 0):
         return np.empty((0, 3))
     return star_catalogue(science, background, background_rms, mask, MAX_STARS, APERTURE_FWHM * fwhm_px)
 
 
 def encode(stars: np.ndarray) -> str | None:
-    """Compact text of a star catalogue (x, y to 0.01 px, flux to 4 significant digits); None if empty."""
+    """Compact text of a star catalogue (x, y to 0.01 px, flux to 4 significant digits); None if empty.
+
+    Parameters
+    ----------
+    stars : numpy.ndarray
+        ``(m, 3)`` rows ``(x, y, flux)``: px and e- (:func:`zero_point_stars`).
+
+    Returns
+    -------
+    str or None
+        JSON list of ``[x, y, flux]`` rows, or None when ``stars`` is empty.
+    """
     if len(stars) == 0:
         return None
     return json.dumps([[round(float(x), 2), round(float(y), 2), float(f"{flux:.4g}")] for x, y, flux in stars],
@@ -59,7 +89,18 @@ def encode(stars: np.ndarray) -> str | None:
 
 
 def decode(text: str | None) -> np.ndarray:
-    """The catalogue :func:`encode` wrote (an empty ``(0, 3)`` array for None or empty text)."""
+    """The catalogue :func:`encode` wrote (an empty ``(0, 3)`` array for None or empty text).
+
+    Parameters
+    ----------
+    text : str or None
+        JSON text from :func:`encode`; None, empty or a non-string gives an empty catalogue.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, 3)`` float64 rows ``(x, y, flux)``, px and e-.
+    """
     if not text or not isinstance(text, str):
         return np.empty((0, 3))
     return np.asarray(json.loads(text), dtype=np.float64).reshape(-1, 3)
@@ -68,9 +109,28 @@ def decode(text: str | None) -> np.ndarray:
 def flux_ratio(stars: np.ndarray, anchor: np.ndarray) -> tuple[float, int]:
     """Median flux ratio (frame / anchor) of the stars matched by pattern, and how many matched.
 
+    The frame's stars are mapped onto the anchor's pixels by the similarity transform of
+    :func:`~.align.pixel_transform` and paired with the nearest anchor star within
+    :data:`MATCH_RADIUS` px (one anchor star may pair with several frame stars).
+
+    Parameters
+    ----------
+    stars : numpy.ndarray
+        ``(m, 3)`` rows ``(x, y, flux)`` of the frame (px, e-; :func:`zero_point_stars`).
+    anchor : numpy.ndarray
+        ``(k, 3)`` rows ``(x, y, flux)`` of the anchor frame, same units.
+
+    Returns
+    -------
+    ratio : float
+        Median of ``flux_frame / flux_anchor`` over the matched stars (dimensionless).
+    n_matched : int
+        Number of frame stars matched.
+
     Raises
     ------
-    AlignmentError : the patterns do not match, or fewer than :data:`MIN_MATCHED` stars pair up.
+    AlignmentError
+        The patterns do not match, or fewer than :data:`MIN_MATCHED` stars pair up.
     """
     matrix, _ = pixel_transform(stars[:, :2], anchor[:, :2])
     moved = stars[:, :2] @ matrix[:2, :2].T + matrix[:2, 2]
@@ -85,15 +145,20 @@ def flux_ratio(stars: np.ndarray, anchor: np.ndarray) -> tuple[float, int]:
 def relative_zero_points(catalogues: list[np.ndarray], exptime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Relative zero points (mag, see the module docstring) of frames of one field, and which were matched.
 
+    The anchor is the frame with most stars; if it has fewer than :data:`MIN_MATCHED`, no frame
+    is matched and all take the fallback.
+
     Parameters
     ----------
-    catalogues : per frame, ``(x, y, flux)`` rows from :func:`zero_point_stars` (may be empty).
-    exptime : exposure time per frame, s (non-positive or NaN taken as 1).
+    catalogues : list of numpy.ndarray
+        Per frame, ``(x, y, flux)`` rows from :func:`zero_point_stars` (px, e-; may be empty).
+    exptime : numpy.ndarray
+        Exposure time per frame, s (non-positive or NaN taken as 1).
 
     Returns
     -------
     zero_points : ndarray
-        ``Δzp_i``; ``2.5 log10 t_i`` (on the same scale) for frames whose stars matched nothing.
+        ``Δzp_i``, mag; ``2.5 log10 t_i`` (on the same scale) for frames whose stars matched nothing.
     matched : ndarray of bool
         Frames whose zero point comes from stars in common with the anchor.
     """

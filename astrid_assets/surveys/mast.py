@@ -23,7 +23,6 @@ token set: astroquery then logs request headers, cookie included.)
 """
 
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ from astropy.time import Time
 from astroquery.exceptions import InvalidQueryError, NoResultsWarning
 from astroquery.mast import ObservationsClass
 
+from astrid_assets import settings
 from astrid_assets.surveys.base import RawFrame
 from astrid_assets.surveys.errors import SurveyError, archive_errors
 from astrid_assets.surveys.skyview import (
@@ -53,9 +53,6 @@ from astrid_assets.surveys.skyview import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Environment variable holding a MAST API token (optional).
-TOKEN_ENV = "MAST_TOKEN"
 
 #: Product sub-groups (``productSubGroupDescription``) kept per collection, most preferred
 #: first; of several versions of one exposure (same file name up to its last ``_``) only the
@@ -330,7 +327,7 @@ def fetch_mast(
     """
     start, end = night_window_mjd(night)
     check_position(ra, dec)
-    token = os.environ.get(TOKEN_ENV) or None
+    token = settings.mast_token()
     if subgroups is None:
         subgroups = DEFAULT_SUBGROUPS.get(collection.upper())
     survey = f"MAST {collection}"

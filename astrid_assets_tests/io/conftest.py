@@ -9,7 +9,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from astrid_assets_tests import servers
+from astrid_assets.testing import servers
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from astrid_assets.cli import main
 from astrid_assets.io.schema import metadata
 from astrid_assets.io.tables import engine_for
-from astrid_assets_tests import servers
+from astrid_assets.testing import servers
 
 pytestmark = pytest.mark.integration
 

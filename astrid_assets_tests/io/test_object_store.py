@@ -6,7 +6,7 @@ import pytest
 from astrid_assets.io.object_store import LocalObjectStore, ObjectStoreError, S3ObjectStore
 
 
-@pytest.fixture(params=["folder", "s3"])
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.integration)])
 def store(request, tmp_path):
     if request.param == "folder":
         return LocalObjectStore(tmp_path / "objects")

@@ -22,7 +22,7 @@ def raw_observations(context) -> pd.DataFrame:
     return frames_for(context.partition_key, ROWS_PER_NIGHT.get(context.partition_key, 1))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'astrid.db'}"

@@ -21,13 +21,15 @@ from astrid_assets.definitions import (
     nightly_pipeline,
     train_unet,
 )
-from astrid_assets.defs.learning import rerun_from_manifest
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.io.tables import engine_for, read_nights
+from astrid_assets.ml.rerun import rerun_from_manifest
 from astrid_assets.registry import CHALLENGER, CHAMPION, rollback, version_by_alias
 from astrid_assets.resources import SimulatedSurveyResource
+from astrid_assets.testing import servers
 from astrid_assets.validations import count_labels
-from astrid_assets_tests import servers
+
+pytestmark = pytest.mark.integration
 
 NIGHTS = [f"2024-01-0{day}" for day in range(1, 8)]
 SMALL_MODEL = {"epochs": 10, "base_channels": 8, "batch_size": 32}  # a CI-sized U-Net

@@ -18,7 +18,7 @@ from astrid_assets.validations import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def url(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'astrid.db'}"

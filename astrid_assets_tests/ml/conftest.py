@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from astrid_assets.ml.dataset import StampSet, split_by_night
-from astrid_assets_tests.ml.stamps import make_stamps
+from astrid_assets.testing.stamps import make_stamps
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from astrid_assets.ml.dataset import (
     split_by_night,
     transient_masks,
 )
-from astrid_assets_tests.ml.stamps import make_stamps
+from astrid_assets.testing.stamps import make_stamps
 
 
 @pytest.fixture(scope="module")

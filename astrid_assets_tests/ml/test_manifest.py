@@ -37,7 +37,8 @@ def test_ml_package_imports_neither_dagster_nor_mlflow():
     code = (
         "import sys\n"
         "import astrid_assets.ml.dataset, astrid_assets.ml.unet, astrid_assets.ml.metrics\n"
-        "import astrid_assets.ml.training, astrid_assets.ml.manifest\n"
+        "import astrid_assets.ml.training, astrid_assets.ml.manifest, astrid_assets.ml.config\n"
+        "import astrid_assets.ml.checkpoints, astrid_assets.ml.tracking, astrid_assets.ml.rerun\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'mlflow'}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,13 +7,8 @@ import pytest
 from astropy.io import fits
 
 from astrid_assets.science import masks
-from astrid_assets.science.calibrate import (
-    CalibratedFrame,
-    MasterCalibrations,
-    build_masters,
-    calibrate_frame,
-    sigma_clipped_combine,
-)
+from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame, sigma_clipped_combine
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import (
     QualityLimits,
     mark_seeing_outliers,

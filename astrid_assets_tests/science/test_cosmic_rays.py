@@ -14,14 +14,8 @@ import pytest
 from astropy.io import fits
 
 from astrid_assets.science import masks
-from astrid_assets.science.calibrate import (
-    COSMIC_OBJLIM,
-    calibrate_frame,
-    cosmic_ray_mask,
-    lacosmic_objlim,
-    quick_fwhm,
-    spare_psf_like,
-)
+from astrid_assets.science.calibrate import calibrate_frame
+from astrid_assets.science.cosmics import COSMIC_OBJLIM, cosmic_ray_mask, lacosmic_objlim, quick_fwhm, spare_psf_like
 from astrid_assets_tests.science.frame_scenes import cosmic_scores, identity_masters, make_scene
 
 

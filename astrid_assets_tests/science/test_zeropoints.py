@@ -13,10 +13,10 @@ from astropy.io import fits
 
 from astrid_assets.defs.differencing import relative_depth
 from astrid_assets.science import zeropoints
-from astrid_assets.science.calibrate import CalibratedFrame
 from astrid_assets.science.coadd import select_best_frames
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import measure_quality
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets_tests.science import scenes
 
 SHAPE = (300, 360)
 #: exposure (s), transparency, sky e-/s (before the cloud), FWHM px, profile, shift (px), rotation (deg)

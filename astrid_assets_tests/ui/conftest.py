@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from astrid_assets_tests import servers
+from astrid_assets.testing import servers
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

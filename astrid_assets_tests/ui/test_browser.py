@@ -16,7 +16,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from astrid_assets_tests.ui.conftest import NIGHTS
+
+pytestmark = pytest.mark.integration
 
 NIGHT = NIGHTS[-1]
 ASSET = "candidate_detections"

@@ -1,4 +1,4 @@
-"""Real servers for the integration tests, started on loopback in their own process groups.
+"""Real servers for the integration tests and the benchmarks, started on loopback in their own process groups.
 
 Each server runs in a new session (``start_new_session=True``) and is stopped by signalling its
 whole process group, so worker processes (MLflow's gunicorn/uvicorn workers, say) die with it.

@@ -11,9 +11,10 @@ scenes with known answers.
 import numpy as np
 import pytest
 
-from astrid_assets.science.psf import estimate_psf, measure_fwhm, render_psf
-from astrid_assets.science.zogy import fit_flux_ratio
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets.science.fluxratio import fit_flux_ratio
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import estimate_psf, measure_fwhm
+from astrid_assets_tests.science import scenes
 
 SHAPE = (384, 384)
 SURVEY_SKY = 2500.0  #: e- per pixel, as in a 60 s exposure of the simulated survey

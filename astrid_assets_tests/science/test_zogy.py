@@ -7,10 +7,13 @@ from scipy import ndimage
 from scipy.stats import norm
 
 from astrid_assets.science import masks
+from astrid_assets.science.classic import classic_subtraction
 from astrid_assets.science.detect import detect_candidates, false_detection_expectation
-from astrid_assets.science.psf import estimate_psf, render_psf
-from astrid_assets.science.zogy import FluxRatioError, classic_subtraction, fit_flux_ratio, zogy
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets.science.fluxratio import FluxRatioError, fit_flux_ratio
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.zogy import zogy
+from astrid_assets_tests.science import scenes
 
 NEW_SKY, REF_SKY = 400.0, 40.0
 NEW_READ, REF_READ = 5.0, 2.0

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from astrid_assets.science.inject import completeness, inject_sources, match_catalogues, psf_optimal_snr
-from astrid_assets.science.psf import psf_photometry, render_psf
+from astrid_assets.science.photometry import psf_photometry
+from astrid_assets.science.profiles import render_psf
 
 
 def test_injected_snr_is_the_psf_optimal_snr() -> None:

@@ -1,4 +1,4 @@
-"""Synthetic real/bogus candidate stamps for the ML tests and benchmark.
+"""Synthetic real/bogus candidate stamps for the ML tests and the training benchmark.
 
 Each candidate is a ``(3, 63, 63)`` float32 stack in electrons — science (sky included),
 reference (its own sky, deeper: lower noise) and difference (science minus the PSF-matched

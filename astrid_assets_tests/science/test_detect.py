@@ -14,9 +14,10 @@ from astrid_assets.science.detect import (
     detect_candidates,
 )
 from astrid_assets.science.inject import completeness, inject_sources, match_catalogues
-from astrid_assets.science.psf import estimate_psf, render_psf
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import estimate_psf
 from astrid_assets.science.zogy import zogy
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets_tests.science import scenes
 
 NEW_SKY, REF_SKY = 400.0, 40.0  # the reference stands for a deep co-add
 

@@ -5,12 +5,8 @@ import pytest
 
 from astrid_assets.science.calibrate import build_masters, calibrate_frame
 from astrid_assets.science.inject import match_catalogues
-from astrid_assets.science.pipeline import (
-    CalibratedImage,
-    build_reference,
-    difference_frame,
-    find_candidates,
-)
+from astrid_assets.science.pipeline import build_reference, difference_frame, find_candidates
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import measure_quality
 from astrid_assets.science.simulate import SurveyConfig, simulate_night
 
@@ -28,7 +24,7 @@ def calibrated_night(night: str):
     out = []
     for frame in of_type("object"):
         calibrated = calibrate_frame(frame.data, frame.header, masters)
-        image = CalibratedImage(calibrated.science, calibrated.mask, calibrated.variance, calibrated.background,
+        image = CalibratedFrame(calibrated.science, calibrated.mask, calibrated.variance, calibrated.background,
                                 calibrated.background_rms, frame.header)
         out.append((image, measure_quality(calibrated, frame.header), frame.truth))
     return out
@@ -80,7 +76,7 @@ def test_static_stars_leave_no_clean_candidates_and_s_corr_is_unit_normal(search
         clean = candidates[candidates["flags"] == 0]
         on_stars = match_catalogues(clean[["x", "y"]].to_numpy(), stars[["ref_x", "ref_y"]].to_numpy(), 1.5)
         assert (on_stars >= 0).sum() <= 1, "static stars must not leave clean detections"
-        assert abs(difference.s_corr_std - 1.0) < 0.05
+        assert abs(difference.score_std - 1.0) < 0.05
 
 
 def test_fitted_flux_ratio_matches_the_unchanged_transparency(searched):
@@ -96,7 +92,7 @@ def test_a_frame_off_the_reference_is_refused_with_a_clear_reason(reference):
     from astrid_assets.science.register import RegistrationError
 
     with pytest.raises(RegistrationError, match="overlap|off"):
-        difference_frame(CalibratedImage(image.science, image.mask, image.variance, image.background,
+        difference_frame(CalibratedFrame(image.science, image.mask, image.variance, image.background,
                                          image.background_rms, moved), reference)
 
 

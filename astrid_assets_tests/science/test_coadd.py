@@ -5,8 +5,8 @@ import pytest
 
 from astrid_assets.science import masks
 from astrid_assets.science.coadd import coadd, select_best_frames
-from astrid_assets.science.psf import psf_photometry
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets.science.photometry import psf_photometry
+from astrid_assets_tests.science import scenes
 
 SHAPE = (256, 256)
 
@@ -100,7 +100,7 @@ def test_undersampled_frames_coadd_into_a_reference_with_a_psf() -> None:
     from astropy.io import fits
 
     from astrid_assets.science.calibrate import calibrate_frame
-    from astrid_assets.science.psf import find_sources
+    from astrid_assets.science.sources import find_sources
     from astrid_assets_tests.science.frame_scenes import identity_masters
 
     rng = np.random.default_rng(8)

@@ -6,10 +6,11 @@ import pytest
 
 from astrid_assets.science import masks
 from astrid_assets.science.detect import FLAG_EDGE, detect_candidates
-from astrid_assets.science.psf import estimate_psf, render_psf
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import estimate_psf
 from astrid_assets.science.register import measure_registration_residuals, register_to_reference
 from astrid_assets.science.zogy import zogy
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets_tests.science import scenes
 
 SHAPE = (512, 512)
 

@@ -12,7 +12,7 @@ from astrid_assets.science.register import (
     measure_registration_residuals,
     register_to_reference,
 )
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets_tests.science import scenes
 
 REF_SHAPE = (384, 384)
 

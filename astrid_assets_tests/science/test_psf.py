@@ -4,14 +4,10 @@ import numpy as np
 import pytest
 
 from astrid_assets.science import masks
-from astrid_assets.science.psf import (
-    PSFError,
-    estimate_psf,
-    measure_fwhm,
-    psf_photometry,
-    render_psf,
-)
-from astrid_assets_tests.science_diff import scenes
+from astrid_assets.science.photometry import psf_photometry
+from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf import PSFError, estimate_psf, measure_fwhm
+from astrid_assets_tests.science import scenes
 
 
 @pytest.mark.parametrize("fwhm", [2.5, 4.0])
