@@ -23,6 +23,7 @@ variable                       meaning                                         e
 ``MLFLOW_TRACKING_USERNAME``   MLflow server login (with ``_PASSWORD``;         unset
                                or ``MLFLOW_TRACKING_TOKEN``) (secret)
 ``MAST_TOKEN``                 MAST token for proprietary data (secret)        unset
+``ASTRID_TEST_POSTGRES``       server the integration tests make databases on  ``postgres@127.0.0.1:5432``
 =============================  ==============================================  ==============================
 
 Values are read when called, never cached at import, so a test or a deployment can change
@@ -184,3 +185,9 @@ def mlflow_credentials() -> tuple[str | None, str | None, str | None]:
 def mast_token() -> str | None:
     """MAST API token for proprietary data (``MAST_TOKEN``), or None. A secret: never logged."""
     return os.environ.get("MAST_TOKEN") or None
+
+
+def test_postgres_admin_url() -> str:
+    """PostgreSQL server where integration tests create their throw-away databases (``ASTRID_TEST_POSTGRES``,
+    default the machine's server on 127.0.0.1:5432 as ``postgres``, trust authentication)."""
+    return os.environ.get("ASTRID_TEST_POSTGRES") or "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

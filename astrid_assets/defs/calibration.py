@@ -11,16 +11,10 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science import zeropoints
-from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame
-from astrid_assets.science.frames import (
-    CALIBRATION_KINDS,
-    FrameError,
-    exposure_time,
-    normalised_cards,
-    provenance_cards,
-    read_frame,
-    to_fits_bytes,
-)
+from astrid_assets.science.calibrate import calibrate_frame
+from astrid_assets.science.frames import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
+from astrid_assets.science.headers import CALIBRATION_KINDS, exposure_time
+from astrid_assets.science.masters import MasterCalibrations, build_masters
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import mark_seeing_outliers, measure_quality, verdict
 

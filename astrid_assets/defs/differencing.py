@@ -40,7 +40,7 @@ from astrid_assets.science.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.frames import provenance_cards, read_extensions, to_fits_bytes
 from astrid_assets.science.pipeline import build_reference, difference_frame
 from astrid_assets.science.products import CalibratedFrame, Reference
-from astrid_assets.science.psf import PSFError
+from astrid_assets.science.psf_model import PSFError
 from astrid_assets.science.register import RegistrationError
 
 

@@ -13,22 +13,24 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
 from astrid_assets.science.frames import (
-    CALIBRATION_KINDS,
     WCS_PROBLEM_CARD,
     FrameError,
     astropy_warnings_silenced,
     celestial_wcs,
+    normalised_cards,
+    provenance_cards,
+    read_frame,
+    to_fits_bytes,
+)
+from astrid_assets.science.headers import (
+    CALIBRATION_KINDS,
     exposure_time,
     header_gain,
     header_read_noise,
     image_type,
     imagetyp_card,
-    normalised_cards,
     observation_date,
     observation_mjd,
-    provenance_cards,
-    read_frame,
-    to_fits_bytes,
 )
 from astrid_assets.surveys.base import RawFrame
 from astrid_assets.surveys.fits_drop import fetch_fits_drop

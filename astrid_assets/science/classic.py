@@ -14,8 +14,8 @@ import numpy as np
 
 from astrid_assets.science.fft_backends import NumpyBackend, embedded_rfft2, filtered_variance
 from astrid_assets.science.fluxratio import fit_flux_ratio, psf_star_positions
-from astrid_assets.science.psf import PSFModel, as_psf_image, measure_fwhm
-from astrid_assets.science.zogy import odd_common_stamps, robust_std, sanitise_pair
+from astrid_assets.science.image_pair import odd_common_stamps, robust_std, sanitise_pair
+from astrid_assets.science.psf_model import PSFModel, as_psf_image, measure_fwhm
 
 
 @dataclass(frozen=True)

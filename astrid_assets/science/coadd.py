@@ -41,7 +41,8 @@ from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
 from astrid_assets.science.fluxratio import FluxRatioError, fit_flux_ratio
-from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.psf_model import PSFError, PSFModel
 from astrid_assets.science.register import Registered, register_to_reference
 
 #: Pixels (4-connected steps) around a pixel with many outliers (a changed source) kept unclipped.

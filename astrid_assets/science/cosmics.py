@@ -22,65 +22,41 @@ from scipy.special import erf
 
 #: Pixels mirrored around the frame before L.A.Cosmic so that its filters reach the edges.
 COSMIC_PAD = 8
-
-
 #: L.A.Cosmic parameters (van Dokkum 2001): Laplacian-to-noise limit, its fraction for the
 #: neighbours of a hit, and the object-contrast limit for well-sampled PSFs.
 COSMIC_SIGCLIP = 4.5
-
-
 COSMIC_SIGFRAC = 0.3
 
 
 COSMIC_OBJLIM = 5.0
-
-
 COSMIC_NITER = 4
 
 
 #: Below this FWHM (pixels) the PSF is undersampled: star cores look like hits to the
 #: Laplacian, and the object-contrast limit rises (:func:`lacosmic_objlim`).
 UNDERSAMPLED_FWHM = 2.5
-
-
 #: ``(FWHM px, objlim)`` nodes of :func:`lacosmic_objlim`, interpolated linearly.
 OBJLIM_NODES = ((1.0, 20.0), (1.5, 15.0), (UNDERSAMPLED_FWHM, COSMIC_OBJLIM))
-
-
 #: PSF test of cosmic-ray candidates (:func:`spare_psf_like`): a candidate whose 3×3 pixels around
 #: its peak fit a scaled, pixel-integrated PSF (plus a linear gradient from neighbours) with χ²
 #: at most this (≈ the 99.5 % point of χ² for the ≈ 4 degrees of freedom left) is a star.
 PSF_TEST_CHI2 = 15.0
-
-
 #: Fractional error allowed to the PSF model in that test (shape of the true PSF vs the model).
 PSF_TEST_TOLERANCE = 0.15
-
-
 #: FWHMs tried in that test, relative to the measured one (the PSF varies over the field).
 PSF_TEST_SCALES = (0.8, 0.9, 1.0, 1.12, 1.25)
-
-
 #: Sub-pixel centre offsets (pixels) tried in the PSF fits.
 PSF_OFFSET_STEP = 0.125
-
-
 #: Quick FWHM: detections at this S/N, at most this many, fitted over this grid (pixels).
 FWHM_DETECT_SIGMA = 10.0
-
-
 FWHM_MAX_STARS = 80
 
 
 FWHM_MIN_STARS = 3
-
-
 FWHM_GRID = tuple(np.round(np.geomspace(0.6, 8.0, 45), 4))
 
 
 _SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-
 _SEP_REJECT = sep.OBJ_MERGED | sep.OBJ_TRUNC
 
 

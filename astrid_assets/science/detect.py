@@ -21,15 +21,22 @@ from astropy.wcs import WCS
 from astrid_assets.science import masks
 from astrid_assets.science.photometry import psf_photometry
 from astrid_assets.science.profiles import render_psf
-from astrid_assets.science.psf import GAUSSIAN_FWHM_PER_SIGMA, ShiftablePSF, as_psf_image
+from astrid_assets.science.psf import GAUSSIAN_FWHM_PER_SIGMA
+from astrid_assets.science.psf_model import ShiftablePSF, as_psf_image
 
-#: Candidate flag bits (column ``flags``).
-FLAG_MASKED = 1  #: an UNUSABLE mask pixel lies in the footprint or within one FWHM
-FLAG_EDGE = 2  #: within ``edge`` px of the image border or of NO_DATA pixels
+#: Candidate flag bits (column ``flags``); a new flag takes a new bit, existing bits keep their meaning.
+FLAG_MASKED = 1  #: an UNUSABLE pixel in the footprint or within the kernel half-size (see detect_candidates)
+FLAG_EDGE = 2  #: within ``edge`` px (at least the kernel half-size) of the image border or of NO_DATA pixels
 FLAG_DIPOLE = 4  #: an opposite-sign lobe of comparable significance is adjacent
 FLAG_SHAPE = 8  #: size, elongation or sharpness far from the PSF's (judged at S/N >= 20)
-FLAG_NAMES = {"MASKED": FLAG_MASKED, "EDGE": FLAG_EDGE, "DIPOLE": FLAG_DIPOLE, "SHAPE": FLAG_SHAPE}
-
+FLAG_BRIGHT_STAR = 16  #: on a ``masks.BRIGHT_STAR`` pixel: in the wings of a saturated star
+FLAG_NAMES = {
+    "MASKED": FLAG_MASKED,
+    "EDGE": FLAG_EDGE,
+    "DIPOLE": FLAG_DIPOLE,
+    "SHAPE": FLAG_SHAPE,
+    "BRIGHT_STAR": FLAG_BRIGHT_STAR,
+}
 COLUMNS = [
     "id",
     "x",
@@ -262,7 +269,7 @@ def _score(
     ``score = significance × shape × flag_penalty`` with
     significance ``1 − 2^-((|S_corr|/threshold)^4)`` (0.5 at the threshold, 0.94 at twice it),
     shape ``exp(−½ (ln(fwhm/psf_fwhm)/ln 1.5)²) × exp(−½ ((elongation − 1)/0.6)²)`` (1 where
-    unmeasured), and a factor 0.5 for each of MASKED, EDGE, SHAPE and 0.3 for DIPOLE.
+    unmeasured), and a factor 0.5 for each of MASKED, EDGE, SHAPE, BRIGHT_STAR and 0.3 for DIPOLE.
     """
     significance = 1.0 - np.power(2.0, -((abs_peak / threshold) ** 4))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -270,7 +277,8 @@ def _score(
         shape_term = size_term * np.exp(-0.5 * ((elongation - 1.0) / 0.6) ** 2)
     shape_term = np.where(np.isfinite(shape_term), shape_term, 1.0)
     penalty = np.ones(flags.shape)
-    for bit, factor in ((FLAG_MASKED, 0.5), (FLAG_EDGE, 0.5), (FLAG_SHAPE, 0.5), (FLAG_DIPOLE, 0.3)):
+    factors = ((FLAG_MASKED, 0.5), (FLAG_EDGE, 0.5), (FLAG_SHAPE, 0.5), (FLAG_BRIGHT_STAR, 0.5), (FLAG_DIPOLE, 0.3))
+    for bit, factor in factors:
         penalty = np.where(flags & bit, penalty * factor, penalty)
     return np.clip(significance * shape_term * penalty, 0.0, 1.0)
 
@@ -300,7 +308,11 @@ def detect_candidates(
         Difference image in e- and its variance map, e-² (NaN read as 0).
     mask : numpy.ndarray or None
         uint16 mask on the same grid (``UNUSABLE`` → MASKED flag, ``NO_DATA`` → EDGE and
-        excluded from extraction); None: no mask.
+        excluded from extraction, ``BRIGHT_STAR`` under the candidate → BRIGHT_STAR flag); None:
+        no mask. MASKED reaches ``max(psf_fwhm, h)`` px from unusable pixels, with ``h`` the
+        kernel half-size (half the side of ``difference_psf``): the ZOGY filters spread whatever
+        stands in for a masked pixel, and the unmodelled wings of a saturated star around it,
+        over that distance.
     wcs : astropy.wcs.WCS or None
         Celestial WCS of the grid (``ra``/``dec`` NaN when None).
     psf_fwhm : float
@@ -308,12 +320,14 @@ def detect_candidates(
     threshold : float, default 5.0
         Detection threshold on ``|S_corr|``.
     edge : int or None, default None
-        Border width (px) flagged EDGE; default ``max(10, 3 × psf_fwhm)``. It also
-        covers the wrap-around band of the FFT convolutions. Candidates within ``edge`` px
-        of a ``NO_DATA`` pixel are flagged EDGE too.
+        Border width (px) flagged EDGE; default ``max(10, 3 × psf_fwhm, h)`` with ``h`` the
+        kernel half-size: the unpadded (periodic) FFT convolutions wrap a source within ``h``
+        of one border onto the opposite one, and truncate its own kernel. A given ``edge``
+        is used as is. Candidates within ``edge`` px of a ``NO_DATA`` pixel are flagged EDGE too.
     difference_psf : numpy.ndarray or None, default None
-        PSF stamp of ``difference`` (``ZogyResult.P_D``); a Gaussian of
-        ``psf_fwhm`` when None.
+        PSF stamp of ``difference`` (``ZogyResult.P_D``, as large as the PSF stamps that went
+        into the subtraction: its half-side is the kernel half-size ``h``); a Gaussian of
+        ``psf_fwhm`` (side ``2 ⌈2 psf_fwhm⌉ + 7``) when None.
     min_area : int, default 1
         Minimum number of pixels above threshold (1: any pixel, the honest
         ``|S_corr| >= threshold`` criterion).
@@ -338,7 +352,6 @@ def detect_candidates(
     difference = np.ascontiguousarray(np.nan_to_num(difference, nan=0.0), dtype=np.float32)
     difference_var = np.ascontiguousarray(np.nan_to_num(difference_var, nan=0.0), dtype=np.float32)
     mask = np.zeros(s_corr.shape, np.uint16) if mask is None else np.asarray(mask, np.uint16)
-    edge = int(max(10, round(3 * psf_fwhm))) if edge is None else int(edge)
     no_data = np.ascontiguousarray((mask & masks.NO_DATA) != 0)
     unusable = (mask & masks.UNUSABLE) != 0
     psf_image = (
@@ -346,6 +359,8 @@ def detect_candidates(
         if difference_psf is not None
         else render_psf(psf_fwhm, 2 * int(np.ceil(2 * psf_fwhm)) + 1 + 6, "gaussian")
     )
+    kernel_half = max(psf_image.shape) // 2
+    edge = int(max(10, round(3 * psf_fwhm), kernel_half)) if edge is None else int(edge)
     psf = ShiftablePSF(psf_image)
 
     rows = []
@@ -384,6 +399,7 @@ def detect_candidates(
         threshold,
         edge,
         dipole_fraction,
+        max(float(psf_fwhm), float(kernel_half)),
     )
 
 
@@ -401,6 +417,7 @@ def _measure(
     threshold: float,
     edge: int,
     dipole_fraction: float,
+    masked_radius: float,
 ) -> pd.DataFrame:
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
     sign = table["sign"].to_numpy()
@@ -408,6 +425,7 @@ def _measure(
     flux, flux_err = psf_photometry(difference, difference_var, psf_stamp, x, y, mask)
     flux_aper, flux_aper_err, _ = sep.sum_circle(difference, x, y, float(psf_fwhm), var=difference_var, mask=unusable)
     ny, nx = s_corr.shape
+    bright = (mask & masks.BRIGHT_STAR) != 0
     window_sigma = psf_fwhm / GAUSSIAN_FWHM_PER_SIGMA
     flags = np.zeros(x.size, dtype=np.int64)
     fwhm = np.full(x.size, np.nan)
@@ -417,8 +435,10 @@ def _measure(
         near_border = min(x[k], y[k], nx - 1 - x[k], ny - 1 - y[k]) < edge
         if near_border or _near(no_data, x[k], y[k], edge):
             flags[k] |= FLAG_EDGE
-        if table["masked"].iat[k] or _near(unusable, x[k], y[k], psf_fwhm):
+        if table["masked"].iat[k] or _near(unusable, x[k], y[k], masked_radius):
             flags[k] |= FLAG_MASKED
+        if bright[min(max(int(np.rint(y[k])), 0), ny - 1), min(max(int(np.rint(x[k])), 0), nx - 1)]:
+            flags[k] |= FLAG_BRIGHT_STAR
         lobe = _opposite_lobe(s_corr, x[k], y[k], int(sign[k]), 2.0 * psf_fwhm)
         if lobe >= max(3.0, dipole_fraction * abs(table["s_corr_peak"].iat[k])):
             flags[k] |= FLAG_DIPOLE
@@ -452,57 +472,3 @@ def _measure(
     table = table.sort_values("s_corr_peak", key=np.abs, ascending=False, ignore_index=True)
     table["id"] = np.arange(len(table))
     return table[COLUMNS]
-
-
-def cut_stamps(
-    images: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int = 63, fill: float = np.nan
-) -> np.ndarray:
-    """Cut-outs centred on ``(x, y)`` (rounded to the nearest pixel) from each image.
-
-    Parameters
-    ----------
-    images : dict of str to numpy.ndarray
-        Channel name → 2-d image, all of one shape; channels keep the dict's order.
-    x, y : numpy.ndarray or float
-        Centres, px (0-based; pixel centres at integers).
-    size : int, default 63
-        Odd side of the stamps, px; the centre pixel is ``[size // 2, size // 2]``.
-    fill : float, default NaN
-        Value for stamp pixels beyond the image (NaN by default; 0 for networks), and for
-        whole stamps at non-finite centres.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array ``(n_candidates, n_channels, size, size)``.
-
-    Raises
-    ------
-    ValueError
-        Even ``size``, no images, or images of different shapes.
-    """
-    if size % 2 != 1:
-        raise ValueError(f"stamp size must be odd, got {size}")
-    arrays = list(images.values())
-    if not arrays:
-        raise ValueError("no images to cut stamps from")
-    shape = arrays[0].shape
-    if any(a.shape != shape for a in arrays):
-        raise ValueError("all images must have the same shape")
-    x = np.atleast_1d(np.asarray(x, dtype=float))
-    y = np.atleast_1d(np.asarray(y, dtype=float))
-    half = size // 2
-    ny, nx = shape
-    stamps = np.full((x.size, len(arrays), size, size), fill, dtype=np.float32)
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        if not (np.isfinite(xk) and np.isfinite(yk)):
-            continue
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
-        y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        sx, sy = x0 - (ic - half), y0 - (jc - half)
-        for channel, image in enumerate(arrays):
-            stamps[k, channel, sy : sy + (y1 - y0), sx : sx + (x1 - x0)] = image[y0:y1, x0:x1]
-    return stamps

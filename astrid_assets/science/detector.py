@@ -8,6 +8,8 @@ the data's state (raw, reduced, sky-subtracted).
   Howell 2006, *Handbook of CCD Astronomy*, 2nd ed., §4.3 (a pair of flats and a pair of biases,
   :func:`photon_transfer`), or from the sky's variance against its level (:func:`estimate_gain`).
 * The data's state (:func:`classify_data_state`): see :mod:`.calibrate`.
+* The wings of saturated stars (:func:`bright_star_mask`): the saturated footprint grown to where
+  a Moffat profile through its edge falls to the sky noise.
 
 Raw frames are ADU with the bias included; arrays ``[y, x]``, 0-based.
 """
@@ -21,44 +23,36 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 from astropy.stats import mad_std
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, distance_transform_edt, find_objects, label
 
-from astrid_assets.science.frames import (
-    HeaderValue,
-    original_pixel_type,
-)
+from astrid_assets.science.frames import original_pixel_type
+from astrid_assets.science.headers import HeaderValue
 from astrid_assets.science.sources import background_maps
 
 #: SATURATED is grown by this many pixels along columns (bleed tails) and one across.
 BLEED_GROWTH = 2
-
-
 #: A sky whose median is below this many sky rms is taken as subtracted.
 SKY_ZERO_SIGMA = 2.0
-
-
 #: With a known gain, a sky level whose Poisson variance would exceed the measured variance by
 #: this factor carries a bias pedestal.
 PEDESTAL_FACTOR = 2.0
-
-
 #: At least this many pixels at exactly the frame's maximum value are a saturation pile-up...
 SATURATION_PILEUP_MIN = 4
-
-
 #: ...when they outnumber by this factor the pixels within 2 % below that value.
 SATURATION_PILEUP_CONTRAST = 2.0
-
-
 #: Widths of the band below the maximum searched for a saturation plateau, as fractions of
 #: (maximum − median): a full well read out with noise and bias structure is not one value.
 SATURATION_BANDS = (0.0025, 0.005, 0.01, 0.02)
-
-
 #: Largest value of an integer pixel type (the ADC ceiling of a raw frame).
 ADC_CEILING = {"uint8": 255, "int16": 32767, "uint16": 65535, "int32": 2**31 - 1, "uint32": 2**32 - 1}
-
-
+#: Moffat index assumed for the wings of saturated stars (:func:`bright_star_mask`); smaller than
+#: the β ≈ 3-5 of seeing-limited cores (Trujillo et al. 2001, MNRAS 328, 977), so the wings it
+#: implies are wider: the far wings of real stars fall more slowly than their cores suggest.
+BRIGHT_STAR_BETA = 2.5
+#: The wings are masked out to where they fall to this many sky rms per pixel.
+BRIGHT_STAR_NSIGMA = 1.0
+#: Largest bright-star radius, px (a saturated blob that is no star must not mask the frame).
+BRIGHT_STAR_MAX_RADIUS = 200.0
 #: Header cards that say a frame was already calibrated (MaxIm DL ``CALSTAT``, IRAF ``ccdproc``).
 CALIBRATION_HISTORY_KEYS = ("CALSTAT", "ZEROCOR", "BIASCOR", "DARKCOR", "FLATCOR", "CCDPROC", "BIASSUB")
 
@@ -175,6 +169,84 @@ def saturation_mask(raw_adu: np.ndarray, saturate: float | None) -> np.ndarray:
         return saturated
     structure = np.ones((2 * BLEED_GROWTH + 1, 3), dtype=bool)
     return binary_dilation(saturated, structure=structure)
+
+
+def bright_star_radius(area: float, level: float, noise: float, fwhm: float,
+                       beta: float = BRIGHT_STAR_BETA, nsigma: float = BRIGHT_STAR_NSIGMA) -> float:
+    """Radius (px) out to which a saturated star's wings stay above ``nsigma`` sky rms per pixel.
+
+    The star is taken as a Moffat profile ``I(r) = I₀ (1 + r²/α²)^-β`` with
+    ``α = fwhm / (2 √(2^(1/β) − 1))`` (Moffat 1969, A&A 3, 455) that reaches the saturation
+    level ``L`` (above the sky) at the radius of the saturated area, ``r_sat = √(area / π)``.
+    It falls to ``n σ`` at ``r_wing`` with ``1 + r_wing²/α² = (1 + r_sat²/α²) (L / (n σ))^(1/β)``,
+    so ``r_wing`` grows with the saturated area (the star's brightness) at a given PSF and sky.
+
+    Parameters
+    ----------
+    area : float
+        Saturated pixels of the star (before any growth), px².
+    level : float
+        Saturation level above the sky, e- (or the frame's units).
+    noise : float
+        Sky rms per pixel, units of ``level``.
+    fwhm : float
+        FWHM of the PSF core, px.
+    beta, nsigma : float
+        Moffat index and the wing level in sky rms (:data:`BRIGHT_STAR_BETA`, :data:`BRIGHT_STAR_NSIGMA`).
+
+    Returns
+    -------
+    float
+        ``r_wing`` in px, at least ``r_sat``, at most :data:`BRIGHT_STAR_MAX_RADIUS` (unless
+        ``r_sat`` is larger: a saturated blob that big is not grown); ``r_sat`` when the level
+        is not above ``nsigma`` rms or an input is not positive.
+    """
+    r_sat = math.sqrt(max(area, 0.0) / math.pi)
+    if not (level > 0 and noise > 0 and fwhm > 0) or level <= nsigma * noise:
+        return r_sat
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    contrast = (level / (nsigma * noise)) ** (1.0 / beta)
+    r_wing = alpha * math.sqrt((1.0 + (r_sat / alpha) ** 2) * contrast - 1.0)
+    return float(min(max(r_wing, r_sat), max(BRIGHT_STAR_MAX_RADIUS, r_sat)))
+
+
+def bright_star_mask(saturated: np.ndarray, level: float, noise: float, fwhm: float) -> np.ndarray:
+    """Pixels in the wings of saturated stars: each saturated footprint (8-connected group of
+    ``saturated`` pixels) grown by ``r_wing − r_sat`` px (:func:`bright_star_radius`, from its
+    area), so a round star is covered out to ``r_wing`` from its centre and a bleed trail along
+    its length.
+
+    Parameters
+    ----------
+    saturated : numpy.ndarray of bool
+        Pixels at or above the saturation level as stored (not grown), ``[y, x]``.
+    level : float
+        Saturation level above the sky, e-.
+    noise : float
+        Sky rms per pixel, e-.
+    fwhm : float
+        FWHM of the PSF core, px.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True within the grown footprints (the saturated pixels included).
+    """
+    out = np.zeros(saturated.shape, dtype=bool)
+    labels, _ = label(saturated, structure=np.ones((3, 3), bool))
+    ny, nx = saturated.shape
+    for index, box in enumerate(find_objects(labels), start=1):
+        if box is None:
+            continue
+        footprint = labels[box] == index
+        area = float(footprint.sum())
+        grow = bright_star_radius(area, level, noise, fwhm) - math.sqrt(area / math.pi)
+        pad = int(math.ceil(max(grow, 0.0)))
+        y0, y1 = max(box[0].start - pad, 0), min(box[0].stop + pad, ny)
+        x0, x1 = max(box[1].start - pad, 0), min(box[1].stop + pad, nx)
+        cut = labels[y0:y1, x0:x1] == index
+        out[y0:y1, x0:x1] |= distance_transform_edt(~cut) <= max(grow, 0.0)
+    return out
 
 
 def estimate_saturation(raw_adu: np.ndarray, pixel_type: str) -> HeaderValue:

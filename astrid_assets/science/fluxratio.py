@@ -15,7 +15,7 @@ import numpy as np
 from astropy.stats import mad_std
 
 from astrid_assets.science.photometry import psf_photometry
-from astrid_assets.science.psf import PSFModel
+from astrid_assets.science.psf_model import PSFModel
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 

@@ -25,7 +25,8 @@ from scipy.spatial import cKDTree
 from astrid_assets.science import masks
 from astrid_assets.science.pipeline import PSF_STAR_LIMITS, difference_frame, find_candidates, on_reference_sky
 from astrid_assets.science.products import CalibratedFrame, Reference
-from astrid_assets.science.psf import PSFModel, ShiftablePSF, as_psf_image, estimate_psf
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.psf_model import PSFModel, ShiftablePSF, as_psf_image
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,12 @@
 """Pixel mask bit-planes shared by every AstrID image (``uint16``).
 
 A pixel may carry several flags; test with ``mask & FLAG``.
+
+Flags in :data:`UNUSABLE` remove a pixel from photometry, detection and the ZOGY inputs. The
+others describe where a pixel is: ``EDGE`` (the detector border), ``INTERPOLATED`` and
+``BRIGHT_STAR`` (the wings of a saturated star, where a subtraction leaves residuals of the
+unmodelled wings and of the masked core; candidates on it are flagged
+:data:`~astrid_assets.science.detect.FLAG_BRIGHT_STAR`, the pixels are still measured).
 """
 
 import numpy as np
@@ -11,6 +17,9 @@ COSMIC_RAY = np.uint16(1 << 2)  #: cosmic-ray hit (L.A.Cosmic)
 EDGE = np.uint16(1 << 3)  #: within the edge margin of the detector
 NO_DATA = np.uint16(1 << 4)  #: no data, e.g. outside the overlap after registration
 INTERPOLATED = np.uint16(1 << 5)  #: value interpolated (e.g. over a cosmic ray)
+#: within the wings of a saturated star (:func:`~astrid_assets.science.detector.bright_star_mask`);
+#: not UNUSABLE
+BRIGHT_STAR = np.uint16(1 << 6)
 
 NAMES = {
     "SATURATED": SATURATED,
@@ -19,9 +28,10 @@ NAMES = {
     "EDGE": EDGE,
     "NO_DATA": NO_DATA,
     "INTERPOLATED": INTERPOLATED,
+    "BRIGHT_STAR": BRIGHT_STAR,
 }
 
-#: Flags that make a pixel unusable for photometry and detection.
+#: Flags that make a pixel unusable for photometry and detection (not EDGE, INTERPOLATED, BRIGHT_STAR).
 UNUSABLE = SATURATED | BAD_PIXEL | COSMIC_RAY | NO_DATA
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from astrid_assets.science import masks
-from astrid_assets.science.psf import PSFModel, ShiftablePSF, as_psf_image
+from astrid_assets.science.psf_model import PSFModel, ShiftablePSF, as_psf_image
 
 
 def psf_photometry(

@@ -24,14 +24,13 @@ from astrid_assets.science.align import (
 )
 from astrid_assets.science.classic import classic_subtraction
 from astrid_assets.science.coadd import coadd, select_best_frames
-from astrid_assets.science.detect import cut_stamps, detect_candidates
+from astrid_assets.science.detect import detect_candidates
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
-from astrid_assets.science.psf import PSFError, PSFModel, estimate_psf
-from astrid_assets.science.register import (
-    RegistrationError,
-    measure_registration_residuals,
-    register_to_reference,
-)
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.psf_model import PSFError, PSFModel
+from astrid_assets.science.register import RegistrationError, register_to_reference
+from astrid_assets.science.residuals import measure_registration_residuals
+from astrid_assets.science.stamps import cut_stamps
 from astrid_assets.science.zogy import zogy
 
 #: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
@@ -80,19 +79,6 @@ def build_reference(
 ) -> tuple[Reference, list[int]]:
     """Co-add the best frames (by FWHM and depth) onto the best frame's grid.
 
-    Parameters
-    ----------
-    frames : list of CalibratedFrame
-        Calibrated frames of one field (e-).
-    fwhm : list of float
-        PSF FWHM per frame, px.
-    depth : list of float
-        Depth per frame, magnitudes or any logarithmic measure where larger is deeper (e.g.
-        ``-2.5 log10(limiting flux / exposure time)`` when no zero point is known): only its
-        order matters.
-    max_frames : int, default 10
-        Most frames co-added.
-
     Flux scales come from the photometric zero points when every chosen frame has ``MAGZP``
     (magnitude of 1 e-/s): frame ``i`` collects ``10**(0.4 (MAGZP_i − MAGZP_a)) · t_i / t_a``
     e- per anchor e- (``t`` = ``EXPTIME``, left out unless every frame has one); otherwise
@@ -106,6 +92,19 @@ def build_reference(
 
     Returns the reference and the indices of the frames used. Raises :class:`PSFError` when
     the co-add's PSF cannot be estimated, ``ValueError`` when no frame has a finite FWHM and depth.
+
+    Parameters
+    ----------
+    frames : list of CalibratedFrame
+        Calibrated frames of one field (e-).
+    fwhm : list of float
+        PSF FWHM per frame, px.
+    depth : list of float
+        Depth per frame, magnitudes or any logarithmic measure where larger is deeper (e.g.
+        ``-2.5 log10(limiting flux / exposure time)`` when no zero point is known): only its
+        order matters.
+    max_frames : int, default 10
+        Most frames co-added.
 
     Returns
     -------
@@ -268,7 +267,10 @@ def difference_frame(
         frame.science - frame.background, frame.variance, frame.mask, frame.wcs, reference.wcs,
         reference.image.shape,
     )
-    new_sigma, ref_sigma = frame.sky_sigma, reference.sky_sigma
+    # the frame's sky noise per reference pixel: resampling scales the noise power by the area ratio
+    area = float(np.nanmedian(registered.variance) / np.nanmedian(frame.variance))
+    new_sigma = frame.sky_sigma * np.sqrt(area if np.isfinite(area) and area > 0 else 1.0)
+    ref_sigma = reference.sky_sigma
     combined_mask = registered.mask | reference.mask
     residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
     if max(abs(residuals.dx), abs(residuals.dy)) > 0.1:  # WCS pointing error: re-register with the measured offset

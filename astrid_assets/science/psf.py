@@ -13,195 +13,35 @@ The empirical PSF is the inverse-variance weighted, clipped mean of sub-pixel re
 flux-normalised stamps of isolated, unsaturated, unmasked stars whose width agrees with the
 others, with a Moffat profile fitted to it for the wings (:func:`estimate_psf`); it is constant
 over the frame (no spatial variation is modelled).
+
+Weights
+-------
+The per-pixel variance that weights the stack, its clipping and the width test of each star is
+a model, ``σ_sky² + f · P`` (e-²: the sky + read-noise variance at the star plus its flux ``f``
+times the current stack estimate ``P``; :func:`_model_variance`), never the stamp's own counts.
+With ``σ² + counts`` a pixel that fluctuated low gets a smaller variance and a larger weight,
+so an inverse-variance mean comes out low by about one count per pixel and star, and the width
+fit of a bright star is tilted the same way. Relative to the star that is ``1 / (f P)``: small
+in the core, but ~1 % in the wings, and largest where the sky is faint against the stars. On a
+deep, Poisson-dominated reference (sky variance 30× below the new image's) the wings beyond
+2 FWHM came out 1–5 % too faint, bright stars were dropped as too narrow, and bright static
+stars left rings of false candidates in the ZOGY difference
+(``astrid_assets_tests/science/test_deep_reference_psf.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import sep
-from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA, moffat_alpha, profile_image
+from astrid_assets.science.psf_model import PSFError, PSFModel, ShiftablePSF, _centroid, measure_fwhm
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 #: SEP object flags that disqualify a PSF star: merged with a neighbour, truncated at the edge.
 _SEP_REJECT_FLAGS = sep.OBJ_MERGED | sep.OBJ_TRUNC
-
-
-class PSFError(ValueError):
-    """The PSF could not be estimated (e.g. too few isolated, unsaturated stars)."""
-
-
-@dataclass(frozen=True)
-class PSFModel:
-    """An empirical PSF.
-
-    Attributes
-    ----------
-    image : numpy.ndarray
-        ``(size, size)`` float32 stamp, sums to 1, centroid on the central pixel
-        ``[size // 2, size // 2]``.
-    fwhm : float
-        Full width at half maximum, pixels (from the area above half maximum of the
-        pixel-integrated stamp, i.e. after pixelisation; :func:`measure_fwhm`).
-    n_stars : int
-        Number of stars stacked.
-    star_xy : numpy.ndarray
-        ``(n_stars, 2)`` windowed centroids ``(x, y)`` of the stars used, pixels (0-based,
-        pixel centres at integers); empty by default.
-    star_flux : numpy.ndarray
-        PSF-fit fluxes of those stars, e- (background subtracted); empty by default.
-    """
-
-    image: np.ndarray
-    fwhm: float
-    n_stars: int
-    star_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
-    star_flux: np.ndarray = field(default_factory=lambda: np.empty(0))
-
-    @property
-    def size(self) -> int:
-        """Side of the stamp, pixels (odd)."""
-        return int(self.image.shape[0])
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-class ShiftablePSF:
-    """A PSF stamp that can be evaluated at any sub-pixel centre by the Fourier shift theorem.
-
-    The stamp is zero-padded before its transform so that the periodic wrap of the shift
-    does not fold the wings back onto the core.
-
-    Parameters
-    ----------
-    psf : numpy.ndarray
-        Odd square PSF stamp, centred on its central pixel ``[size // 2, size // 2]``; used as
-        given (not normalised).
-    pad : int, default 4
-        Zero padding added on each side before the transform, px.
-
-    Attributes
-    ----------
-    size : int
-        Side of the stamp, px.
-    pad : int
-        Zero padding on each side, px.
-
-    Raises
-    ------
-    ValueError
-        If ``psf`` is not a 2-d, odd, square array.
-    """
-
-    def __init__(self, psf: np.ndarray, pad: int = 4) -> None:
-        psf = np.asarray(psf, dtype=np.float64)
-        if psf.ndim != 2 or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 != 1:
-            raise ValueError(f"PSF must be an odd square stamp, got shape {psf.shape}")
-        self.size = psf.shape[0]
-        self.pad = pad
-        padded = np.pad(psf, pad)
-        self._transform = np.fft.fft2(padded)
-        n = padded.shape[0]
-        self._freq = np.fft.fftfreq(n)
-
-    def at(self, dx: float, dy: float) -> np.ndarray:
-        """The stamp with its centre moved by ``(dx, dy)`` pixels (size × size, float64).
-
-        Parameters
-        ----------
-        dx, dy : float
-            Shift of the centre along x (columns) and y (rows), px; positive moves the
-            profile towards larger indices. Shifts of more than ``pad`` px wrap light round.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(size, size)`` float64 shifted stamp (light moved beyond the stamp is cut off).
-        """
-        phase_x = np.exp(-2j * np.pi * self._freq * dx)
-        phase_y = np.exp(-2j * np.pi * self._freq * dy)
-        shifted = np.fft.ifft2(self._transform * phase_y[:, None] * phase_x[None, :]).real
-        p = self.pad
-        return shifted[p : p + self.size, p : p + self.size]
-
-
-def as_psf_image(psf: PSFModel | np.ndarray) -> np.ndarray:
-    """The unit-sum stamp of a :class:`PSFModel` or of a bare array.
-
-    Parameters
-    ----------
-    psf : PSFModel or numpy.ndarray
-        A PSF model or a PSF stamp (any positive normalisation).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float64`` copy of the stamp divided by its sum.
-
-    Raises
-    ------
-    PSFError
-        If the stamp's sum is not positive and finite.
-    """
-    image = psf.image if isinstance(psf, PSFModel) else np.asarray(psf)
-    image = np.asarray(image, dtype=np.float64)
-    total = image.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise PSFError("PSF stamp must have a positive, finite sum")
-    return image / total
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-def measure_fwhm(psf_image: np.ndarray, upsample: int = 8) -> float:
-    """FWHM (px) of a pixel-integrated PSF stamp: diameter of the circle with the area above half max.
-
-    The stamp is upsampled ``upsample`` times with a cubic spline so that the area is
-    measured to a few per cent of a pixel even for FWHM ≈ 2 px. The result is the FWHM after
-    pixelisation (the stamp's pixel values, not the underlying continuous profile).
-
-    Parameters
-    ----------
-    psf_image : numpy.ndarray
-        2-d PSF stamp (any normalisation), indexed ``[y, x]``.
-    upsample : int, default 8
-        Upsampling factor per axis.
-
-    Returns
-    -------
-    float
-        FWHM, px: ``2 sqrt(A / π)`` with ``A`` the area above half the peak, px²; NaN if the
-        peak is not positive.
-    """
-    image = np.asarray(psf_image, dtype=np.float64)
-    fine = ndimage.zoom(image, upsample, order=3, mode="grid-constant", grid_mode=True)
-    peak = fine.max()
-    if peak <= 0:
-        return float("nan")
-    area = np.count_nonzero(fine >= 0.5 * peak) / upsample**2
-    return float(2.0 * np.sqrt(area / np.pi))
-
-
-def _centroid(stamp: np.ndarray, radius: float) -> tuple[float, float]:
-    """First-moment centroid offset ``(dx, dy)`` from the centre within ``radius`` pixels."""
-    half = stamp.shape[0] // 2
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    inside = (xx**2 + yy**2 <= radius**2) & (stamp > 0)
-    weights = np.where(inside, stamp, 0.0)
-    total = weights.sum()
-    if total <= 0:
-        return 0.0, 0.0
-    return float((weights * xx).sum() / total), float((weights * yy).sum() / total)
-
-
-# --------------------------------------------------------------------------- estimation
 
 
 def _stamp_is_clean(bad: np.ndarray, ic: int, jc: int, half: int) -> bool:
@@ -266,30 +106,61 @@ def _radius_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xx, yy, np.hypot(xx, yy)
 
 
-def _pixel_variance(stamps: np.ndarray, star_rms: np.ndarray) -> np.ndarray:
-    """Per-pixel variance of star stamps in e-: background noise plus the stars' own Poisson noise."""
-    return star_rms[:, None, None] ** 2 + np.clip(stamps, 0.0, None)
+def _model_variance(model: np.ndarray, fluxes: np.ndarray, star_rms: np.ndarray) -> np.ndarray:
+    """Expected per-pixel variance of star stamps, e-²: ``σ_sky² + f · max(P, 0)``.
+
+    Parameters
+    ----------
+    model : numpy.ndarray
+        ``(size, size)`` current PSF estimate ``P`` (flux-normalised stack; sums to ~1).
+    fluxes : numpy.ndarray
+        ``(n,)`` PSF-fit fluxes ``f`` of the stars, e-.
+    star_rms : numpy.ndarray
+        ``(n,)`` background noise ``σ_sky`` (sky Poisson + read noise) at each star, e-.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size)`` variances, e-²: sky variance plus the star's expected Poisson counts.
+
+    Notes
+    -----
+    The variance comes from a model, never from the stamp's own (noisy) pixel: with weights
+    ``1 / (σ² + counts)`` a pixel that fluctuated low gets a higher weight, which biases an
+    inverse-variance mean low by about one count per pixel and star. On a deep, Poisson-dominated
+    image that makes the wings of the stack ~1 % too faint (see the module docstring).
+    """
+    expected = fluxes[:, None, None] * np.clip(model, 0.0, None)[None, :, :]
+    return star_rms[:, None, None] ** 2 + expected
 
 
 def _shape_outliers(
-    stamps: np.ndarray, star_rms: np.ndarray, psf_image: np.ndarray, fwhm: float, clip: float
+    stamps: np.ndarray,
+    fluxes: np.ndarray,
+    star_rms: np.ndarray,
+    psf_image: np.ndarray,
+    fwhm: float,
+    clip: float,
 ) -> np.ndarray:
     """Boolean flags of the stars whose profile is wider or narrower than the PSF ``psf_image``.
 
-    Each stamp is fitted inside ``2 × fwhm`` (weights from :func:`_pixel_variance`) with
-    ``a·P + b·W + c_x ∂P/∂x + c_y ∂P/∂y`` where ``W = −(2P + x ∂P/∂x + y ∂P/∂y)`` is the
-    change of ``P`` under a small stretch: ``b/a`` is the star's fractional width excess.
-    Stars whose excess lies more than ``clip`` of its own error from the median are outliers
-    — a faint galaxy or star blended into the core, a supernova on its host, a star whose
-    core is flattened near saturation or partly rejected in a co-add. Such contaminations are
-    at the noise level of single pixels but bias a stack of a dozen stars by a few per cent.
+    Each stamp (e-) is fitted inside ``2 × fwhm`` with ``a·P + b·W + c_x ∂P/∂x + c_y ∂P/∂y``
+    where ``W = −(2P + x ∂P/∂x + y ∂P/∂y)`` is the change of ``P`` under a small stretch:
+    ``b/a`` is the star's fractional width excess. The weights are ``1 / (σ_sky² + f·P)``
+    (:func:`_model_variance`, with the star's flux ``fluxes`` in e- and ``star_rms`` in e-),
+    not the stamp's own counts, which would favour pixels that fluctuated low and tilt the
+    fit. Stars whose excess lies more than ``clip`` of its own error from the median are
+    outliers — a faint galaxy or star blended into the core, a supernova on its host, a star
+    whose core is flattened near saturation or partly rejected in a co-add. Such
+    contaminations are at the noise level of single pixels but bias a stack of a dozen stars
+    by a few per cent.
     """
     xx, yy, rr = _radius_grid(psf_image.shape[0])
     grad_y, grad_x = np.gradient(psf_image)
     stretch = -(2.0 * psf_image + xx * grad_x + yy * grad_y)
     core = rr <= max(2.0 * fwhm, 3.0)
     design = np.stack([psf_image[core], stretch[core], grad_x[core], grad_y[core]], axis=1)
-    variance = np.maximum(_pixel_variance(stamps, star_rms)[:, core], 1e-12)
+    variance = np.maximum(_model_variance(psf_image, fluxes, star_rms)[:, core], 1e-12)
     data = stamps[:, core]
     n = stamps.shape[0]
     width, width_err = np.full(n, np.nan), np.full(n, np.inf)
@@ -314,21 +185,50 @@ def _shape_outliers(
 
 
 def _weighted_stack(
-    stamps: np.ndarray, fluxes: np.ndarray, star_rms: np.ndarray, start: np.ndarray, clip: float = 4.0
+    stamps: np.ndarray,
+    fluxes: np.ndarray,
+    star_rms: np.ndarray,
+    start: np.ndarray,
+    clip: float = 4.0,
+    iterations: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse-variance weighted, per-pixel ``clip``-σ clipped mean of flux-normalised stamps.
 
     A median gives a faint star the weight of a bright one, so the wings of a stack of a dozen
     stars carry the sky noise of the faintest (a few per cent of the flux summed over the
-    stamp, which ZOGY and PSF photometry turn into a flux-scale error). Weights are
-    ``f² / (σ_sky² + counts)`` per pixel; ``start`` (e.g. the median stack) seeds the clipping.
-    Returns the stack (not normalised) and its variance per pixel.
+    stamp, which ZOGY and PSF photometry turn into a flux-scale error). The weights are
+    ``f² / (σ_sky² + f·P)`` per pixel (:func:`_model_variance`), where ``P`` is the current
+    stack (``start``, e.g. the median stack, then each iteration's mean): the expected counts,
+    never the stamp's own noisy counts, which would give a pixel that fluctuated low a higher
+    weight and make the wings of a Poisson-dominated stack too faint. The clipping uses the
+    same model variance, so a low fluctuation is not easier to reject than a high one.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, size, size)`` sky-subtracted star stamps, e-.
+    fluxes : numpy.ndarray
+        ``(n,)`` PSF-fit fluxes of the stars, e- (positive).
+    star_rms : numpy.ndarray
+        ``(n,)`` background noise at each star, e-.
+    start : numpy.ndarray
+        ``(size, size)`` first PSF estimate (unit sum); it seeds the weights and the clipping.
+    clip : float, default 4.0
+        Per-pixel clip, in units of the model standard deviation.
+    iterations : int, default 4
+        Rounds of re-weighting and clipping about the updated stack.
+
+    Returns
+    -------
+    stack, stack_variance : numpy.ndarray
+        The stack (flux-normalised, not renormalised to unit sum; dimensionless) and its
+        variance per pixel (same units squared; ``inf`` where no star is kept).
     """
     normalised = stamps / fluxes[:, None, None]
-    variance = np.maximum(_pixel_variance(stamps, star_rms), 1e-12) / fluxes[:, None, None] ** 2
     current = start
-    weights = np.zeros_like(variance)
-    for _ in range(3):
+    weights = np.zeros_like(normalised)
+    for _ in range(iterations):
+        variance = np.maximum(_model_variance(current, fluxes, star_rms), 1e-12) / fluxes[:, None, None] ** 2
         kept = np.abs(normalised - current) <= clip * np.sqrt(variance)
         weights = np.where(kept, 1.0 / variance, 0.0)
         total = weights.sum(axis=0)
@@ -419,7 +319,11 @@ def estimate_psf(
     against a first median stack. Stars whose width differs from that stack by more than
     ``shape_clip`` of its error are dropped (:func:`_shape_outliers`: blends with faint
     galaxies or stars that SEP does not separate, near-saturated cores). The others are
-    combined in an inverse-variance weighted, clipped mean (:func:`_weighted_stack`).
+    combined in an inverse-variance weighted, clipped mean (:func:`_weighted_stack`). Both
+    steps weight each pixel by a model variance, ``σ_sky² + f · P`` in e-² (sky variance plus
+    the star's flux times the current, iterated stack), not by the stamp's own noisy counts,
+    which would favour pixels that fluctuated low and make the wings of a Poisson-dominated
+    stack ~1–5 % too faint (see the module docstring).
 
     Beyond ``wings[0] × FWHM`` the stack fades into a Moffat profile fitted to it, which it
     equals beyond ``wings[1] × FWHM`` (DAOPHOT's analytic profile + empirical core, Stetson
@@ -503,7 +407,7 @@ def estimate_psf(
     x, y, stamps, fluxes, star_rms = x[keep], y[keep], stamps[keep], fluxes[keep], star_rms[keep]
     median_stack = _stack(stamps, fluxes)
     fwhm = measure_fwhm(median_stack)
-    outliers = _shape_outliers(stamps, star_rms, median_stack, fwhm, shape_clip)
+    outliers = _shape_outliers(stamps, fluxes, star_rms, median_stack, fwhm, shape_clip)
     if outliers.any() and (~outliers).sum() >= min_stars:
         keep = ~outliers
         x, y, stamps, fluxes, star_rms = x[keep], y[keep], stamps[keep], fluxes[keep], star_rms[keep]

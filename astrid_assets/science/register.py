@@ -16,17 +16,51 @@ for TAN (and SIP) solutions the map is smooth and the interpolation error is far
 10⁻³ px (checked in the tests). The image is resampled with a cubic B-spline
 (``scipy.ndimage.map_coordinates``, order 3: Unser 1999, IEEE Signal Proc. Mag. 16, 22),
 which keeps point-source centroids to ~0.01 px and loses less noise power than bilinear
-interpolation. The variance is resampled bilinearly: interpolation correlates the noise of
-neighbouring pixels, and linear weights preserve the noise power at the low spatial
-frequencies that PSF-matched filters (ZOGY's S) integrate over, whereas the per-pixel
-variance of the resampled image is lower (by up to 25 % for the cubic spline at a half-pixel
-shift; ZOGY's S_corr stays within 2 % of unit variance, see the tests). Counts are conserved by
-multiplying by the local pixel-area ratio (the Jacobian determinant of the mapping).
+interpolation. The variance is resampled bilinearly (see Noise below). Counts are conserved by
+multiplying the image by the local pixel-area ratio ``a`` (the Jacobian determinant of the
+mapping: input pixels per reference pixel) and the variance by ``a`` (not ``a²``, see Noise).
 Unusable input pixels are first filled from their usable neighbours (:func:`_fill_unusable`), and
 mask bits propagate as the bitwise OR over the 2 × 2 input pixels around each position (those that
 carry most of the interpolation weight; the spline's outer taps then see filled values, not holes);
 reference pixels whose position falls outside the input frame get ``NO_DATA`` and NaN image and
 variance.
+
+Noise
+-----
+Interpolation correlates the noise of neighbouring resampled pixels, and a per-pixel variance
+map cannot describe correlated noise. The variance map returned here is therefore not the
+per-pixel variance of the resampled pixels: it is the noise power per unit area (per reference
+pixel) at the low spatial frequencies, the white-noise level whose integral over a PSF-sized
+filter gives the filter's variance. That is what ZOGY's S and S_corr (and PSF photometry)
+integrate, and what :mod:`.zogy` assumes when it propagates a variance map as independent pixel
+noise (``V(S_N) = V(ε_n) ⊗ k_n²``, Zackay, Ofek & Gal-Yam 2016, eqs. 26–27); the correlation is
+handled by choosing this normalisation, not by a separate covariance term.
+
+* Equal pixel scales (``a = 1``): the interpolating spline's transfer function is 1 at zero
+  frequency, so the noise power at the PSF's frequencies is that of the input pixels, and
+  bilinear weights (summing to 1) carry the input variance over unchanged, whereas the per-pixel
+  variance of the resampled image is lower (by up to 25 % for the cubic spline at a half-pixel
+  shift). ZOGY's S_corr stays within ~1.5 % of unit variance for sub-pixel shifts and rotations
+  (``astrid_assets_tests/science/test_pipeline.py``).
+* Different pixel scales: a flux-conserving resampling multiplies every value by ``a``, which
+  multiplies the per-pixel variance by ``a²``. A matched filter sees something else: a sum over
+  ``N`` reference pixels holds the ``a·N`` input pixels under them, each with total weight 1
+  (its value is spread over ``1/a`` reference pixels, each multiplied by ``a``), so the sum's
+  variance is ``a·N·σ²``, i.e. ``a σ²`` per reference pixel. Onto smaller pixels (``a < 1``)
+  each input pixel's noise is spread over ``1/a`` correlated output pixels and the per-pixel
+  variance ``a² σ²`` understates what a matched filter sees; onto larger pixels (``a > 1``) it
+  overstates it. This is the noise correlation of drizzled or interpolated images (Fruchter &
+  Hook 2002, PASP 114, 144; Casertano et al. 2000, AJ 120, 2747), whose per-pixel rms must be
+  corrected by such a factor before it gives the noise of an aperture or PSF flux. Measured on
+  512² scenes (1.0″ reference pixels, ZOGY, blank sky): variance × ``a²`` gave robust
+  std(S_corr) 0.82 for 0.8″ input pixels and 1.15 for 1.25″ (2 false candidates at
+  |S_corr| ≥ 5); × ``a`` gives 1.00 and 0.98–1.00
+  (``astrid_assets_tests/science/test_resampled_noise.py``).
+* Limit: interpolation samples the input, it does not average it. Much finer input pixels
+  (``a`` ≳ 2, e.g. 0.5″ onto 1.0″: S_corr std ≈ 1.05) alias noise that an area-weighted
+  (drizzle-like) resampling would average away, so the map understates the noise there; much
+  coarser ones (``a`` = 0.25, 2.0″ onto 1.0″) leave S_corr ≈ 0.97–1.00.
+  ``zogy(..., renormalise=True)`` absorbs what remains.
 """
 
 from __future__ import annotations
@@ -34,16 +68,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sep
-from astropy.stats import mad_std
 from astropy.wcs import WCS
 from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
-from scipy.spatial import cKDTree
 
 from astrid_assets.science import masks
-from astrid_assets.science.profiles import GAUSSIAN_FWHM_PER_SIGMA
-from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
+from astrid_assets.science.inpaint import fill_from_neighbours
+from astrid_assets.science.sources import unusable_pixels
 
 #: Offsets (input px, both axes) over which mask bits are OR-ed into a resampled pixel: the 2 × 2
 #: neighbours of its position.
@@ -55,6 +86,7 @@ class RegistrationError(ValueError):
 
 
 @dataclass(frozen=True)
+
 class Registered:
     """A frame resampled onto the reference grid.
 
@@ -63,7 +95,9 @@ class Registered:
     image : numpy.ndarray
         float32, e-; NaN where ``NO_DATA``.
     variance : numpy.ndarray
-        float32, e-²; NaN where ``NO_DATA``.
+        float32, e-² per reference pixel; NaN where ``NO_DATA``. The noise power per unit area
+        that PSF-scale filters integrate (module docstring, Noise), not the per-pixel variance of
+        the correlated resampled pixels.
     mask : numpy.ndarray
         uint16; input bits OR-ed over the interpolation support, ``NO_DATA`` outside.
     overlap_fraction : float
@@ -77,32 +111,6 @@ class Registered:
     mask: np.ndarray
     overlap_fraction: float
     pixel_offset: tuple[float, float] = (0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class RegistrationResiduals:
-    """Star-matching check of a registration (positions on the reference grid).
-
-    Attributes
-    ----------
-    dx, dy : float
-        Median offset registered − reference, px; passing ``pixel_offset=(dx, dy)`` to
-        :func:`register_to_reference` removes it.
-    rms_x, rms_y : float
-        Robust scatter (1.4826 × MAD) of the per-star offsets about the median, px;
-        with bright stars this is the registration noise σ_x, σ_y of ZOGY eqs. 30–33.
-    n_stars : int
-        Number of matched stars.
-    """
-
-    dx: float
-    dy: float
-    rms_x: float
-    rms_y: float
-    n_stars: int
-
-
-# --------------------------------------------------------------------------- coordinates
 
 
 def _exact_input_pixels(wcs: WCS, ref_wcs: WCS, x_ref: np.ndarray, y_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,9 +268,6 @@ def _inside(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return (x >= 0) & (x <= shape[1] - 1) & (y >= 0) & (y <= shape[0] - 1)
 
 
-# --------------------------------------------------------------------------- resampling
-
-
 def _or_dilate(mask: np.ndarray, low: int, high: int) -> np.ndarray:
     """Bitwise OR of ``mask`` over offsets ``low..high`` (inclusive) along both axes."""
     out = mask.copy()
@@ -280,34 +285,6 @@ def _or_dilate(mask: np.ndarray, low: int, high: int) -> np.ndarray:
                 dst[axis], src[axis] = slice(-shift, n), slice(0, n + shift)
             out[tuple(dst)] |= source[tuple(src)]
     return out
-
-
-def _fill_unusable(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Copy with unusable or non-finite pixels filled from their usable neighbours.
-
-    Normalised convolution (Knutsson & Westin 1993): ``G * (v·w) / G * w`` with ``w`` the usable
-    pixels and ``G`` a Gaussian of σ = 0.5 px (the nearest neighbours), then σ = 4 px for what is
-    still empty (saturated cores, bleed trails); the median of the usable pixels where even that
-    reaches nothing. A hit beside a star's core then takes a value close to the star's, so the cubic
-    spline, whose support reaches two pixels, does not carry a sky-level hole into the pixels around it.
-    """
-    filled = np.array(values, dtype=np.float32, copy=True)
-    bad = bad | ~np.isfinite(filled)
-    if not bad.any():
-        return filled
-    good = (~bad).astype(np.float32)
-    data = np.where(bad, np.float32(0.0), filled)
-    todo = bad.copy()
-    for sigma in (0.5, 4.0):
-        weight = ndimage.gaussian_filter(good, sigma, mode="mirror")
-        smooth = ndimage.gaussian_filter(data, sigma, mode="mirror")
-        reached = todo & (weight > 1e-3)
-        filled[reached] = smooth[reached] / weight[reached]
-        todo &= ~reached
-        if not todo.any():
-            return filled
-    filled[todo] = np.median(filled[~bad]) if (~bad).any() else 0.0
-    return filled
 
 
 def register_to_reference(
@@ -345,21 +322,30 @@ def register_to_reference(
         Smallest accepted fraction of reference pixels covered by the frame.
     pixel_offset : tuple of float, default (0.0, 0.0)
         Extra ``(dx, dy)`` in reference pixels added before the WCS mapping; pass
-        the ``dx, dy`` of :func:`measure_registration_residuals` to remove a measured offset.
+        the ``dx, dy`` of :func:`.residuals.measure_registration_residuals` to remove a measured offset.
     grid_step : int, default 32
         Spacing of the exactly evaluated nodes of :class:`PixelMap`, reference px.
     block_rows : int, default 512
         Reference rows resampled at a time (memory).
     conserve_flux : bool, default True
-        Multiply the image by the local pixel-area ratio (input pixels per
-        reference pixel, from the Jacobian of the mapping) and the variance by its square,
-        so that a source keeps its flux in e- when the pixel scales differ. Without it the
-        resampling preserves surface brightness (e- per pixel).
+        Multiply the image by the local pixel-area ratio ``a`` (input pixels per reference
+        pixel, from the Jacobian of the mapping), so that a source keeps its flux in e- when the
+        pixel scales differ, and the variance by ``a`` (not ``a²``): the returned variance is
+        the noise power per reference pixel's area that a matched filter such as ZOGY's S
+        integrates, not the per-pixel variance of the resampled pixels, whose noise the
+        resampling correlates (module docstring, Noise; Fruchter & Hook 2002, PASP 114, 144;
+        Casertano et al. 2000, AJ 120, 2747). Without it the resampling preserves surface
+        brightness (e- per pixel) and the variance per input pixel.
 
     Returns
     -------
     Registered
-        The resampled image, variance and mask on the reference grid.
+        The resampled image, variance and mask on the reference grid. The variance is
+        interpolated bilinearly and scaled by ``a``; the correlation between resampled pixels is
+        not carried separately: the map is normalised so that a PSF-scale filter of the image,
+        propagated as if its pixels were independent, gets the right variance (S_corr within
+        ~3 % of unit variance for ``a`` between 0.25 and 1.6, ~1.5 % for sub-pixel shifts and
+        rotations at equal scales).
 
     Raises
     ------
@@ -385,11 +371,11 @@ def register_to_reference(
     input_mask = np.zeros(image.shape, np.uint16) if mask is None else np.asarray(mask, np.uint16)
     bad = unusable_pixels(input_mask, image.shape)
     coefficients = (
-        ndimage.spline_filter(_fill_unusable(image, bad), order=order, output=np.float32, mode="mirror")
+        ndimage.spline_filter(fill_from_neighbours(image, bad), order=order, output=np.float32, mode="mirror")
         if order == 3
-        else _fill_unusable(image, bad)
+        else fill_from_neighbours(image, bad)
     )
-    variance_filled = _fill_unusable(variance, bad)
+    variance_filled = fill_from_neighbours(variance, bad)
     dilated_mask = _or_dilate(input_mask, *MASK_SUPPORT)
 
     out_image = np.empty(ref_shape, np.float32)
@@ -413,7 +399,7 @@ def register_to_reference(
         if conserve_flux:
             area = pixel_map.pixel_area_ratio(x_in, y_in).astype(np.float32)
             block_image *= area
-            block_variance *= area**2
+            block_variance *= area  # noise power per unit area, not area² (module docstring, Noise)
         block_mask = dilated_mask[floor_y, floor_x]
         block_mask[~inside] = masks.NO_DATA
         block_image[~inside] = np.nan
@@ -425,119 +411,3 @@ def register_to_reference(
             f"frame covers {100 * overlap:.1f}% of the reference grid, below the minimum {100 * min_overlap:.0f}%"
         )
     return Registered(out_image, out_variance, out_mask, overlap, pixel_map.offset)
-
-
-# --------------------------------------------------------------------------- star matching
-
-
-def _bright_stars(frame: np.ndarray, rms: np.ndarray | float, bad: np.ndarray, min_snr: float) -> np.ndarray:
-    """Windowed centroids ``(x, y)`` of unflagged sources with isophotal S/N ≥ ``min_snr``."""
-
-    objects = find_sources(frame, rms, bad, threshold=5.0)
-    if objects.size == 0:
-        return np.empty((0, 2))
-    x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
-    flux, flux_err, _ = sep.sum_circle(frame, x, y, 3.0, err=rms, mask=bad)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = flux / flux_err
-    good = (objects["flag"] == 0) & (snr >= min_snr)
-    if not good.any():
-        return np.empty((0, 2))
-    r_half, _ = sep.flux_radius(frame, x[good], y[good], np.full(int(good.sum()), 15.0), 0.5, mask=bad)
-    sigma = np.clip(2.0 * np.nan_to_num(r_half, nan=1.0) / GAUSSIAN_FWHM_PER_SIGMA, 0.5, 10.0)
-    xw, yw, flag = sep.winpos(frame, x[good], y[good], sigma, mask=bad)
-    ok = flag == 0
-    return np.column_stack([xw[ok], yw[ok]])
-
-
-def match_positions(xy_a: np.ndarray, xy_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest-neighbour pairs within ``radius`` px: indices into ``xy_a`` and ``xy_b``.
-
-    Parameters
-    ----------
-    xy_a, xy_b : numpy.ndarray
-        ``(n, 2)`` and ``(m, 2)`` positions ``(x, y)``, px, on one grid.
-    radius : float
-        Largest pair separation, px.
-
-    Returns
-    -------
-    index_a, index_b : numpy.ndarray
-        Integer indices of the paired rows, ``xy_a[index_a[k]]`` ↔ ``xy_b[index_b[k]]``.
-    """
-    if len(xy_a) == 0 or len(xy_b) == 0:
-        return np.empty(0, int), np.empty(0, int)
-    dist_ab, nearest_b = cKDTree(xy_b).query(xy_a, distance_upper_bound=radius)
-    _, nearest_a = cKDTree(xy_a).query(xy_b, distance_upper_bound=radius)
-    index_a = np.flatnonzero(np.isfinite(dist_ab))
-    index_b = nearest_b[index_a]
-    mutual = nearest_a[index_b] == index_a
-    return index_a[mutual], index_b[mutual]
-
-
-def measure_registration_residuals(
-    image: np.ndarray,
-    image_rms: np.ndarray | float,
-    reference: np.ndarray,
-    reference_rms: np.ndarray | float,
-    mask: np.ndarray | None = None,
-    reference_mask: np.ndarray | None = None,
-    *,
-    min_snr: float = 50.0,
-    match_radius: float = 2.0,
-) -> RegistrationResiduals:
-    """Compare bright-star centroids of a registered frame with the reference's.
-
-    Both images must be background-subtracted and on the same grid. Stars are found with
-    SEP (Barbary 2016), centroided with ``sep.winpos`` and paired by mutual nearest
-    neighbour within ``match_radius`` px.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Registered frame, background-subtracted, e-, indexed ``[y, x]``.
-    image_rms : numpy.ndarray or float
-        Its per-pixel noise, e- (map or scalar).
-    reference : numpy.ndarray
-        Reference image on the same grid, background-subtracted, e-.
-    reference_rms : numpy.ndarray or float
-        Its per-pixel noise, e- (map or scalar).
-    mask, reference_mask : numpy.ndarray or None, default None
-        uint16 masks of the two images (``UNUSABLE`` pixels excluded); None: no mask.
-    min_snr : float, default 50.0
-        Minimum S/N of a star (unflagged SEP detection at 5σ, flux in a circle of radius 3 px).
-    match_radius : float, default 2.0
-        Largest separation of a pair, px.
-
-    Returns
-    -------
-    RegistrationResiduals
-        Median offset and robust scatter, px, and the number of matched stars.
-
-    Raises
-    ------
-    RegistrationError
-        Fewer than 3 stars could be matched.
-    """
-    frame, nonfinite = frame_for_sep(image, 0.0)
-    ref_frame, ref_nonfinite = frame_for_sep(reference, 0.0)
-    bad = unusable_pixels(mask, frame.shape) | nonfinite
-    ref_bad = unusable_pixels(reference_mask, ref_frame.shape) | ref_nonfinite
-    stars = _bright_stars(frame, noise_for_sep(image_rms, frame.shape), bad, min_snr)
-    ref_stars = _bright_stars(ref_frame, noise_for_sep(reference_rms, ref_frame.shape), ref_bad, min_snr)
-    index, ref_index = match_positions(stars, ref_stars, match_radius)
-    if index.size < 3:
-        raise RegistrationError(
-            f"only {index.size} stars with S/N >= {min_snr:g} matched between the registered "
-            "frame and the reference; cannot measure the registration residuals"
-        )
-    offsets = stars[index] - ref_stars[ref_index]
-    median = np.median(offsets, axis=0)
-    spread = mad_std(offsets, axis=0)
-    return RegistrationResiduals(
-        dx=float(median[0]),
-        dy=float(median[1]),
-        rms_x=float(spread[0]),
-        rms_y=float(spread[1]),
-        n_stars=int(index.size),
-    )

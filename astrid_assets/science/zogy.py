@@ -29,8 +29,21 @@ Conventions
 FFT convolutions are periodic: a source within a kernel radius of one edge leaks into the
 opposite edge band, so detections within ``edge`` pixels of the border must be flagged (as
 :func:`astrid_assets.science.detect.detect_candidates` does). Pixels that are non-finite or
-flagged ``UNUSABLE`` in ``mask`` are set to zero with zero variance in both images, which
-keeps ``S_corr`` correctly normalised around them.
+flagged ``UNUSABLE`` in ``mask`` are filled from their usable neighbours in both images and
+their variance maps (:func:`sanitise_pair`), and reported as 0 in the outputs.
+
+Beyond the paper
+----------------
+* A differential background: whatever sky offset or gradient the background subtraction left
+  between the images passes into ``D`` as a plane (a plane convolved with a unit-sum, symmetric
+  kernel is the same plane), and into ``S`` as ``F_D`` times it. A plane fitted to ``D`` on
+  source-free pixels (``|S_corr| < 3``, iteratively clipped, weighted by ``1 / var(D)``) is
+  removed from both, as the background term of Alard & Lupton (1998, ApJ 503, 325) does for
+  kernel-matched differences (``background="plane"``; ``"constant"`` fits an offset only).
+* The flux-ratio uncertainty: an error ``σ_β`` in ``β = F_n / F_r`` scales the reference's part of
+  the score, ``δS = (δβ / β) S_R``, so ``(σ_β / β)² S_R²`` joins the variance of ``S`` next to the
+  astrometric terms (eqs. 30–33): bright static stars are not scored as changes for a ratio known
+  to a per cent.
 """
 
 from __future__ import annotations
@@ -40,9 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from astropy.stats import mad_std
 
-from astrid_assets.science import masks
 from astrid_assets.science.fft_backends import (
     NumpyBackend,
     TorchBackend,
@@ -50,8 +61,14 @@ from astrid_assets.science.fft_backends import (
     select_backend,
 )
 from astrid_assets.science.fluxratio import fit_flux_ratio, psf_star_positions
-from astrid_assets.science.psf import PSFModel, as_psf_image, measure_fwhm
-from astrid_assets.science.sources import unusable_pixels
+from astrid_assets.science.image_pair import (
+    BACKGROUND_MODELS,
+    background_plane,
+    odd_common_stamps,
+    robust_std,
+    sanitise_pair,
+)
+from astrid_assets.science.psf_model import PSFModel, as_psf_image, measure_fwhm
 
 
 @dataclass(frozen=True)
@@ -108,119 +125,6 @@ class ZogyResult:
     s_corr_scale: float
     mask: np.ndarray
     backend: str
-
-
-def odd_common_stamps(psf_a: np.ndarray, psf_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pad two odd centred PSF stamps to a common odd size (float64, unit sum).
-
-    The stamps are only zero-padded: they come out float64 with unit sum when they go in so
-    (as from :func:`~.psf.as_psf_image`).
-
-    Parameters
-    ----------
-    psf_a, psf_b : numpy.ndarray
-        PSF stamps with odd sides, centred on their central pixel.
-
-    Returns
-    -------
-    numpy.ndarray, numpy.ndarray
-        Both stamps, zero-padded symmetrically to ``(size, size)`` with ``size`` the largest side.
-
-    Raises
-    ------
-    ValueError
-        If a stamp has an even side.
-    """
-    size = max(psf_a.shape[0], psf_b.shape[0], psf_a.shape[1], psf_b.shape[1])
-    size += 1 - size % 2
-
-    def pad(psf: np.ndarray) -> np.ndarray:
-        if psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
-            raise ValueError(f"PSF stamps must have odd sides, got {psf.shape}")
-        py, px = (size - psf.shape[0]) // 2, (size - psf.shape[1]) // 2
-        return np.pad(psf, ((py, py), (px, px)))
-
-    return pad(psf_a), pad(psf_b)
-
-
-def sanitise_pair(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_var: np.ndarray | None,
-    ref_var: np.ndarray | None,
-    mask: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
-    """Zero unusable / non-finite pixels (and their variance) in both images.
-
-    Parameters
-    ----------
-    new, ref : numpy.ndarray
-        Images on one pixel grid, e-, indexed ``[y, x]``.
-    new_var, ref_var : numpy.ndarray or None
-        Variance maps of the image shape, e-² (scalars are not accepted); None: no map.
-    mask : numpy.ndarray or None
-        uint16 combined mask; ``UNUSABLE`` pixels are zeroed. None: only non-finite pixels are.
-
-    Returns
-    -------
-    new, ref : numpy.ndarray
-        float32 images, bad pixels 0.
-    new_var, ref_var : numpy.ndarray or None
-        float32 variance maps, bad pixels 0 (None stays None).
-    bad : numpy.ndarray of bool
-        Pixels non-finite in either image or variance map, or ``UNUSABLE`` in ``mask``.
-    out_mask : numpy.ndarray
-        uint16 copy of ``mask`` (zeros without one), ``NO_DATA`` added where non-finite.
-
-    Raises
-    ------
-    ValueError
-        If the images are not 2-d of one shape, or a variance map has another shape.
-    """
-    new = np.asarray(new, dtype=np.float32)
-    ref = np.asarray(ref, dtype=np.float32)
-    if new.shape != ref.shape or new.ndim != 2:
-        raise ValueError(f"new {new.shape} and ref {ref.shape} must be 2-d images of one shape")
-    nonfinite = ~np.isfinite(new) | ~np.isfinite(ref)
-    for variance in (new_var, ref_var):
-        if variance is not None:
-            if np.shape(variance) != new.shape:
-                raise ValueError("variance maps must have the image shape")
-            nonfinite |= ~np.isfinite(variance)
-    bad = nonfinite | unusable_pixels(mask, new.shape)
-    out_mask = np.zeros(new.shape, np.uint16) if mask is None else np.array(mask, np.uint16)
-    out_mask[nonfinite] |= masks.NO_DATA
-    if bad.any():
-        zero = np.float32(0.0)
-        new, ref = np.where(bad, zero, new), np.where(bad, zero, ref)
-        if new_var is not None:
-            new_var = np.where(bad, zero, np.asarray(new_var, np.float32))
-        if ref_var is not None:
-            ref_var = np.where(bad, zero, np.asarray(ref_var, np.float32))
-    return new, ref, new_var, ref_var, bad, out_mask
-
-
-def robust_std(values: np.ndarray, usable: np.ndarray, max_samples: int = 1_000_000) -> float:
-    """1.4826 × median absolute deviation of ``values[usable]`` (subsampled for speed).
-
-    Parameters
-    ----------
-    values : numpy.ndarray
-        Image (e.g. ``S_corr``).
-    usable : numpy.ndarray of bool
-        Pixels to use, same shape as ``values``.
-    max_samples : int, default 1_000_000
-        Above this many usable pixels, every ``k``-th is taken (regular stride).
-
-    Returns
-    -------
-    float
-        Robust standard deviation, units of ``values``; NaN if no pixel is usable.
-    """
-    sample = values[usable]
-    if sample.size > max_samples:
-        sample = sample[:: sample.size // max_samples + 1]
-    return float(mad_std(sample)) if sample.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -343,6 +247,8 @@ def zogy(
     *,
     mask: np.ndarray | None = None,
     renormalise: bool = False,
+    flux_ratio_err: float | None = None,
+    background: str = "plane",
 ) -> ZogyResult:
     """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
 
@@ -367,7 +273,13 @@ def zogy(
         ``"auto"`` (torch on CUDA when available, else numpy), ``"numpy"``,
         ``"torch"`` or ``"torch-cpu"``. The numpy path never imports torch.
     mask : numpy.ndarray or None, default None
-        uint16 combined mask of both images on this grid; ``UNUSABLE`` pixels are zeroed.
+        uint16 combined mask of both images on this grid; ``UNUSABLE`` pixels are filled from their
+        neighbours before filtering and 0 in the outputs.
+    flux_ratio_err : float or None, default None
+        Uncertainty of a given ``flux_ratio`` (ignored when it is fitted: the fit's error is used);
+        None or 0 leaves the flux-ratio term out of ``S_corr``'s variance.
+    background : {"plane", "constant", "none"}, default "plane"
+        Differential background removed from ``D`` and ``S`` (module docstring).
     renormalise : bool, default False
         Divide ``S_corr`` by its measured robust standard deviation (absorbs noise
         correlations from resampling that the variance maps do not describe).
@@ -400,7 +312,9 @@ def zogy(
         )
         flux_ratio, flux_ratio_err = fit.ratio, fit.ratio_err
     else:
-        flux_ratio_err = 0.0
+        flux_ratio_err = float(flux_ratio_err or 0.0)
+    if background not in BACKGROUND_MODELS:
+        raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {background!r}")
     if not (np.isfinite(flux_ratio) and flux_ratio > 0):
         raise ValueError(f"flux_ratio must be positive and finite, got {flux_ratio}")
     if not (new_sigma > 0 and ref_sigma > 0):
@@ -416,7 +330,8 @@ def zogy(
         float(flux_ratio),
     )
     outputs = _zogy_images(
-        engine, kernels, new, ref, new_var, ref_var, float(new_sigma), float(ref_sigma), astrometric_sigma
+        engine, kernels, new, ref, new_var, ref_var, float(new_sigma), float(ref_sigma), astrometric_sigma,
+        flux_ratio_err / float(flux_ratio), background, bad,
     )
     D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
     for image in (D, S, S_corr):
@@ -456,6 +371,9 @@ def _zogy_images(
     new_sigma: float,
     ref_sigma: float,
     astrometric_sigma: tuple[float, float],
+    relative_ratio_err: float = 0.0,
+    background: str = "none",
+    bad: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """D, S, S_corr and var(D) on the chosen backend (see :func:`zogy`)."""
     shape = new.shape
@@ -464,7 +382,7 @@ def _zogy_images(
     D = engine.irfft2(kernels.d_new * new_hat - kernels.d_ref * ref_hat, shape)  # eq. 13
     sigma_x, sigma_y = (float(s) for s in astrometric_sigma)
     astrometric = sigma_x > 0 or sigma_y > 0
-    if astrometric:
+    if astrometric or relative_ratio_err > 0:
         S_new = engine.irfft2(kernels.s_new * new_hat, shape)
         S_ref = engine.irfft2(kernels.s_ref * ref_hat, shape)
         S = S_new - S_ref
@@ -490,6 +408,19 @@ def _zogy_images(
         grad_new_y, grad_new_x = engine.gradient(S_new)
         grad_ref_y, grad_ref_x = engine.gradient(S_ref)
         V_S = V_S + sigma_x**2 * (grad_new_x**2 + grad_ref_x**2) + sigma_y**2 * (grad_new_y**2 + grad_ref_y**2)
+    if relative_ratio_err > 0:  # an error in F_n / F_r scales the reference's part of S
+        V_S = V_S + relative_ratio_err**2 * S_ref**2
     floor = 1e-12 * float(kernels.f_d) ** 2
-    S_corr = S / engine.sqrt(V_S.clip(min=floor))  # eq. 25
-    return {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var.clip(min=0)}
+    sigma_S = engine.sqrt(V_S.clip(min=floor))
+    S_corr = S / sigma_S  # eq. 25
+    D_var = D_var.clip(min=0)
+    for _ in range(2 if background != "none" else 0):  # twice: the first fit's offset biases which pixels are clean
+        plane = background_plane(engine.to_numpy(D), engine.to_numpy(D_var), engine.to_numpy(S_corr), bad,
+                                 background)
+        if plane is None:
+            break
+        plane = engine.asarray(plane)
+        D = D - plane
+        S = S - float(kernels.f_d) * plane
+        S_corr = S / sigma_S
+    return {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-POSTGRES_ADMIN_URL = os.environ.get("ASTRID_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+from astrid_assets import settings
 
 
 def free_port() -> int:
@@ -90,10 +90,11 @@ def postgres_database(prefix: str = "astrid_test") -> Iterator[str]:
     """A fresh PostgreSQL database for this test session; dropped afterwards. Yields its URL."""
     ensure_postgres_running()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin_url = settings.test_postgres_admin_url()
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:

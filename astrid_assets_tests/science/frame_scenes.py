@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 from scipy.special import erf
 
-from astrid_assets.science.calibrate import MasterCalibrations
+from astrid_assets.science.masters import MasterCalibrations
 
 SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 

@@ -7,7 +7,8 @@ import pytest
 from astropy.io import fits
 
 from astrid_assets.science import masks
-from astrid_assets.science.calibrate import MasterCalibrations, build_masters, calibrate_frame, sigma_clipped_combine
+from astrid_assets.science.calibrate import calibrate_frame
+from astrid_assets.science.masters import MasterCalibrations, build_masters, sigma_clipped_combine
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import (
     QualityLimits,

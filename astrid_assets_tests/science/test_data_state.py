@@ -14,9 +14,10 @@ from scipy.ndimage import binary_dilation
 
 from astrid_assets.defs.calibration import night_masters
 from astrid_assets.science import masks
-from astrid_assets.science.calibrate import build_masters, calibrate_frame
+from astrid_assets.science.calibrate import calibrate_frame
 from astrid_assets.science.detector import classify_data_state, estimate_gain, estimate_saturation, photon_transfer
 from astrid_assets.science.frames import read_frame
+from astrid_assets.science.masters import build_masters
 from astrid_assets_tests.science.frame_scenes import gaussian_stars, identity_masters, make_scene
 
 NIGHT = "2024-03-01"

@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 
 from astrid_assets.science import masks
-from astrid_assets.science.detect import (
-    FLAG_DIPOLE,
-    FLAG_EDGE,
-    FLAG_MASKED,
-    cut_stamps,
-    describe_flags,
-    detect_candidates,
-)
+from astrid_assets.science.detect import FLAG_DIPOLE, FLAG_EDGE, FLAG_MASKED, describe_flags, detect_candidates
 from astrid_assets.science.inject import completeness, inject_sources, match_catalogues
 from astrid_assets.science.profiles import render_psf
 from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.stamps import cut_stamps
 from astrid_assets.science.zogy import zogy
 from astrid_assets_tests.science import scenes
 

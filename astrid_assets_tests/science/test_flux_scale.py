@@ -13,7 +13,8 @@ import pytest
 
 from astrid_assets.science.fluxratio import fit_flux_ratio
 from astrid_assets.science.profiles import render_psf
-from astrid_assets.science.psf import estimate_psf, measure_fwhm
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.psf_model import measure_fwhm
 from astrid_assets_tests.science import scenes
 
 SHAPE = (384, 384)

@@ -11,19 +11,15 @@ from astropy.io import fits
 from astrid_assets.defs.ingest import frame_row
 from astrid_assets.science import masks
 from astrid_assets.science.calibrate import calibrate_frame
-from astrid_assets.science.frames import (
-    WCS_PROBLEM_CARD,
-    FrameError,
-    celestial_wcs,
+from astrid_assets.science.frames import WCS_PROBLEM_CARD, FrameError, celestial_wcs, normalised_cards, read_frame
+from astrid_assets.science.headers import (
     exposure_time,
     header_gain,
     header_read_noise,
     header_saturation,
     image_type,
-    normalised_cards,
     observation_date,
     observation_mjd,
-    read_frame,
 )
 from astrid_assets.surveys.base import RawFrame
 from astrid_assets_tests.science.frame_scenes import identity_masters

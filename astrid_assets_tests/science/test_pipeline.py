@@ -8,7 +8,8 @@ from astrid_assets.science import masks
 from astrid_assets.science.detect import FLAG_EDGE, detect_candidates
 from astrid_assets.science.profiles import render_psf
 from astrid_assets.science.psf import estimate_psf
-from astrid_assets.science.register import measure_registration_residuals, register_to_reference
+from astrid_assets.science.register import register_to_reference
+from astrid_assets.science.residuals import measure_registration_residuals
 from astrid_assets.science.zogy import zogy
 from astrid_assets_tests.science import scenes
 

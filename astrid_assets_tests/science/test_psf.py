@@ -6,7 +6,8 @@ import pytest
 from astrid_assets.science import masks
 from astrid_assets.science.photometry import psf_photometry
 from astrid_assets.science.profiles import render_psf
-from astrid_assets.science.psf import PSFError, estimate_psf, measure_fwhm
+from astrid_assets.science.psf import estimate_psf
+from astrid_assets.science.psf_model import PSFError, measure_fwhm
 from astrid_assets_tests.science import scenes
 
 

@@ -17,7 +17,8 @@ from scipy.ndimage import binary_dilation
 from astrid_assets.defs.calibration import archive_reduced
 from astrid_assets.science import masks
 from astrid_assets.science.calibrate import calibrate_frame
-from astrid_assets.science.frames import exposure_time, image_type, observation_mjd, read_frame
+from astrid_assets.science.frames import read_frame
+from astrid_assets.science.headers import exposure_time, image_type, observation_mjd
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "eso085-030"
 FILES = sorted(REAL.glob("*.fit")) if REAL.is_dir() else []

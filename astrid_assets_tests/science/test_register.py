@@ -5,13 +5,8 @@ import pytest
 import sep
 
 from astrid_assets.science import masks
-from astrid_assets.science.register import (
-    PixelMap,
-    RegistrationError,
-    _exact_input_pixels,
-    measure_registration_residuals,
-    register_to_reference,
-)
+from astrid_assets.science.register import PixelMap, RegistrationError, _exact_input_pixels, register_to_reference
+from astrid_assets.science.residuals import measure_registration_residuals
 from astrid_assets_tests.science import scenes
 
 REF_SHAPE = (384, 384)

@@ -13,7 +13,7 @@ from astropy.wcs import WCS
 from scipy import integrate
 
 from astrid_assets.science import simulate
-from astrid_assets.science.quality import fit_moffat
+from astrid_assets.science.profile_fit import fit_moffat
 from astrid_assets.science.simulate import (
     TRUTH_COLUMNS,
     SurveyConfig,

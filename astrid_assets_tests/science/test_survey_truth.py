@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from astrid_assets.science.calibrate import build_masters, calibrate_frame
+from astrid_assets.science.calibrate import calibrate_frame
 from astrid_assets.science.inject import match_catalogues
+from astrid_assets.science.masters import build_masters
 from astrid_assets.science.pipeline import build_reference, difference_frame, find_candidates
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.quality import measure_quality

@@ -79,6 +79,37 @@ def simulate_frame(
     ``trail_arcsec``/``trail_angle_deg`` smear every source along a line (tracking error,
     angle counter-clockwise from +x).  Conditions (seeing, pointing, sky) and noise use
     separate random streams, so a switch does not change the other draws.
+
+    Parameters
+    ----------
+    field : str, default "F01"
+        Field name.
+    night : str or datetime.date, default "2024-01-01"
+        Observing night (UTC date).
+    index : int, default 0
+        0-based science frame index within the night.
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+    seeing : float or None, default None
+        Seeing FWHM (before pixelisation), arcsec; None draws it from ``seeing_range``.
+    sources : pandas.DataFrame or None, default None
+        Source table (see above); None: :func:`sources_at` for this exposure.
+    flat_field : bool, default True
+        Apply the detector's flat response (False: unit response).
+    cosmic_rays : bool, default True
+        Add cosmic rays.
+    defects : bool, default True
+        Include bad columns and hot pixels.
+    trail_arcsec : float, default 0.0
+        Length of the tracking trail, arcsec.
+    trail_angle_deg : float, default 0.0
+        Its direction, deg counter-clockwise from +x.
+
+    Returns
+    -------
+    SimulatedFrame
+        Raw frame (ADU) with header, truth of the sources whose centres lie on the detector,
+        cosmic-ray and saturation masks.
     """
     date = night_date(night)
     streams = _seed_sequence(config.seed, "frame", field, date.toordinal(), index).spawn(4)
@@ -209,7 +240,20 @@ def _calibration_frame(kind: str, number: int, date: dt.date, config: SurveyConf
 
 def simulate_calibrations(night: str | dt.date, config: SurveyConfig = _DEFAULT_CONFIG) -> list[SimulatedFrame]:
     """The night's ``n_bias`` biases, ``n_dark`` darks (``dark_exptime``) and ``n_flat``
-    twilight flats (``flat_level`` e- x 0.8-1.2, with the detector's flat response)."""
+    twilight flats (``flat_level`` e- x 0.8-1.2, with the detector's flat response).
+
+    Parameters
+    ----------
+    night : str or datetime.date
+        Observing night (UTC date).
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    list of SimulatedFrame
+        Biases, then darks, then flats (field ``"CAL"``, empty truth), raw ADU.
+    """
     date = night_date(night)
     det = detector(config)
     counts = {"bias": config.n_bias, "dark": config.n_dark, "flat": config.n_flat}
@@ -218,7 +262,20 @@ def simulate_calibrations(night: str | dt.date, config: SurveyConfig = _DEFAULT_
 
 def simulate_night(night: str | dt.date, config: SurveyConfig = _DEFAULT_CONFIG) -> list[SimulatedFrame]:
     """All frames of one night: the shared calibration frames, then ``frames_per_night``
-    science frames of every field in ``config.fields`` order."""
+    science frames of every field in ``config.fields`` order.
+
+    Parameters
+    ----------
+    night : str or datetime.date
+        Observing night (UTC date).
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    list of SimulatedFrame
+        Calibration frames, then science frames.
+    """
     frames = simulate_calibrations(night, config)
     for field in config.fields:
         frames.extend(simulate_frame(field, night, index, config) for index in range(config.frames_per_night))

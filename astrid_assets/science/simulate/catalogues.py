@@ -22,6 +22,18 @@ def field_center(field: str, config: SurveyConfig = _DEFAULT_CONFIG) -> tuple[fl
     """Nominal pointing (RA, Dec) in degrees of a field, deterministic from (seed, field).
 
     Fields are spread uniformly on the sphere within |Dec| < 30 deg.
+
+    Parameters
+    ----------
+    field : str
+        Field name.
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    ra, dec : float
+        Nominal pointing, deg (ICRS).
     """
     rng = _rng(config.seed, "pointing", field)
     ra = rng.uniform(0.0, 360.0)
@@ -31,7 +43,22 @@ def field_center(field: str, config: SurveyConfig = _DEFAULT_CONFIG) -> tuple[fl
 
 def make_wcs(center: tuple[float, float], config: SurveyConfig, rotation_deg: float = 0.0) -> WCS:
     """TAN WCS with the reference pixel at the detector centre and North up, East left
-    (before a counter-clockwise ``rotation_deg``).  CDELT in deg/pixel."""
+    (before a counter-clockwise ``rotation_deg``).  CDELT in deg/pixel.
+
+    Parameters
+    ----------
+    center : tuple of float
+        ``(ra, dec)`` of the detector centre, deg.
+    config : SurveyConfig
+        Supplies ``shape`` (px) and ``pixel_scale`` (arcsec / pixel).
+    rotation_deg : float, default 0.0
+        Rotation of the frame, deg.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        ICRS ``RA---TAN`` / ``DEC--TAN`` WCS, ``CRPIX = ((nx + 1)/2, (ny + 1)/2)`` (FITS 1-based).
+    """
     ny, nx = config.shape
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -109,13 +136,40 @@ def sky_catalogue(field: str, config: SurveyConfig = _DEFAULT_CONFIG) -> pd.Data
     (arcsec, half-light semi-major axis), ``axis_ratio`` (b/a), ``pa_deg`` (major axis,
     counter-clockwise from +x of the unrotated frame) and ``sersic_n``.  Sources extend 20
     pixels beyond the detector so that light from outside spills in.
+
+    Parameters
+    ----------
+    field : str
+        Field name.
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of the cached catalogue; shape columns NaN for stars.
     """
     return _sky_catalogue(field, config).copy()
 
 
 def point_sources(x: Sequence[float], y: Sequence[float], flux: Sequence[float], kind: str = "star") -> pd.DataFrame:
     """A custom source list for :func:`simulate_frame`: point sources at 0-based pixel
-    positions with fluxes in e- (per exposure, unit response)."""
+    positions with fluxes in e- (per exposure, unit response).
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        Positions, px (0-based, pixel centres at integers).
+    flux : sequence of float
+        Fluxes, e- per exposure at unit response.
+    kind : str, default "star"
+        Source kind (a :data:`SOURCE_KINDS` entry), also the ``source_id`` prefix.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source_id``, ``kind``, ``x``, ``y``, ``flux``.
+    """
     x = np.atleast_1d(np.asarray(x, dtype=float))
     return pd.DataFrame(
         {

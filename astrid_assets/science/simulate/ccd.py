@@ -25,6 +25,23 @@ class Detector:
     e-/s/pixel; ``bad_columns`` maps ``'dead'``, ``'low'``, ``'hot'`` to column indices
     (the hot column runs from row ``hot_column_start`` to the top);
     ``defects`` is the boolean map of all defective pixels (bad columns and hot pixels).
+
+    Attributes
+    ----------
+    bias : numpy.ndarray
+        Bias level with column and row structure, ADU, ``[y, x]``.
+    flat : numpy.ndarray
+        Flat-field response, dimensionless, median 1.
+    dark : numpy.ndarray
+        Dark current, e- / s / pixel.
+    bad_columns : dict of str to tuple of int
+        ``'dead'``, ``'low'``, ``'hot'`` → 0-based column indices.
+    hot_column_start : int
+        First (0-based) row of the hot column.
+    hot_pixels : tuple of numpy.ndarray
+        ``(rows, columns)`` of the hot pixels, 0-based.
+    defects : numpy.ndarray of bool
+        All defective pixels (all False with ``defects=False``).
     """
 
     bias: np.ndarray
@@ -41,7 +58,19 @@ def detector(config: SurveyConfig, defects: bool = True) -> Detector:
     """The detector of the survey (deterministic from ``config.seed``).  Arrays are read-only.
 
     With ``defects=False`` the bad columns and hot pixels are left out (bias, vignetting and
-    PRNU stay the same).
+    PRNU stay the same).  Cached per ``(config, defects)``.
+
+    Parameters
+    ----------
+    config : SurveyConfig
+        The survey (``seed``, ``shape`` and the detector parameters).
+    defects : bool, default True
+        Include the bad columns and hot pixels.
+
+    Returns
+    -------
+    Detector
+        The detector; its arrays are read-only and shared between calls.
     """
     ny, nx = config.shape
     bias_rng, flat_rng, defect_rng = (

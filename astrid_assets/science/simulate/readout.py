@@ -74,7 +74,23 @@ def _bleed_column(column: np.ndarray, full_well: float) -> np.ndarray:
 
 def bleed(electrons: np.ndarray, full_well: float) -> np.ndarray:
     """Apply full-well saturation with charge bleeding along columns (axis 0) in place;
-    returns the boolean mask of saturated or bled pixels."""
+    returns the boolean mask of saturated or bled pixels.
+
+    Each saturated run's excess spills half up and half down its column; charge spilled off
+    the detector is lost.
+
+    Parameters
+    ----------
+    electrons : numpy.ndarray
+        Float image in e-, ``[y, x]``; modified in place.
+    full_well : float
+        Full-well capacity, e-.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Pixels capped at the full well or that received spilled charge.
+    """
     touched = np.zeros(electrons.shape, dtype=bool)
     for col in np.unique(np.nonzero(electrons > full_well)[1]):
         touched[:, col] = _bleed_column(electrons[:, col], full_well)

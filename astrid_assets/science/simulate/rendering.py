@@ -45,6 +45,31 @@ def moffat_stamps(
     ``(trail_dx, trail_dy)`` (pixels, centred on the position) is rendered as ``n_trail``
     equal sub-exposures along it.  Returns ``(stamps[n, S, S], y0[n], x0[n])`` where stamp
     pixel ``[j, i]`` is image pixel ``[y0 + j, x0 + i]`` and ``S = 2 radius + 1``.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        Source centres, px (0-based, pixel centres at integers); the stamp's central pixel is
+        the nearest pixel.
+    fwhm_px : float
+        Moffat FWHM before pixelisation, px.
+    beta : float
+        Moffat index β.
+    radius : int
+        Stamp half-size, px.
+    oversample : int, default 5
+        Sub-pixel points per axis.
+    trail_dx, trail_dy : numpy.ndarray or None, default None
+        Trail vector per source, px (None: no trail).
+    n_trail : int, default 1
+        Sub-exposures along the trail.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` float64 flux fractions (sum ≤ 1: wings beyond the stamp are lost).
+    y0, x0 : numpy.ndarray
+        int64 image row and column of each stamp's pixel ``[0, 0]``.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -67,7 +92,24 @@ def moffat_stamps(
 def psf_kernel(fwhm_px: float, beta: float, oversample: int, trail: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Moffat PSF (optionally trailed by ``trail = (dx, dy)`` pixels, as equal sub-exposures
     at most 0.5 pixel apart) sampled on a grid of spacing ``1/oversample`` pixel out to
-    4 FWHM and normalised to unit sum (the ~0.3 % of the light beyond is folded in)."""
+    4 FWHM and normalised to unit sum (the ~0.3 % of the light beyond is folded in).
+
+    Parameters
+    ----------
+    fwhm_px : float
+        Moffat FWHM before pixelisation, px.
+    beta : float
+        Moffat index β.
+    oversample : int
+        Samples per pixel along each axis.
+    trail : tuple of float, default (0.0, 0.0)
+        Trail ``(dx, dy)``, px, centred on the source.
+
+    Returns
+    -------
+    numpy.ndarray
+        Odd square kernel on the fine grid (centre sample at the centre), unit sum, ``[y, x]``.
+    """
     trail_length = float(np.hypot(*trail))
     half = int(np.ceil((4.0 * fwhm_px + 0.5 * trail_length) * oversample))
     offsets = np.arange(-half, half + 1) / oversample
@@ -82,7 +124,20 @@ def psf_kernel(fwhm_px: float, beta: float, oversample: int, trail: tuple[float,
 
 
 def sersic_b(n: np.ndarray) -> np.ndarray:
-    """Sérsic b_n such that r_eff encloses half the light (Ciotti & Bertin 1999, A&A 352, 447)."""
+    """Sérsic b_n such that r_eff encloses half the light (Ciotti & Bertin 1999, A&A 352, 447).
+
+    Their asymptotic expansion ``b_n ≈ 2n − 1/3 + 4/(405 n) + 46/(25515 n²)``.
+
+    Parameters
+    ----------
+    n : numpy.ndarray
+        Sérsic index (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``b_n`` (dimensionless).
+    """
     n = np.asarray(n, dtype=float)
     return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n**2)
 
@@ -105,6 +160,32 @@ def galaxy_stamps(
     intrinsic profile is normalised to unit sum inside the stamp (flux beyond the stamp is
     folded back in); light convolved out of the stamp is lost (< 1 % for the stamp sizes
     used).  Returns stamps like :func:`moffat_stamps`.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        Galaxy centres, px (0-based).
+    r_eff_px : numpy.ndarray
+        Half-light semi-major axis, px.
+    axis_ratio : numpy.ndarray
+        Minor / major axis ratio b/a.
+    pa_deg : numpy.ndarray
+        Major-axis angle, deg, counter-clockwise from +x.
+    sersic_n : numpy.ndarray
+        Sérsic index.
+    kernel : numpy.ndarray
+        Unit-sum PSF on the oversampled grid (:func:`psf_kernel`).
+    radius : int
+        Stamp half-size, px.
+    oversample : int
+        Sub-pixels per axis, as for ``kernel``.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` flux fractions per pixel, ``S = 2 radius + 1``.
+    y0, x0 : numpy.ndarray
+        Image row and column of each stamp's pixel ``[0, 0]``.
     """
     size = 2 * radius + 1
     x0, y0 = _stamp_origin(x, radius), _stamp_origin(y, radius)
@@ -124,7 +205,23 @@ def galaxy_stamps(
 
 
 def add_stamps(image: np.ndarray, stamps: np.ndarray, y0: np.ndarray, x0: np.ndarray, flux: np.ndarray) -> None:
-    """Add ``flux[k] * stamps[k]`` into ``image`` in place, clipping at the image edges."""
+    """Add ``flux[k] * stamps[k]`` into ``image`` in place, clipping at the image edges.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Float image, e-, ``[y, x]``; modified in place.
+    stamps : numpy.ndarray
+        ``(n, S, S)`` flux fractions (:func:`moffat_stamps`, :func:`galaxy_stamps`).
+    y0, x0 : numpy.ndarray
+        Image row and column of each stamp's pixel ``[0, 0]`` (may lie off the image).
+    flux : numpy.ndarray
+        Flux per stamp, e-.
+
+    Returns
+    -------
+    None
+    """
     ny, nx = image.shape
     size = stamps.shape[1]
     rows = y0[:, None, None] + np.arange(size)[None, :, None]

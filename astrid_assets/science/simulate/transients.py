@@ -110,13 +110,47 @@ def transient_catalogue(field: str, config: SurveyConfig = _DEFAULT_CONFIG) -> p
     at peak, at median seeing and sky).
     Variables: ``mag0``, ``amplitude`` (mag, peak to peak), ``period`` (days), ``phase``;
     ``m(t) = mag0 + amplitude/2 · sin(2π (t/period + phase))``, t in MJD.
+
+    Both have ``source_id``, ``kind``, ``ra`` and ``dec`` (deg). Supernovae sit 0.3–1.5
+    ``r_eff`` from hosts at least 32 px inside the nominal frame; variables are at least 32 px
+    inside it.
+
+    Parameters
+    ----------
+    field : str
+        Field name.
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Supernova rows then variable rows (columns of the other kind NaN); a copy of the cache.
     """
     return _transient_catalogue(field, config).copy()
 
 
 def supernova_flux(t_mjd: float, supernovae: pd.DataFrame, exptime: float, zero_point: float) -> np.ndarray:
     """Supernova flux (e- in ``exptime``) at ``t_mjd``: 0 before explosion, ``(τ/t_rise)²``
-    times the peak while rising, then declining by ``decline_rate`` mag/day."""
+    times the peak while rising, then declining by ``decline_rate`` mag/day.
+
+    Parameters
+    ----------
+    t_mjd : float
+        Time, MJD (UTC).
+    supernovae : pandas.DataFrame
+        Rows of :func:`transient_catalogue` with ``t_explosion`` (MJD), ``t_rise`` (days),
+        ``decline_rate`` (mag/day) and ``peak_mag``.
+    exptime : float
+        Exposure time, s.
+    zero_point : float
+        ``MAGZP``, mag of 1 e-/s.
+
+    Returns
+    -------
+    numpy.ndarray
+        Flux per supernova, e- at unit response.
+    """
     tau = t_mjd - supernovae.t_explosion.to_numpy()
     rise = supernovae.t_rise.to_numpy()
     peak = mag_to_rate(supernovae.peak_mag.to_numpy(), zero_point) * exptime
@@ -139,6 +173,23 @@ def variable_flux(
 
     For ``m = m0 + (A/2) sin φ`` the mean flux is ``F(m0) I0(0.4 ln10 A/2)`` (modified
     Bessel function of the first kind).
+
+    Parameters
+    ----------
+    t_mjd : float
+        Time, MJD (UTC).
+    variables : pandas.DataFrame
+        Rows of :func:`transient_catalogue` with ``mag0``, ``amplitude`` (mag, peak to peak),
+        ``period`` (days) and ``phase`` (cycles).
+    exptime : float
+        Exposure time, s.
+    zero_point : float
+        ``MAGZP``, mag of 1 e-/s.
+
+    Returns
+    -------
+    flux, mean_flux : numpy.ndarray
+        e- at unit response, per star.
     """
     half_amplitude = variables.amplitude.to_numpy() / 2.0
     phase = 2 * np.pi * (t_mjd / variables.period.to_numpy() + variables.phase.to_numpy())
@@ -153,6 +204,23 @@ def asteroid_track(field: str, night: str | dt.date, config: SurveyConfig = _DEF
     Returns ``source_id``, ``mag``, ``t_ref`` (MJD, the middle of the field's block of
     exposures), ``ra``/``dec`` at ``t_ref`` (deg) and ``rate_ra``/``rate_dec`` (arcsec/min
     on the sky, RA component already multiplied by cos Dec).  Position is linear in time.
+
+    The position at ``t_ref`` is uniform in the central half of the nominal frame (each axis);
+    the rate is uniform in ``asteroid_rate`` in a uniform direction.
+
+    Parameters
+    ----------
+    field : str
+        Field name.
+    night : str or datetime.date
+        Observing night (UTC date).
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    dict or None
+        The keys above, or None before ``transient_start``.
     """
     date = night_date(night)
     if date < night_date(config.transient_start):
@@ -194,6 +262,23 @@ def sources_at(
     evaluated at mid-exposure), galaxy shape columns, and ``ra_end, dec_end`` for moving
     objects (start/end of exposure for the asteroid; NaN otherwise, with ``ra/dec`` then
     the position at mid-exposure).
+
+    Parameters
+    ----------
+    field : str
+        Field name.
+    night : str or datetime.date
+        Observing night, for the asteroid.
+    start : datetime.datetime
+        Start of the exposure, UTC (naive).
+    config : SurveyConfig, default SurveyConfig()
+        The survey.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Static sky, supernovae, variables and the asteroid (if any), with the columns above plus
+        ``ra_start``, ``dec_start`` (deg).
     """
     t_start = _mjd(start)
     t_mid = t_start + config.exptime / 2 / 86400.0
