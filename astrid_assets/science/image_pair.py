@@ -137,6 +137,8 @@ BACKGROUND_MODELS = ("plane", "constant", "none")
 
 #: Pixels used for the background fit: ``|S_corr|`` below this.
 BACKGROUND_CLEAN_SCORE = 3.0
+#: Side (px) of the blocks the background fit sums the clean pixels in.
+BACKGROUND_BLOCK = 16
 
 
 
@@ -146,19 +148,21 @@ def background_plane(D: np.ndarray, D_var: np.ndarray, S_corr: np.ndarray, bad: 
     """The differential background of a ZOGY difference ``D`` as a full image, or None if unmeasurable.
 
     A least-squares plane ``a + b x + c y`` (or the constant ``a``) over every usable, source-free
-    pixel (``|S_corr| <`` :data:`BACKGROUND_CLEAN_SCORE`), clipped at 3σ of the residual for up to
-    three rounds. Unweighted: variance maps made from the pixel values themselves give a pixel that
-    fluctuated low a higher weight, and weighting by them biased the fitted level by 0.03σ (0.2 in
-    ``S_corr``) on pure noise. Every pixel is used, not a subsample: the score integrates ``D`` over
-    the PSF, so the error of a subsampled mean would reach ``S_corr`` amplified by
-    ``1 / sqrt(Σ P_D²)`` (≈ 7 for a 5-px PSF).
+    pixel (``|S_corr| <`` :data:`BACKGROUND_CLEAN_SCORE`). The pixels are summed in blocks of
+    :data:`BACKGROUND_BLOCK`² and the plane fitted to the block means weighted by their pixel counts
+    (the same plane as a fit to the pixels, to first order in the block size), with blocks whose mean
+    lies more than 4σ off the fit dropped for up to three rounds. Every clean pixel counts: the score
+    integrates ``D`` over the PSF, so the error of a subsampled mean would reach ``S_corr`` amplified
+    by ``1 / sqrt(Σ P_D²)`` (≈ 7 for a 5-px PSF). Unweighted by the variance: variance maps made from
+    the pixel values themselves give a pixel that fluctuated low a higher weight, and weighting by
+    them biased the fitted level by 0.03σ (0.2 in ``S_corr``) on pure noise.
 
     Parameters
     ----------
     D : numpy.ndarray
         Proper difference image (units of its noise).
     D_var : numpy.ndarray
-        Variance of ``D`` per pixel.
+        Variance of ``D`` per pixel (used only to leave out pixels without a finite one).
     S_corr : numpy.ndarray
         Corrected score, to leave sources out.
     bad : numpy.ndarray of bool or None
@@ -173,29 +177,38 @@ def background_plane(D: np.ndarray, D_var: np.ndarray, S_corr: np.ndarray, bad: 
         usable pixels.
     """
     ny, nx = D.shape
-    use = np.isfinite(D) & np.isfinite(D_var) & (D_var > 0) & (np.abs(S_corr) < BACKGROUND_CLEAN_SCORE)
+    use = np.isfinite(D) & (np.abs(S_corr) < BACKGROUND_CLEAN_SCORE) & np.isfinite(D_var)
     if bad is not None:
         use &= ~bad
     if use.sum() < 100:
         return None
-    x = ((np.arange(nx) - (nx - 1) / 2.0) / nx).astype(np.float64)
-    y = ((np.arange(ny) - (ny - 1) / 2.0) / ny).astype(np.float64)
-    weight = use.astype(np.float64)
-    values = np.where(use, D, 0.0).astype(np.float64)
-    n_terms = 1 if model == "constant" else 3
-    coefficients = np.zeros(3)
+    block = BACKGROUND_BLOCK
+    by, bx = -(-ny // block), -(-nx // block)
+    padded_use = np.zeros((by * block, bx * block), np.float32)
+    padded_use[:ny, :nx] = use
+    padded_d = np.zeros((by * block, bx * block), np.float32)
+    padded_d[:ny, :nx] = np.where(use, D, 0.0)
+    counts = padded_use.reshape(by, block, bx, block).sum(axis=(1, 3)).ravel()
+    sums = padded_d.reshape(by, block, bx, block).sum(axis=(1, 3)).ravel()
+    # block centres in the units of the plane: x, y over the frame size, 0 at its centre
+    cx = ((np.arange(bx) * block + (block - 1) / 2.0 - (nx - 1) / 2.0) / nx)
+    cy = ((np.arange(by) * block + (block - 1) / 2.0 - (ny - 1) / 2.0) / ny)
+    u, v = np.meshgrid(cx, cy)
+    design = np.column_stack([np.ones(u.size), u.ravel(), v.ravel()])[:, : 1 if model == "constant" else 3]
+    filled = counts > 0
+    means = np.where(filled, sums / np.where(filled, counts, 1.0), 0.0)
+    keep = filled.copy()
     for _ in range(3):
-        # normal equations of the weighted fit, from row and column sums (no design matrix)
-        w_rows, w_cols = weight.sum(axis=1), weight.sum(axis=0)
-        wv_rows, wv_cols = (weight * values).sum(axis=1), (weight * values).sum(axis=0)
-        normal = np.array([[w_rows.sum(), w_cols @ x, w_rows @ y],
-                           [w_cols @ x, (weight.sum(axis=0)) @ (x * x), y @ weight @ x],
-                           [w_rows @ y, y @ weight @ x, w_rows @ (y * y)]])
-        rhs = np.array([wv_rows.sum(), wv_cols @ x, wv_rows @ y])
-        coefficients[:n_terms] = np.linalg.solve(normal[:n_terms, :n_terms], rhs[:n_terms])
-        model_image = coefficients[0] + coefficients[1] * x[None, :] + coefficients[2] * y[:, None]
-        keep = use & (np.abs(D - model_image) < 3.0 * np.sqrt(np.where(use, D_var, 1.0)))
-        if keep.sum() < 100:
+        w = np.sqrt(counts[keep])
+        coefficients, *_ = np.linalg.lstsq(design[keep] * w[:, None], means[keep] * w, rcond=None)
+        residual = (means - design @ coefficients) * np.sqrt(counts)
+        spread = float(np.median(np.abs(residual[keep]))) / 0.6745
+        new_keep = filled & (np.abs(residual) <= 4.0 * max(spread, 1e-12))
+        if np.array_equal(new_keep, keep) or new_keep.sum() < 3:
             break
-        weight = np.where(keep, weight, 0.0)
-    return (coefficients[0] + coefficients[1] * x[None, :] + coefficients[2] * y[:, None]).astype(np.float32)
+        keep = new_keep
+    coefficients = np.r_[coefficients, np.zeros(3 - len(coefficients))]
+    x = ((np.arange(nx) - (nx - 1) / 2.0) / nx).astype(np.float32)
+    y = ((np.arange(ny) - (ny - 1) / 2.0) / ny).astype(np.float32)
+    return (np.float32(coefficients[0]) + np.float32(coefficients[1]) * x[None, :]
+            + np.float32(coefficients[2]) * y[:, None]).astype(np.float32)
