@@ -70,7 +70,7 @@ def candidate_detections(
     """Positive and negative sources with |S_corr| ≥ threshold on each difference image.
 
     SEP extraction on S_corr (Barbary 2016), PSF-fit flux and error on the difference, FWHM,
-    elongation and sharpness; flags for masked pixels, edges, dipoles and shapes far from the
+    elongation and sharpness; flags for masked pixels, edges, bright stars, dipoles and shapes far from the
     PSF; a rule-based score in [0, 1]; RA/Dec from the reference WCS. Science, reference and
     difference stamps (63×63) of every candidate go to the object store, one stack per frame.
     """
