@@ -214,8 +214,7 @@ class Difference:
         """FITS HDUs: primary ``DIFF`` (difference), ``SCORR``, ``VARIANCE``, ``MASK``, ``NEW``, ``PSF``.
 
         The scalars go into the primary header as ``METHOD``, ``FLUXRAT``, ``PSFFWHM``,
-        ``SCORRSTD``, ``REGRMS`` and ``REGISTER`` (``new_fwhm`` is not written). The reference
-        is not stored.
+        ``NEWFWHM``, ``SCORRSTD``, ``REGRMS`` and ``REGISTER``. The reference is not stored.
 
         Parameters
         ----------
@@ -231,6 +230,7 @@ class Difference:
         for key, value, comment in [
             ("METHOD", self.method, "subtraction method"), ("FLUXRAT", self.flux_ratio, "F_new / F_ref"),
             ("PSFFWHM", self.psf_fwhm, "FWHM of the difference PSF, px"),
+            ("NEWFWHM", self.new_fwhm, "FWHM of the new frame's PSF, px"),
             ("SCORRSTD", self.score_std, "robust std of the score (S_corr)"),
             ("REGRMS", self.registration_rms, "registration residual rms, px"),
             ("REGISTER", self.registration, "wcs or star-pattern"),

@@ -397,7 +397,11 @@ def register_to_reference(
         floor_x = np.clip(np.floor(x_safe).astype(np.intp), 0, image.shape[1] - 1)
         floor_y = np.clip(np.floor(y_safe).astype(np.intp), 0, image.shape[0] - 1)
         if conserve_flux:
-            area = pixel_map.pixel_area_ratio(x_in, y_in).astype(np.float32)
+            if y1 - y0 >= 2:
+                area = pixel_map.pixel_area_ratio(x_in, y_in).astype(np.float32)
+            else:  # a one-row block: the y-derivatives need a neighbouring row
+                ya, yb = (y0 - 1, y1) if y0 > 0 else (y0, min(y1 + 1, ref_shape[0]))
+                area = pixel_map.pixel_area_ratio(*pixel_map.rows(ya, yb))[y0 - ya : y1 - ya].astype(np.float32)
             block_image *= area
             block_variance *= area  # noise power per unit area, not area² (module docstring, Noise)
         block_mask = dilated_mask[floor_y, floor_x]

@@ -109,3 +109,21 @@ def test_resampled_noise_keeps_s_corr_normalised() -> None:
             mask=registered.mask,
         )
         assert result.s_corr_std == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_difference_keeps_its_scalars_through_fits() -> None:
+    """Difference.to_hdus / from_extensions round trip (the new frame's FWHM was not written and came back as
+    the difference PSF's)."""
+    from astropy.io import fits
+
+    from astrid_assets.science.frames import read_extensions, to_fits_bytes
+    from astrid_assets.science.products import Difference
+
+    image = np.zeros((8, 8), np.float32)
+    difference = Difference(new=image, reference=image, difference=image, variance=image + 1, score=image,
+                            mask=np.zeros((8, 8), np.uint16), psf=render_psf(3.0, 7, "gaussian"), psf_fwhm=3.4,
+                            new_fwhm=2.6, flux_ratio=0.97, score_std=1.01, registration_rms=0.05, method="zogy",
+                            registration="star-pattern")
+    back = Difference.from_extensions(read_extensions(to_fits_bytes(difference.to_hdus(fits.Header()))), image)
+    assert (back.psf_fwhm, back.new_fwhm, back.flux_ratio, back.score_std, back.registration) == (
+        3.4, 2.6, 0.97, 1.01, "star-pattern")

@@ -198,3 +198,16 @@ def test_a_flagged_pixel_beside_a_star_core_masks_only_its_neighbours() -> None:
     # (flagging a side neighbour holding 78 % of the peak instead: 2.4 % and 5.8 %)
     assert error.max() < 0.03 * float(np.nanmax(clean.image))
     assert error.sum() < 0.05 * 4e4
+
+
+def test_a_last_block_of_one_row_still_conserves_flux() -> None:
+    """Blocks of ``block_rows`` leave a one-row block when the grid has ``k·block_rows + 1`` rows; its area ratio
+    needs a neighbouring row (it was taken as 1, so the last row kept the input frame's surface brightness)."""
+    shape = (9, 64)
+    ref_wcs = scenes.tan_wcs(shape, scale_arcsec=1.0)
+    frame_wcs = scenes.tan_wcs((12, 80), scale_arcsec=0.8)
+    flat = np.ones((12, 80), np.float32)
+    registered = register_to_reference(flat, flat, None, frame_wcs, ref_wcs, shape, block_rows=4)
+    inside = np.isfinite(registered.image)
+    assert registered.image[inside] == pytest.approx(1.0 / 0.8**2, rel=1e-3)  # input pixels per reference pixel
+    assert np.isfinite(registered.image[-1, 5:-5]).all()
