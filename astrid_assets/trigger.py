@@ -4,11 +4,11 @@ The client for other tools (an observatory scheduler, a notebook, a CI job)::
 
     from astrid_assets.trigger import trigger_night, trigger_window
 
-    run_id = trigger_night("http://dagster.example.org:3000", "2024-01-05")        # one night, waits
-    backfill_id = trigger_window("http://dagster.example.org:3000", "2024-01-01", "2024-01-30")
+    run_id = trigger_night("http://dagster.example.org:3000", night)              # one night, waits
+    backfill_id = trigger_window("http://dagster.example.org:3000", first, last)  # a window of nights
 
-or from a shell: ``astrid trigger --url http://127.0.0.1:3000 --night 2024-01-05`` and
-``astrid trigger --url … --start 2024-01-01 --end 2024-01-30``.
+(``night``, ``first``, ``last`` as ``YYYY-MM-DD``), or from a shell: ``astrid trigger --url
+http://127.0.0.1:3000 --night YYYY-MM-DD`` and ``astrid trigger --url … --start YYYY-MM-DD --end YYYY-MM-DD``.
 
 A night is one run of ``nightly_pipeline`` submitted with :class:`dagster_graphql.DagsterGraphQLClient`.
 A window is a partition backfill of the nightly assets over the date range, launched with the

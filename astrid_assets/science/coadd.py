@@ -151,7 +151,7 @@ def _register_frames(frames: Sequence[Frame], ref_wcs: WCS, ref_shape: tuple[int
     return registered
 
 
-def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -> tuple[np.ndarray, list]:
+def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -> np.ndarray:
     """Flux scales (counts per anchor count) from forced PSF photometry of the anchor's PSF stars in
     every frame, each measured with its own PSF (:func:`~astrid_assets.science.fluxratio.fit_flux_ratio`)."""
     psfs = []
@@ -169,7 +169,7 @@ def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -
         except FluxRatioError as error:
             raise ValueError(f"frame {index}: cannot fit its flux scale: {error}") from None
         scales[index] = fit.ratio
-    return scales, psfs
+    return scales
 
 
 def _combine_block(
@@ -274,7 +274,7 @@ def coadd(
     elif len(registered) == 1:
         scales = np.ones(1)
     else:
-        scales, _ = _fit_flux_scales(registered, anchor, psf_size)
+        scales = _fit_flux_scales(registered, anchor, psf_size)
     if scales.shape != (len(registered),) or not np.all(np.isfinite(scales) & (scales > 0)):
         raise ValueError(f"flux scales must be positive, one per frame; got {scales}")
     sky_variance = np.array([np.nanmedian(frame.variance) / s**2 for frame, s in zip(registered, scales, strict=True)])
