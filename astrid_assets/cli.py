@@ -101,8 +101,9 @@ def print_summary(nights: list[str], result) -> None:
     )
 
 
-def train_version(version: str, night_start: str, night_end: str, training: dict) -> dict:
-    """Add ``version`` to both dynamic partitions, build its dataset, then train its model."""
+def train_version(version: str, night_start: str, night_end: str, training: dict, source: str = "labels") -> dict:
+    """Add ``version`` to both dynamic partitions, build its dataset from ``source`` (labels, injections
+    or mixed: :class:`~astrid_assets.defs.datasets.DatasetConfig`), then train its model."""
     from astrid_assets.definitions import defs
 
     instance = embedded_instance()
@@ -110,7 +111,7 @@ def train_version(version: str, night_start: str, night_end: str, training: dict
         instance.add_dynamic_partitions(partitions, [version])
     outcomes = {}
     for job, asset, config in [("build_training_dataset", "training_datasets",
-                                {"night_start": night_start, "night_end": night_end}),
+                                {"night_start": night_start, "night_end": night_end, "source": source}),
                                ("train_unet", "unet_models", training)]:
         print(f"astrid: {job} {version} ...", flush=True)
         outcomes[job] = defs.resolve_job_def(job).execute_in_process(
@@ -135,16 +136,20 @@ def run_learning_loop(nights: list[str], version: str, epochs: int) -> dict:
 
 
 def add_train_parser(commands) -> None:
-    parser = commands.add_parser("train", help="build a dataset version from labels and train a U-Net version on it")
+    parser = commands.add_parser("train", help="build a dataset version (from labels, injections or both) and train "
+                                               "a U-Net version on it")
     parser.add_argument("--version", required=True, help="dataset and model version key, e.g. v2")
-    parser.add_argument("--start", required=True, help="first night of the label window")
-    parser.add_argument("--end", required=True, help="last night of the label window")
+    parser.add_argument("--start", required=True, help="first night of the window")
+    parser.add_argument("--end", required=True, help="last night of the window")
+    parser.add_argument("--source", choices=["labels", "injections", "mixed"], default="labels",
+                        help="labels: people's labels; injections: fakes injected into the window's frames are real, "
+                             "their untouched detections bogus (no labels needed); mixed: both")
     parser.add_argument("--epochs", type=int, default=30)
     parser.set_defaults(handler=train)
 
 
 def train(args: argparse.Namespace) -> int:
-    outcomes = train_version(args.version, args.start, args.end, {"epochs": args.epochs})
+    outcomes = train_version(args.version, args.start, args.end, {"epochs": args.epochs}, args.source)
     print_learning_summary(outcomes, night_window(args.start, args.end))
     return 0 if all(result.success for result in outcomes.values()) else 1
 
@@ -155,8 +160,8 @@ def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
     from astrid_assets.validations import latest_labels
 
     labels = latest_labels(settings.database_url(), nights)
-    print(f"\nlabels: {int((labels.label == 'real').sum())} real, {int((labels.label == 'bogus').sum())} bogus"
-          " (simulated curator, 2 % label noise)")
+    print(f"\nhuman labels in the window: {int((labels.label == 'real').sum())} real, "
+          f"{int((labels.label == 'bogus').sum())} bogus")
     train = outcomes.get("train_unet")
     if train is None or not train.success:
         print("astrid: training did not complete; see the run in the Dagster UI")
@@ -166,8 +171,10 @@ def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
           f"  frozen-set ROC AUC {model['frozen_roc_auc']:.3f}  best epoch {model['best_epoch']}"
           f"\npromotion: {'champion' if model['promoted'] else 'challenger only'} — {model['decision']}")
     scored = read_nights("scored_detections", nights)
+    real = scored.real if "real" in scored else scored.real_probability >= 0.5
     print(f"scored: {scored.real_probability.notna().sum()} candidates over {len(nights)} nights,"
-          f" {int((scored.real_probability >= 0.5).sum())} with real probability >= 0.5")
+          f" {int(real.fillna(False).astype(bool).sum())} called real at the model's operating threshold"
+          f" ({model.get('operating_threshold', 0.5):.3f})")
     print(f"MLflow: {settings.redact_url(settings.mlflow_tracking_uri())}  (.venv/bin/mlflow ui --backend-store-uri"
           f" {settings.mlflow_tracking_uri()}; experiment astrid-unet, run unet_<version>; model astrid-unet)")
 
@@ -316,21 +323,29 @@ def rerun(args: argparse.Namespace) -> int:
 
 
 def add_rollback_parser(commands) -> None:
-    parser = commands.add_parser("rollback", help="give the champion alias back to the version it replaced")
+    parser = commands.add_parser("rollback", help="give a champion alias back to the version it replaced")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--instrument", help="roll back this instrument's champion-<slug> (its key as in "
+                                            "raw_observations.instrument, or its slug); default: the plain champion")
+    which.add_argument("--alias", help="roll back this alias (champion or champion-<slug>)")
     parser.set_defaults(handler=rollback)
 
 
 def rollback(args: argparse.Namespace) -> int:
-    from astrid_assets.registry import MODEL_NAME
+    from astrid_assets.registry import CHAMPION, MODEL_NAME, champion_alias
     from astrid_assets.registry import rollback as rollback_champion
     from astrid_assets.resources import ModelRegistryResource
 
+    alias = getattr(args, "alias", None) or champion_alias(getattr(args, "instrument", None))
+    if not alias.startswith(CHAMPION):
+        print(f"astrid rollback: {alias!r} is not a champion alias (champion or champion-<slug>)", file=sys.stderr)
+        return 2
     try:
-        was, now = rollback_champion(ModelRegistryResource().client())
+        was, now = rollback_champion(ModelRegistryResource().client(), alias)
     except ValueError as error:
         print(f"astrid rollback: {error}", file=sys.stderr)
         return 2
-    print(f"{MODEL_NAME}: champion moved back from v{was} to v{now}")
+    print(f"{MODEL_NAME}: {alias} moved back from v{was} to v{now}")
     return 0
 
 

@@ -12,10 +12,11 @@ from astrid_assets.automation.rescoring import rescore_after_new_champion
 from astrid_assets.automation.retraining import retrain_on_new_labels
 from astrid_assets.automation.schedules import nightly_schedule
 from astrid_assets.defs.calibration import calibrated_frames
+from astrid_assets.defs.datasets import training_datasets
 from astrid_assets.defs.detection import candidate_detections
 from astrid_assets.defs.differencing import difference_images, reference_images
 from astrid_assets.defs.ingest import raw_observations
-from astrid_assets.defs.learning import scored_detections, training_datasets, unet_models
+from astrid_assets.defs.learning import scored_detections, unet_models
 from astrid_assets.io.tables import TableIOManager
 from astrid_assets.jobs import build_training_dataset, nightly_pipeline, train_unet
 from astrid_assets.resources import (

@@ -20,12 +20,14 @@ from dagster import (
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import CANDIDATE_DETECTIONS_CHECKS, candidate_detections_checks
 from astrid_assets.io import schema
+from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
 from astrid_assets.science.align import is_placeholder
+from astrid_assets.science.fakes import injection_recovery
 from astrid_assets.science.frames import header_wcs, read_extensions
-from astrid_assets.science.inject import injection_recovery, summarise_completeness
+from astrid_assets.science.inject import summarise_completeness
 from astrid_assets.science.pipeline import find_candidates
 from astrid_assets.science.products import CalibratedFrame, Difference, Reference
 
@@ -46,6 +48,12 @@ def stamps_to_bytes(stamps: np.ndarray) -> bytes:
 def stamps_from_bytes(content: bytes) -> np.ndarray:
     """The ``(N, 3, 63, 63)`` science / reference / difference stamp stack of a frame."""
     return np.load(io.BytesIO(content), allow_pickle=False)
+
+
+def injection_key(night: str) -> str:
+    """Object-store key of the night's injection test: every fake's ``snr``, ``recovered`` and ``frames``,
+    and the ``stamps`` of the recovered ones (in order), for scoring them at the model's operating point."""
+    return f"candidate_detections/{night}/injections.npz"
 
 
 def frame_seed(night: str, frame_id: str) -> int:
@@ -149,7 +157,7 @@ def inject_night(context, config: DetectionConfig, searched, store: ObjectStore,
     """Inject fakes into copies of up to ``injection_frames`` calibrated frames of the night and recover them."""
     if config.injection_frames == 0 or not searched:
         return None
-    snr, recovered, errors, false_detections, frames = [], [], [], [], []
+    snr, recovered, errors, false_detections, frames, stamps = [], [], [], [], [], []
     for frame_id, reference, found, calibrated_path in searched[: config.injection_frames]:
         frame = CalibratedFrame.from_extensions(read_extensions(store.get(calibrated_path)))
         rng = np.random.default_rng(frame_seed(night, frame_id))
@@ -164,8 +172,12 @@ def inject_night(context, config: DetectionConfig, searched, store: ObjectStore,
         errors.append(outcome.position_error)
         false_detections.append(outcome.false_detections)
         frames.append(frame_id)
+        stamps.append(outcome.stamps)
     if not frames:
         return InjectionOutcome([], np.array([]), np.array([], bool), np.array([]), [])
+    store.put(injection_key(night), save_arrays({
+        "snr": np.concatenate(snr), "recovered": np.concatenate(recovered), "stamps": np.concatenate(stamps),
+        "frames": np.concatenate([np.full(len(s), f) for s, f in zip(snr, frames, strict=True)]).astype(str)}))
     return InjectionOutcome(frames, np.concatenate(snr), np.concatenate(recovered), np.concatenate(errors),
                             false_detections)
 

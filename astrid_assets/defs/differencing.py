@@ -55,6 +55,10 @@ class ReferenceConfig(Config):
     window_start: str | None = None  #: pin a window of nights (UTC dates) instead of the look-back …
     window_end: str | None = None  #: … and its last night
     frames: list[str] = []  #: pin the exact frame ids to co-add
+    #: ``mean`` (clipped weighted mean) or ``proper`` (Zackay & Ofek 2017: optimal depth, one PSF for
+    #: frames of different seeing; :mod:`astrid_assets.science.proper_coadd`)
+    coadd_method: str = "mean"
+    max_fwhm_ratio: float = 1.3  #: frames blurrier than this multiple of the best FWHM are left out
 
 
 class DifferencingConfig(Config):
@@ -126,7 +130,8 @@ def reference_for_field(
     frames = frames.iloc[order].reset_index(drop=True)
     from astrid_assets.science.coadd import select_best_frames
 
-    chosen = select_best_frames(frames.fwhm_px.astype(float).to_numpy(), frames.rel_depth.to_numpy(), config.max_frames)
+    chosen = select_best_frames(frames.fwhm_px.astype(float).to_numpy(), frames.rel_depth.to_numpy(), config.max_frames,
+                                config.max_fwhm_ratio)
     if len(chosen) == 0:
         return {**row, "status": "missing", "problem": (
             f"no reference yet: none of {len(frames)} earlier frame(s) of field {field} has a measured FWHM and depth")}
@@ -148,7 +153,8 @@ def reference_for_field(
                 f"kept: best selection only {gain:+.2f} mag (< {config.improvement_mag}) deeper")}
     elif selection != "auto":
         decision = f"built from {selection}"
-    digest = hashlib.sha256(",".join(sorted(best.path)).encode()).hexdigest()[:16]
+    recipe = "" if config.coadd_method == "mean" else f";{config.coadd_method}"  # the mean's digests unchanged
+    digest = hashlib.sha256((",".join(sorted(best.path)) + recipe).encode()).hexdigest()[:16]
     key = f"reference_images/{field}/{digest}.fits"
     shallow = len(best) < config.min_frames
     common = {**row, "path": key, "version": digest, "shallow": shallow, "sensitivity": sensitivity,
@@ -159,7 +165,7 @@ def reference_for_field(
                 "input_frames": header.get("INPUTS", ""), "decision": decision + " (stored version reused)"}
     images = [load_calibrated(store, path) for path in best.path]
     reference, used = build_reference(images, best.fwhm_px.astype(float).tolist(), best.rel_depth.tolist(),
-                                      config.max_frames)
+                                      config.max_frames, config.coadd_method, config.max_fwhm_ratio)
     inputs = ",".join(best.frame_id.iloc[used])
     reference.header["INPUTS"] = (inputs, "frames co-added, the anchor (grid) first")  # long: CONTINUE cards
     reference.header["REFVER"] = (digest, "reference version: hash of its input frames")

@@ -29,6 +29,7 @@ from astrid_assets.science.headers import (
     header_read_noise,
     image_type,
     imagetyp_card,
+    instrument_key,
     observation_date,
     observation_mjd,
 )
@@ -102,7 +103,9 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
     ``JD``, ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``READNOIS``/``RDNOISEA``...); a value the
     header does not give is null.  ``ra``/``dec`` (frame centre, ICRS) are null without a WCS;
     ``has_wcs`` says whether the frame has a usable celestial WCS and ``wcs_problem`` why a
-    malformed one was dropped; ``imagetyp_card`` is the frame-type card as written.
+    malformed one was dropped; ``imagetyp_card`` is the frame-type card as written; ``instrument``
+    is the frame's instrument key (``TELESCOP`` / ``INSTRUME``, else the source: see
+    :func:`~astrid_assets.science.headers.instrument_key`).
     """
     kind = image_type(header)
     ra, dec = frame_centre(image, header)
@@ -128,6 +131,7 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
         "path": path,
         "status": "ok",
         "problem": None,
+        "instrument": instrument_key(header, raw.source),
     }
 
 

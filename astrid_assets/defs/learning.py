@@ -20,120 +20,25 @@ from dagster import (
 from pydantic import create_model
 
 from astrid_assets import settings
-from astrid_assets.defs.detection import stamps_from_bytes
+from astrid_assets.defs.datasets import collect_stamps
 from astrid_assets.defs.nightly import nightly_asset
 from astrid_assets.defs.quality_checks import (
     SCORED_DETECTIONS_CHECKS,
-    TRAINING_DATASETS_CHECKS,
     scored_detections_checks,
-    training_datasets_checks,
 )
-from astrid_assets.io import schema
 from astrid_assets.io.arrays import load_arrays, save_arrays
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.ml.config import TrainingConfig
 from astrid_assets.ml.dataset import (
-    CHANNELS,
     SPLITS,
-    STAMP_SIZE,
     StampSet,
-    content_digest,
-    split_by_night,
-    split_codes,
     split_sets,
 )
-from astrid_assets.partitions import dataset_versions, model_versions
+from astrid_assets.partitions import model_versions
 from astrid_assets.previews import markdown_image, training_curves
 from astrid_assets.resources import DatabaseResource, ModelRegistryResource, ObjectStoreResource
-from astrid_assets.validations import labelled_candidates
 
 FROZEN_BENCHMARK_KEY = "unet_models/frozen_benchmark.npz"
-
-
-class DatasetConfig(Config):
-    """What a training dataset collects (the seeds' collect request)."""
-
-    name: str = "astrid"
-    night_start: str = "0001-01-01"  #: first night of candidates to collect (default: all)
-    night_end: str = "9999-12-31"
-    sources: list[str] = []  #: raw-frame sources to include (simulated, fits_drop, skyview, mast); empty: all
-    confidence_threshold: float = 0.6  #: minimum fraction of a candidate's labels agreeing with its consensus
-    max_samples: int = 20000  #: stratified subsample above this
-    split_fractions: list[float] = [0.7, 0.15, 0.15]  #: train / val / test, whole nights per split
-    seed: int = 0
-    min_samples: int = 60  #: gate: fewer samples block training
-    min_minority_fraction: float = 0.05  #: gate: rarer class below this fraction blocks training
-
-
-def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
-    """The (N, 3, 63, 63) stamps of ``candidates``, in their order."""
-    stamps = np.empty((len(candidates), len(CHANNELS), STAMP_SIZE, STAMP_SIZE), np.float32)
-    positions = {cid: i for i, cid in enumerate(candidates.candidate_id)}
-    for path, group in candidates.groupby("stamp_path"):
-        stack = stamps_from_bytes(store.get(path))
-        stamps[[positions[c] for c in group.candidate_id]] = stack[group.stamp_index.to_numpy()]
-    return stamps
-
-
-@asset(
-    partitions_def=dataset_versions,
-    metadata={"partition_expr": "dataset_version"},
-    io_manager_key="table_io_manager",
-    kinds={"numpy", "sql"},
-    group_name="learning",
-    deps=["candidate_detections"],
-    check_specs=TRAINING_DATASETS_CHECKS,
-)
-def training_datasets(
-    context: AssetExecutionContext, config: DatasetConfig, object_store: ObjectStoreResource,
-    database: DatabaseResource,
-):
-    """Validated candidates of a night window with their stamps and per-pixel masks, split by night.
-
-    Consensus labels (unsure ignored) with agreement ≥ ``confidence_threshold``; masks are the
-    transient's footprint for real candidates and empty for bogus; train / validation / test
-    hold whole nights so that no night leaks across splits. Arrays go to the object store; one
-    manifest row per split (counts per class, nights, content hash) to the database.
-    """
-    version = context.partition_key
-    store = object_store.open()
-    url = database.url or settings.database_url()
-    candidates = labelled_candidates(url, config.night_start, config.night_end)
-    candidates = candidates[candidates.agreement >= config.confidence_threshold]
-    if config.sources and len(candidates):
-        raw = database.read_nights("raw_observations", sorted(candidates.night.unique()))
-        allowed = set(raw.frame_id[raw.source.isin(config.sources)])
-        candidates = candidates[candidates.frame_id.isin(allowed)]
-    if len(candidates) > config.max_samples:
-        candidates = candidates.groupby("label", group_keys=False).apply(
-            lambda group: group.sample(frac=config.max_samples / len(candidates), random_state=config.seed))
-    candidates = candidates.sort_values("candidate_id").reset_index(drop=True)
-    labels = (candidates.label == "real").to_numpy(np.int64)
-    stamps = collect_stamps(candidates, store)
-    fwhm = candidates.fwhm.astype(float).fillna(3.0).clip(1.5, 8.0).to_numpy()
-    stamp_set = StampSet.from_stamps(stamps, labels, fwhm, ids=candidates.candidate_id.to_numpy())
-    split = split_by_night(candidates.night.to_numpy(), tuple(config.split_fractions), config.seed)
-    split_of = split_codes(split, len(candidates))
-    digest = content_digest(stamps, labels, candidates.candidate_id.tolist())
-    path = store.put(f"training_datasets/{version}/{digest[:16]}.npz", save_arrays({
-        "stamps": stamps, "masks": stamp_set.masks, "labels": labels, "split": split_of, "fwhm": fwhm,
-        "ids": candidates.candidate_id.to_numpy().astype(str), "nights": candidates.night.to_numpy().astype(str),
-    }))
-    rows = []
-    for code, name in enumerate(SPLITS):
-        chosen = split_of == code
-        rows.append({"dataset_version": version, "name": config.name, "night_start": config.night_start,
-                     "night_end": config.night_end, "split": name, "n_real": int(labels[chosen].sum()),
-                     "n_bogus": int((1 - labels[chosen]).sum()),
-                     "nights": ",".join(sorted(set(candidates.night[chosen]))), "digest": digest, "path": path,
-                     "config": json.dumps(config.model_dump())})
-    table = pd.DataFrame(rows, columns=list(schema.training_datasets.c.keys()))
-    yield Output(table, metadata={
-        "samples": len(candidates), "real": int(labels.sum()), "bogus": int(len(labels) - labels.sum()),
-        "digest": digest, "splits": MetadataValue.md(table[["split", "n_real", "n_bogus", "nights"]]
-                                                     .to_markdown(index=False)),
-    })
-    yield from training_datasets_checks(table, labels, config.min_samples, config.min_minority_fraction)
 
 
 #: the parameters of :class:`~astrid_assets.ml.config.TrainingConfig` that a training run may override
@@ -153,17 +58,47 @@ TrainingRunConfig = create_model(
     resume=(bool, False),  # continue from the version's last checkpoint in the object store
     roc_auc_floor=(float, 0.90),  # absolute floor on the frozen benchmark set for promotion
     promotion_margin=(float, 0.0),  # ROC AUC by which a challenger must beat the champion
+    operating_completeness=(float, 0.95),  # fraction of validation reals (S/N >= operating_min_snr) kept
+    operating_min_snr=(float, 6.0),  # reals from this expected S/N count for completeness (when S/N is known)
 )
 
 
-def frozen_benchmark(store: ObjectStore, arrays: dict[str, np.ndarray]) -> StampSet:
-    """The frozen benchmark set: the first dataset's test split (``arrays``' when none is stored yet),
-    kept under :data:`FROZEN_BENCHMARK_KEY` for every later version."""
-    if not store.exists(FROZEN_BENCHMARK_KEY):
-        test = arrays["split"] == SPLITS.index("test")
-        store.put(FROZEN_BENCHMARK_KEY, save_arrays({k: v[test] for k, v in arrays.items() if k != "split"}
-                                                    | {"split": np.zeros(int(test.sum()), np.int8)}))
-    return split_sets(load_arrays(store.get(FROZEN_BENCHMARK_KEY)))["train"]
+def frozen_benchmark_key(instrument: str | None = None) -> str:
+    """Where the frozen benchmark set is kept: :data:`FROZEN_BENCHMARK_KEY` for the plain ``champion``,
+    ``unet_models/frozen_benchmark/<slug>.npz`` for one instrument's ``champion-<slug>``."""
+    from astrid_assets.science.headers import instrument_slug
+
+    return f"unet_models/frozen_benchmark/{instrument_slug(instrument)}.npz" if instrument else FROZEN_BENCHMARK_KEY
+
+
+def frozen_benchmark(store: ObjectStore, arrays: dict[str, np.ndarray], instrument: str | None = None) -> StampSet:
+    """The frozen benchmark set of the plain ``champion`` (``instrument`` None) or of one instrument's.
+
+    The first dataset's test split (``arrays``' when none is stored yet), kept under
+    :func:`frozen_benchmark_key` for every later version. People's labels come first, because promotion
+    must measure what people see: once a dataset mixes human labels with injections and its test split
+    holds human-labelled examples (``origin`` ``human``) of both classes, those alone are frozen under
+    ``<key>-human`` and every later promotion is judged on them. Only the examples of ``instrument``
+    count when the arrays record instruments. A set without both classes is used but not frozen (its
+    ROC AUC is undefined).
+    """
+    key = frozen_benchmark_key(instrument)
+    human_key = key.replace(".npz", "-human.npz")
+    if store.exists(human_key):
+        return split_sets(load_arrays(store.get(human_key)))["train"]
+    test = arrays["split"] == SPLITS.index("test")
+    if instrument and "instruments" in arrays:
+        test &= np.asarray(arrays["instruments"]).astype(str) == instrument
+    origin = np.asarray(arrays.get("origin", np.full(len(test), "human"))).astype(str)
+    human = test & (origin == "human")
+    if (origin != "human").any() and len(set(np.asarray(arrays["labels"])[human].tolist())) == 2:
+        test, key = human, human_key
+    elif store.exists(key):
+        return split_sets(load_arrays(store.get(key)))["train"]
+    benchmark = {k: v[test] for k, v in arrays.items() if k != "split"} | {"split": np.zeros(int(test.sum()), np.int8)}
+    if len(set(np.asarray(benchmark["labels"]).tolist())) == 2:
+        store.put(key, save_arrays(benchmark))
+    return split_sets(benchmark)["train"]
 
 
 @asset(
@@ -178,20 +113,28 @@ def unet_models(
     context: AssetExecutionContext, config: TrainingRunConfig, training_datasets: pd.DataFrame,
     object_store: ObjectStoreResource, model_registry: ModelRegistryResource, mlflow: ResourceParam[Any],
 ) -> pd.DataFrame:
-    """Train the U-Net on a dataset version, log it to MLflow, register it and decide promotion.
+    """Train the U-Net on a dataset version, log it to MLflow, register it, choose its operating point
+    and decide promotion.
 
     One MLflow run per model version, named ``unet_<version>``: resolved configuration, per-epoch
     metrics, the dataset as an input with its digest, tags (git commit, dataset version, Dagster
     run id), artifacts (config YAML, dataset manifest, reproducibility manifest, training curves)
-    and the model registered as ``astrid-unet``. The new version becomes ``challenger``, and
-    ``champion`` only past the guardrails (floor and margin on the frozen benchmark set).
+    and the model registered as ``astrid-unet``. A version trained on one instrument's frames competes
+    for ``champion-<slug>`` on that instrument's frozen benchmark; one trained across instruments (or on
+    a dataset that does not record them) for ``champion`` on the shared one (:mod:`astrid_assets.registry`).
+    It becomes the alias's challenger, and champion only past the guardrails (floor and margin).
+    The operating threshold keeps ``operating_completeness`` of the validation reals with S/N ≥
+    ``operating_min_snr`` (all validation reals when the dataset records no S/N); it is recorded with
+    the version (tags ``operating_threshold``, ``instruments``) with its completeness and bogus
+    rejection on the test split, and scoring uses it.
     """
+    from astrid_assets.ml.champions import choose_operating_point, dataset_instruments, split_values
     from astrid_assets.ml.checkpoints import download_checkpoints, upload_checkpoints
     from astrid_assets.ml.manifest import reproducibility_manifest
     from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
-    from astrid_assets.ml.training import evaluate, train
+    from astrid_assets.ml.training import evaluate, predict, train
     from astrid_assets.ml.unet import save_weights
-    from astrid_assets.registry import promote, register_model
+    from astrid_assets.registry import alias_for_instruments, promote, record_operating_point, register_model
 
     version = context.partition_key
     store = object_store.open()
@@ -201,7 +144,9 @@ def unet_models(
     dataset_version, digest, path = training_datasets.iloc[0][["dataset_version", "digest", "path"]]
     arrays = load_arrays(store.get(path))
     sets = split_sets(arrays)
-    frozen = frozen_benchmark(store, arrays)
+    instruments = dataset_instruments(arrays, training_datasets)
+    alias = alias_for_instruments(instruments)
+    frozen = frozen_benchmark(store, arrays, instruments[0] if len(instruments) == 1 else None)
     training_config = config.training_config()
     manifest = reproducibility_manifest(training_config, digest, {"dataset_version": dataset_version,
                                                                   "model_version": version})
@@ -217,22 +162,34 @@ def unet_models(
     upload_checkpoints(store, stored_checkpoints, checkpoints)
     test_metrics = evaluate(result.model, sets["test"])
     frozen_metrics = evaluate(result.model, frozen)
+    operating = choose_operating_point(
+        sets["val"].labels, predict(result.model, sets["val"]), split_values(arrays, "snr", "val"),
+        sets["test"].labels, predict(result.model, sets["test"]), split_values(arrays, "snr", "test"),
+        config.operating_completeness, config.operating_min_snr)
     curves = training_curves(result.history)
     log_training_outcome(mlflow, training_config, test_metrics, frozen_metrics, training_datasets.to_dict("records"),
                          manifest, curves, checkpoints)
+    mlflow.log_params({"operating_completeness": operating.completeness, "operating_min_snr": operating.min_snr,
+                       "operating_threshold": operating.threshold, "champion_alias": alias,
+                       "instruments": ",".join(instruments)[:6000]})
+    mlflow.log_metrics({"test_operating_completeness": operating.test_completeness,
+                        "test_bogus_rejection": operating.test_bogus_rejection})
     registry_version = register_model(mlflow, result.model)
-    champion, _ = model_registry.load_champion()
+    client = model_registry.client()
+    record_operating_point(client, registry_version, instruments, operating.threshold, operating.completeness)
+    champion, _ = model_registry.load_alias(alias)
     champion_metric = float(evaluate(champion, frozen)["roc_auc"]) if champion is not None else None
-    decision = promote(model_registry.client(), registry_version, version, float(frozen_metrics["roc_auc"]),
-                       champion_metric, config.roc_auc_floor, config.promotion_margin)
+    decision = promote(client, registry_version, version, float(frozen_metrics["roc_auc"]),
+                       champion_metric, config.roc_auc_floor, config.promotion_margin, alias)
     save_weights(result.model, checkpoints / "weights.pt", {"model_version": version, "dataset_digest": digest})
     weights_path = store.put(f"unet_models/{version}/weights.pt", (checkpoints / "weights.pt").read_bytes())
     run_id = finish_run(mlflow)
     context.add_output_metadata({
         "mlflow_run_id": run_id, "registry_version": registry_version, "promoted": decision.promoted,
-        "decision": decision.reason, "test_roc_auc": float(test_metrics["roc_auc"]),
+        "decision": decision.reason, "champion_alias": alias, "instruments": MetadataValue.json(instruments),
+        "test_roc_auc": float(test_metrics["roc_auc"]),
         "frozen_roc_auc": float(frozen_metrics["roc_auc"]), "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
+        "stopped_early": result.stopped_early, **operating.as_dict(),
         "training_curves": MetadataValue.md(markdown_image(curves, "training curves")),
     })
     return pd.DataFrame([{
@@ -242,7 +199,43 @@ def unet_models(
         "stopped_early": result.stopped_early, "test_roc_auc": float(test_metrics["roc_auc"]),
         "test_f1": float(test_metrics["f1"]), "frozen_roc_auc": float(frozen_metrics["roc_auc"]),
         "promoted": decision.promoted, "decision": decision.reason, "manifest": json.dumps(manifest, default=str),
+        "instruments": ",".join(instruments), "champion_alias": alias, "operating_threshold": operating.threshold,
+        "test_completeness": operating.test_completeness, "test_bogus_rejection": operating.test_bogus_rejection,
     }])
+
+
+def operating_report(
+    table: pd.DataFrame, store: ObjectStore, instrument_of: dict, aliases: dict, model_registry: ModelRegistryResource,
+) -> dict[str, dict]:
+    """Per night: completeness and purity at each model's operating point from the night's injection test
+    (the recovered fakes' stamps stored by ``candidate_detections``, scored by their frame's champion;
+    :func:`~astrid_assets.ml.champions.injection_report`). Nights without a test or a champion are left out."""
+    from astrid_assets.defs.detection import injection_key
+    from astrid_assets.ml.champions import assign_champions, injection_report, score_with_champions
+    from astrid_assets.ml.training import predict
+
+    models: dict[str, Any] = {}
+
+    def model_of(version: str):
+        if version not in models:
+            models[version] = model_registry.load_version(version)
+        return models[version]
+
+    report = {}
+    for night in sorted(table.night.unique()):
+        if not aliases or not store.exists(injection_key(night)):
+            continue
+        fakes = load_arrays(store.get(injection_key(night)))
+        found = pd.DataFrame({"frame_id": fakes["frames"][fakes["recovered"].astype(bool)]})
+        versions = assign_champions(found, instrument_of, aliases).version
+        if versions.isna().all():
+            continue
+        found, _ = score_with_champions(
+            found, versions.tolist(), lambda rows, stamps=fakes["stamps"]: stamps[rows], model_of,
+            model_registry.operating_threshold, lambda model, stamps: predict(model, stamps, device="auto"))
+        own = table[(table.night == night) & table.frame_id.isin(set(fakes["frames"]))]
+        report[night] = injection_report(fakes["snr"], fakes["recovered"], found.real.tolist(), own.real.tolist())
+    return report
 
 
 @nightly_asset(
@@ -251,29 +244,50 @@ def unet_models(
 )
 def scored_detections(
     context: AssetExecutionContext, candidate_detections: pd.DataFrame, object_store: ObjectStoreResource,
-    model_registry: ModelRegistryResource,
+    model_registry: ModelRegistryResource, database: DatabaseResource,
 ):
-    """Each candidate's real/bogus probability from the champion U-Net (loaded by MLflow alias).
+    """Each candidate's real/bogus probability from the champion U-Net of its frame's instrument.
 
-    With no champion yet, candidates pass through unscored (probability null) and the metadata
-    says so. Every row records the registry version of the model that scored it.
+    The instrument comes from the frame's ``raw_observations`` row; the champion is the registry's
+    ``champion-<slug>`` of that instrument when there is one, else ``champion`` (models loaded by MLflow
+    alias). ``real`` says whether the probability reaches the operating threshold recorded with that
+    version (0.5 for a version without one). Candidates with no champion to score them pass through
+    unscored (probability, version and ``real`` null) and the metadata says so. Every row records the
+    registry version of the model that scored it.
     """
+    from astrid_assets.ml.champions import assign_champions, score_with_champions
     from astrid_assets.ml.training import predict
 
-    model, version = model_registry.load_champion()
     table = candidate_detections[["night", "candidate_id", "frame_id"]].copy()
-    if model is None or table.empty:
-        table["real_probability"], table["model_version"] = None, None
-        yield Output(table, metadata={"scored": 0, "candidates": len(table), "note": (
-            "no champion model yet: candidates passed through unscored" if model is None else "no candidates")})
-        yield from scored_detections_checks(list(context.partition_keys), table)
-        return
-    stamps = collect_stamps(candidate_detections, object_store.open())
-    table["real_probability"] = predict(model, stamps, device="auto").astype(float)
-    table["model_version"] = version
-    yield Output(table, metadata={
-        "scored": len(table), "model_version": version,
-        "likely_real": int((table.real_probability >= 0.5).sum()),
-        "median_probability": float(table.real_probability.median()),
-    })
+    aliases = model_registry.aliases() if len(table) else {}
+    frames = database.read_nights("raw_observations", sorted(table.night.unique())) if len(table) else None
+    instrument_of = {} if frames is None else dict(zip(frames.frame_id, frames.instrument, strict=True))
+    chosen = assign_champions(table, instrument_of, aliases)
+    store = object_store.open()
+    table, thresholds = score_with_champions(
+        table, chosen.version.tolist(), lambda rows: collect_stamps(candidate_detections.iloc[rows], store),
+        model_registry.load_version, model_registry.operating_threshold,
+        lambda model, stamps: predict(model, stamps, device="auto"))
+    scored = table[table.model_version.notna()]
+    metadata: dict[str, Any] = {"scored": len(scored), "candidates": len(table)}
+    report = operating_report(table, store, instrument_of, aliases, model_registry)
+    if report:
+        metadata["at_operating_point"] = MetadataValue.md(pd.DataFrame(report).T.rename_axis("night").to_markdown())
+        metadata["completeness_at_operating_point"] = MetadataValue.json(
+            {night: r["completeness"] for night, r in report.items()})
+    if scored.empty:
+        metadata["note"] = ("no candidates" if table.empty
+                            else "no champion model yet: candidates passed through unscored")
+    else:
+        by_version = (chosen.assign(real=table.real, probability=table.real_probability)
+                      .dropna(subset=["version"]).groupby(["alias", "version"])
+                      .agg(candidates=("real", "size"), real=("real", "sum")).reset_index())
+        by_version["threshold"] = by_version.version.map(thresholds)
+        metadata |= {
+            "model_version": ",".join(sorted(thresholds, key=int)), "likely_real": int(scored.real.sum()),
+            "unscored": len(table) - len(scored), "median_probability": float(scored.real_probability.median()),
+            "thresholds": MetadataValue.json(thresholds),
+            "champions": MetadataValue.md(by_version.to_markdown(index=False)),
+        }
+    yield Output(table, metadata=metadata)
     yield from scored_detections_checks(list(context.partition_keys), table)

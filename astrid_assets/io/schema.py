@@ -37,6 +37,7 @@ raw_observations = _nightly_table(
     Column("path", Text),  # object-store key of the FITS file
     Column("status", String(16), nullable=False),  # ok | quarantined
     Column("problem", Text),
+    Column("instrument", String(128)),  # TELESCOP / INSTRUME, else the source (science.headers.instrument_key)
 )
 
 calibrated_frames = _nightly_table(
@@ -190,6 +191,8 @@ training_datasets = Table(
     Column("digest", String(64), nullable=False),  # sha256 over stamps, labels and candidate ids
     Column("path", Text, nullable=False),  # object-store key of the arrays (.npz)
     Column("config", Text),  # the collect configuration, JSON
+    Column("source", String(16)),  # labels | injections | mixed
+    Column("instruments", Text),  # ","-separated instrument keys of this split's frames
 )
 Index("ix_training_datasets_version", training_datasets.c.dataset_version)
 
@@ -211,6 +214,11 @@ unet_models = Table(
     Column("promoted", Boolean),
     Column("decision", Text),
     Column("manifest", Text),  # reproducibility manifest, JSON
+    Column("instruments", Text),  # ","-separated instrument keys it was trained for (empty: unknown)
+    Column("champion_alias", String(160)),  # the alias it competes for: champion or champion-<slug>
+    Column("operating_threshold", Float),  # probability threshold chosen for operating_completeness on val
+    Column("test_completeness", Float),  # at that threshold, on the test split's qualifying reals
+    Column("test_bogus_rejection", Float),  # at that threshold, on the test split's bogus
 )
 Index("ix_unet_models_version", unet_models.c.model_version)
 
@@ -220,4 +228,5 @@ scored_detections = _nightly_table(
     Column("frame_id", String(128), nullable=False),
     Column("real_probability", Float),  # null when no champion was available
     Column("model_version", String(64)),  # registry version of the champion that scored it
+    Column("real", Boolean),  # real_probability >= that version's operating threshold; null when unscored
 )

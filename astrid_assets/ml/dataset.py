@@ -168,6 +168,7 @@ class StampSet:
     labels: np.ndarray  #: (N,) float32, 1 real / 0 bogus
     masks: np.ndarray  #: (N, H, W) float32, from :func:`transient_masks`
     ids: np.ndarray | None = None  #: (N,) candidate ids, optional
+    weights: np.ndarray | None = None  #: (N,) float32 loss weight per example, optional (None: all 1)
 
     def __post_init__(self) -> None:
         n = self.inputs.shape[0]
@@ -181,6 +182,8 @@ class StampSet:
             raise ValueError("labels must be 0 (bogus) or 1 (real)")
         if self.ids is not None and len(self.ids) != n:
             raise ValueError(f"{len(self.ids)} ids for {n} stamps")
+        if self.weights is not None and (self.weights.shape != (n,) or not (self.weights >= 0).all()):
+            raise ValueError(f"weights must be {n} non-negative numbers; got shape {self.weights.shape}")
 
     @classmethod
     def from_stamps(
@@ -200,8 +203,13 @@ class StampSet:
 
     def subset(self, index: np.ndarray) -> StampSet:
         return StampSet(
-            self.inputs[index], self.labels[index], self.masks[index], None if self.ids is None else self.ids[index]
+            self.inputs[index], self.labels[index], self.masks[index], None if self.ids is None else self.ids[index],
+            None if self.weights is None else self.weights[index],
         )
+
+    def loss_weights(self) -> np.ndarray:
+        """``weights`` as float32, all 1 when there are none."""
+        return np.ones(len(self), np.float32) if self.weights is None else self.weights.astype(np.float32)
 
 
 class NightSplit(NamedTuple):
@@ -269,9 +277,19 @@ def split_codes(split: NightSplit, n: int) -> np.ndarray:
 
 
 def split_sets(arrays: dict[str, np.ndarray]) -> dict[str, StampSet]:
-    """A stored dataset's arrays (``stamps``, ``labels``, ``fwhm``, ``ids`` and ``split`` codes) as a
-    :class:`StampSet` per split name."""
-    full = StampSet.from_stamps(arrays["stamps"], arrays["labels"], arrays["fwhm"], ids=arrays["ids"])
+    """A stored dataset's arrays (``stamps``, ``labels``, ``fwhm``, ``ids`` and ``split`` codes; ``masks``
+    and loss ``weights`` where stored) as a :class:`StampSet` per split name.
+
+    Stored masks are used as they are (an injected fake's mask is its injected footprint); a dataset
+    without them gets :func:`transient_masks` with its ``fwhm``."""
+    stamps, labels = arrays["stamps"], np.asarray(arrays["labels"])
+    masks = arrays.get("masks")
+    full = StampSet(
+        inputs=normalise_stamps(stamps), labels=labels.astype(np.float32).reshape(-1),
+        masks=(transient_masks(stamps, labels, arrays["fwhm"]) if masks is None else masks.astype(np.float32)),
+        ids=np.asarray(arrays["ids"]),
+        weights=None if arrays.get("weights") is None else np.asarray(arrays["weights"], np.float32),
+    )
     return {name: full.subset(np.flatnonzero(arrays["split"] == code)) for code, name in enumerate(SPLITS)}
 
 

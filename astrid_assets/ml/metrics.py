@@ -100,3 +100,100 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
         "accuracy": (counts["tp"] + counts["tn"]) / labels.size if labels.size else float("nan"),
         **counts,
     }
+
+
+def _operating_reals(labels: np.ndarray, snr: np.ndarray | None, min_snr: float) -> np.ndarray:
+    """Which examples count for completeness: reals with ``snr >= min_snr`` when any real has a known S/N,
+    else every real."""
+    real = _binary(labels)
+    if snr is None:
+        return real
+    snr = np.asarray(snr, dtype=np.float64).reshape(-1)
+    if snr.size != real.size:
+        raise ValueError(f"{snr.size} S/N values for {real.size} labels")
+    known = real & np.isfinite(snr)
+    return real & (snr >= min_snr) if known.any() else real
+
+
+def operating_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, completeness: float = 0.95, snr: np.ndarray | None = None,
+    min_snr: float = 6.0,
+) -> float:
+    """The highest probability threshold that keeps a stated fraction of the real examples.
+
+    With ``p₁ ≥ p₂ ≥ … ≥ pₙ`` the probabilities of the *qualifying* reals and ``k = ⌈c·n⌉``, the
+    threshold is ``pₖ``: a candidate is called real when its probability is ``≥`` the threshold, so
+    at least ``k/n ≥ c`` of the qualifying reals are kept (more when probabilities tie), and no higher
+    threshold keeps as many — the bogus rejection is the best the stated completeness allows.
+
+    The qualifying reals are those whose expected S/N is at least ``min_snr`` (injected fakes of
+    known S/N); when no real example has a known (finite) S/N — human labels, datasets made before
+    S/N was recorded — every real example qualifies.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(N,)`` 1 real / 0 bogus.
+    probabilities : numpy.ndarray
+        ``(N,)`` real probabilities (or any score monotonic in them).
+    completeness : float
+        Fraction of the qualifying reals to keep, in ``(0, 1]``.
+    snr : numpy.ndarray, optional
+        ``(N,)`` expected S/N of each example, NaN where unknown (bogus, human-labelled reals).
+    min_snr : float
+        S/N from which a real counts for completeness.
+
+    Returns
+    -------
+    float
+        The threshold, in the units of ``probabilities``.
+
+    Raises
+    ------
+    ValueError
+        When ``completeness`` is outside ``(0, 1]`` or no real example qualifies.
+    """
+    if not 0.0 < completeness <= 1.0:
+        raise ValueError(f"completeness must be in (0, 1]; got {completeness}")
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    qualifying = _operating_reals(labels, snr, min_snr)
+    if probabilities.size != qualifying.size:
+        raise ValueError(f"{probabilities.size} probabilities for {qualifying.size} labels")
+    kept = np.sort(probabilities[qualifying])[::-1]
+    if kept.size == 0:
+        raise ValueError(f"no real example with S/N >= {min_snr} to set a completeness on")
+    k = int(np.ceil(completeness * kept.size - 1e-9))
+    return float(kept[max(k, 1) - 1])
+
+
+def operating_point(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, snr: np.ndarray | None = None,
+    min_snr: float = 6.0,
+) -> dict[str, float]:
+    """Completeness and bogus rejection at ``threshold`` (a candidate is real when ``probability ≥ threshold``).
+
+    Parameters
+    ----------
+    labels, probabilities, snr, min_snr
+        As for :func:`operating_threshold`.
+    threshold : float
+        The probability threshold.
+
+    Returns
+    -------
+    dict
+        ``completeness`` (fraction of the qualifying reals kept), ``bogus_rejection`` (fraction of
+        the bogus below the threshold), ``n_real`` (qualifying reals) and ``n_bogus``; a fraction
+        with nothing to count is ``nan``.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    qualifying = _operating_reals(labels, snr, min_snr)
+    bogus = ~_binary(labels)
+    called_real = probabilities >= threshold
+    n_real, n_bogus = int(qualifying.sum()), int(bogus.sum())
+    return {
+        "completeness": float(called_real[qualifying].mean()) if n_real else float("nan"),
+        "bogus_rejection": float((~called_real[bogus]).mean()) if n_bogus else float("nan"),
+        "n_real": n_real,
+        "n_bogus": n_bogus,
+    }

@@ -160,12 +160,19 @@ def combined_loss(
     mask_bce_weight: float = 1.0,
     dice_weight: float = 1.0,
     label_weight: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(total loss, candidate logits)`` for mask logits ``(N, 1, H, W)``, target masks ``(N, 1, H, W)``
-    and labels ``(N,)`` (see the module docstring)."""
+    and labels ``(N,)`` (see the module docstring); ``weights`` ``(N,)`` weigh each example's
+    classification term (a human label counting more than an injection, say), normalised to their sum."""
     mask_logits = mask_logits.float()
     candidate_logits = real_bogus_logit(mask_logits)
-    total = label_weight * F.binary_cross_entropy_with_logits(candidate_logits, labels)
+    if weights is None:
+        classification = F.binary_cross_entropy_with_logits(candidate_logits, labels)
+    else:
+        per_example = F.binary_cross_entropy_with_logits(candidate_logits, labels, reduction="none")
+        classification = (per_example * weights).sum() / weights.sum().clamp_min(1e-12)
+    total = label_weight * classification
     if mask_bce_weight:
         total = total + mask_bce_weight * F.binary_cross_entropy_with_logits(mask_logits, target_masks)
     if dice_weight:
@@ -419,6 +426,7 @@ def _train_epoch(state: TrainingState, epoch: int, train_set: StampSet, config: 
     inputs = torch.from_numpy(train_set.inputs)
     masks = torch.from_numpy(train_set.masks)[:, None]
     labels = torch.from_numpy(train_set.labels)
+    weights = None if train_set.weights is None else torch.from_numpy(train_set.loss_weights())
     model.train()
     generator = _epoch_generator(config.seed, epoch)
     order = torch.randperm(len(train_set), generator=generator)
@@ -432,7 +440,8 @@ def _train_epoch(state: TrainingState, epoch: int, train_set: StampSet, config: 
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, state.amp):
             mask_logits = model(x)
-        loss, _ = combined_loss(mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight)
+        w = None if weights is None else weights[index].to(device)
+        loss, _ = combined_loss(mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight, w)
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)

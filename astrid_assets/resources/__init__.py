@@ -76,22 +76,48 @@ class ModelRegistryResource(ConfigurableResource):
         mlflow.set_tracking_uri(self.uri())
         return mlflow.MlflowClient(self.uri())
 
-    def champion_version(self) -> str | None:
-        """Registry version of the model under the ``champion`` alias, or None."""
-        from astrid_assets.registry import CHAMPION, version_by_alias
+    def aliases(self) -> dict[str, str]:
+        """Every alias of the registered U-Net → its registry version (empty before the first version)."""
+        from astrid_assets.registry import registered_aliases
 
-        return version_by_alias(self.client(), CHAMPION)
+        return registered_aliases(self.client())
 
-    def load_champion(self):
-        """(model, registry version) of the champion, or (None, None) when there is none."""
+    def champion_version(self, instrument: str | None = None) -> str | None:
+        """Registry version of the champion that scores ``instrument``'s frames: under ``champion-<slug>``
+        when that alias exists, else under ``champion``; None when neither does. No instrument: ``champion``."""
+        from astrid_assets.registry import choose_alias
+
+        aliases = self.aliases()
+        alias = choose_alias(instrument, aliases)
+        return aliases[alias] if alias is not None else None
+
+    def load_version(self, version: str):
+        """The U-Net of registry ``version`` (on the CPU)."""
         import mlflow.pytorch
 
         from astrid_assets.registry import MODEL_NAME
 
-        version = self.champion_version()
-        if version is None:
-            return None, None
-        return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu"), version
+        self.client()  # sets the tracking URI that the model URI resolves against
+        return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu")
+
+    def load_alias(self, alias: str):
+        """(model, registry version) under ``alias`` exactly, or (None, None) when no version holds it."""
+        from astrid_assets.registry import version_by_alias
+
+        version = version_by_alias(self.client(), alias)
+        return (None, None) if version is None else (self.load_version(version), version)
+
+    def load_champion(self, instrument: str | None = None):
+        """(model, registry version) of the champion for ``instrument`` (see :meth:`champion_version`), or
+        (None, None) when there is none."""
+        version = self.champion_version(instrument)
+        return (None, None) if version is None else (self.load_version(version), version)
+
+    def operating_threshold(self, version: str) -> float:
+        """The real/bogus probability threshold recorded with registry ``version`` (0.5 when none is)."""
+        from astrid_assets.registry import version_threshold
+
+        return version_threshold(self.client(), version)
 
 
 def prepare_experiment(tracking_uri: str, name: str) -> None:

@@ -26,6 +26,12 @@ Method
    is a weighted mixture of the frames' PSFs, which is why frames of poor seeing should be
    left out (:func:`select_best_frames`).
 
+``method="proper"`` replaces steps 3–5 by the proper co-add of Zackay & Ofek (2017)
+(:mod:`.proper_coadd`): each frame's PSF is estimated, outliers on blank sky are rejected
+(:func:`~.proper_coadd.reject_outliers`, sources protected) and filled, and the frames are
+combined in Fourier space with their PSFs as matched filters; the co-add's PSF is the analytic
+``P_R`` and its noise stays white on blank sky.
+
 Images in e- (``float32``), variances in e-², masks ``uint16``; arrays ``[y, x]``, 0-based.
 """
 
@@ -41,12 +47,15 @@ from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
 from astrid_assets.science.fluxratio import FluxRatioError, fit_flux_ratio
+from astrid_assets.science.proper_coadd import proper_combine, reject_outliers
 from astrid_assets.science.psf import estimate_psf
-from astrid_assets.science.psf_model import PSFError, PSFModel
+from astrid_assets.science.psf_model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.register import Registered, register_to_reference
 
 #: Pixels (4-connected steps) around a pixel with many outliers (a changed source) kept unclipped.
 CHANGED_GROWTH = 3
+#: Ways of combining the registered, flux-scaled frames (:func:`coadd`'s ``method``).
+COADD_METHODS = ("mean", "proper")
 
 
 @dataclass(frozen=True)
@@ -151,13 +160,21 @@ def _register_frames(frames: Sequence[Frame], ref_wcs: WCS, ref_shape: tuple[int
     return registered
 
 
-def _fit_flux_scales(registered: list[Registered], anchor: int, psf_size: int) -> np.ndarray:
+def _frame_psfs(registered: list[Registered], psf_size: int) -> list[PSFModel]:
+    """The PSF of each registered frame (:func:`~astrid_assets.science.psf.estimate_psf`)."""
+    psfs = []
+    for index, frame in enumerate(registered):
+        rms = np.sqrt(np.where(np.isfinite(frame.variance), frame.variance, np.nan))
+        try:
+            psfs.append(estimate_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
+        except PSFError as error:
+            raise PSFError(f"frame {index}: {error}") from None
+    return psfs
+
+
+def _fit_flux_scales(registered: list[Registered], anchor: int, psfs: list[PSFModel]) -> np.ndarray:
     """Flux scales (counts per anchor count) from forced PSF photometry of the anchor's PSF stars in
     every frame, each measured with its own PSF (:func:`~astrid_assets.science.fluxratio.fit_flux_ratio`)."""
-    psfs = []
-    for frame in registered:
-        rms = np.sqrt(np.where(np.isfinite(frame.variance), frame.variance, np.nan))
-        psfs.append(estimate_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
     reference = registered[anchor]
     scales = np.ones(len(registered))
     for index, frame in enumerate(registered):
@@ -218,6 +235,7 @@ def coadd(
     clip_ampfrac: float = 0.3,
     psf_size: int = 25,
     block_rows: int = 256,
+    method: str = "mean",
 ) -> Coadd:
     """Co-add frames into a deep reference on the grid ``(ref_wcs, ref_shape)``.
 
@@ -245,7 +263,12 @@ def coadd(
     psf_size : int, default 25
         Odd PSF stamp side, px, for the co-add's PSF and the flux-scale fits.
     block_rows : int, default 256
-        Rows combined at a time (memory only; no effect on the result).
+        Rows combined at a time (memory only; no effect on the result; ``"mean"`` only).
+    method : {"mean", "proper"}, default "mean"
+        ``"mean"``: clipped weighted mean, PSF estimated on the co-add (module docstring);
+        ``"proper"``: proper co-add (Zackay & Ofek 2017, :mod:`.proper_coadd`), PSF ``P_R``
+        from the frames' PSFs, mask bits ``SATURATED`` and ``BRIGHT_STAR`` of any covering frame
+        kept (their filled cores enter every pixel of the kernel).
 
     Returns
     -------
@@ -257,7 +280,11 @@ def coadd(
     ValueError
         No frames, inconsistent options, or a frame that cannot be registered
         (``RegistrationError``) or scaled.
+    PSFError
+        ``method="proper"`` and a frame's PSF cannot be estimated.
     """
+    if method not in COADD_METHODS:
+        raise ValueError(f"unknown co-add method {method!r} ({' or '.join(COADD_METHODS)})")
     if not frames:
         raise ValueError("coadd needs at least one frame")
     if flux_scales is not None and zero_points is not None:
@@ -265,6 +292,8 @@ def coadd(
     ref_shape = (int(ref_shape[0]), int(ref_shape[1]))
     registered = _register_frames(frames, ref_wcs, ref_shape)
     zero_point = None
+    fitted = flux_scales is None and zero_points is None and len(registered) > 1
+    psfs = _frame_psfs(registered, psf_size) if fitted or method == "proper" else []
     if zero_points is not None:
         zp = np.asarray(zero_points, dtype=float)
         scales = 10.0 ** (0.4 * (zp - zp[anchor]))
@@ -274,11 +303,13 @@ def coadd(
     elif len(registered) == 1:
         scales = np.ones(1)
     else:
-        scales = _fit_flux_scales(registered, anchor, psf_size)
+        scales = _fit_flux_scales(registered, anchor, psfs)
     if scales.shape != (len(registered),) or not np.all(np.isfinite(scales) & (scales > 0)):
         raise ValueError(f"flux scales must be positive, one per frame; got {scales}")
     sky_variance = np.array([np.nanmedian(frame.variance) / s**2 for frame, s in zip(registered, scales, strict=True)])
     weights = 1.0 / sky_variance
+    if method == "proper":
+        return _proper(registered, scales, weights, psfs, anchor, zero_point, clip_sigma, psf_size)
     image = np.full(ref_shape, np.nan, np.float32)
     variance = np.full(ref_shape, np.nan, np.float32)
     n_frames = np.zeros(ref_shape, np.uint16)
@@ -330,3 +361,33 @@ def _coadd_mask(registered: list[Registered], n_frames: np.ndarray) -> np.ndarra
     combined = np.where(any_cover, combined, np.uint16(0)).astype(np.uint16)
     combined[n_frames == 0] |= masks.NO_DATA
     return combined
+
+
+def _proper(
+    registered: list[Registered],
+    scales: np.ndarray,
+    weights: np.ndarray,
+    psfs: list[PSFModel],
+    anchor: int,
+    zero_point: float | None,
+    clip_sigma: float,
+    psf_size: int,
+) -> Coadd:
+    """The proper co-add (:func:`~.proper_coadd.proper_combine`) of registered frames as a :class:`Coadd`."""
+    images = np.stack([f.image / np.float32(s) for f, s in zip(registered, scales, strict=True)])
+    variances = np.stack([f.variance / np.float32(s**2) for f, s in zip(registered, scales, strict=True)])
+    finite = np.isfinite(images) & np.isfinite(variances)
+    covered = np.stack([(f.mask & masks.NO_DATA) == 0 for f in registered]) & finite
+    usable = np.stack([(f.mask & masks.UNUSABLE) == 0 for f in registered]) & finite
+    rejected = reject_outliers(images, variances, usable, clip_sigma)
+    kept = usable & ~rejected
+    stack = proper_combine(images, variances, kept, covered, [p.image for p in psfs], 1.0 / np.sqrt(weights), psf_size)
+    n_frames = np.where(np.isfinite(stack.image), kept.sum(axis=0), 0).astype(np.uint16)
+    mask = _coadd_mask(registered, n_frames)
+    for frame, cover in zip(registered, covered, strict=True):  # filled cores reach the whole kernel
+        mask |= np.where(cover, frame.mask & (masks.SATURATED | masks.BRIGHT_STAR), 0).astype(np.uint16)
+    psf = PSFModel(stack.psf, measure_fwhm(stack.psf), int(sum(p.n_stars for p in psfs)),
+                   psfs[anchor].star_xy, psfs[anchor].star_flux)
+    return Coadd(image=stack.image, variance=stack.variance, mask=mask, n_frames=n_frames, psf=psf,
+                 flux_scales=scales, weights=weights, zero_point=zero_point,
+                 clipped_fraction=int(rejected.sum()) / max(int(usable.sum()), 1))

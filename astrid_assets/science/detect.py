@@ -23,6 +23,7 @@ from astrid_assets.science.photometry import psf_photometry
 from astrid_assets.science.profiles import render_psf
 from astrid_assets.science.psf import GAUSSIAN_FWHM_PER_SIGMA
 from astrid_assets.science.psf_model import ShiftablePSF, as_psf_image
+from astrid_assets.science.tiles import blend_stamps
 
 #: Candidate flag bits (column ``flags``); a new flag takes a new bit, existing bits keep their meaning.
 FLAG_MASKED = 1  #: an UNUSABLE pixel in the footprint or within the kernel half-size (see detect_candidates)
@@ -296,6 +297,7 @@ def detect_candidates(
     difference_psf: np.ndarray | None = None,
     min_area: int = 1,
     dipole_fraction: float = 0.3,
+    difference_psf_tiles: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Positive and negative candidates with ``|S_corr| >= threshold``, measured on ``D``.
 
@@ -334,6 +336,9 @@ def detect_candidates(
     dipole_fraction : float, default 0.3
         An opposite-sign lobe within 2 FWHM reaching this fraction of the
         candidate's peak (and at least 3σ) makes it a DIPOLE.
+    difference_psf_tiles : numpy.ndarray or None, default None
+        ``(n, n, s, s)`` difference PSFs at the nodes of a tiled ZOGY (:mod:`.tiles`, PSF varying
+        over the frame): each candidate's PSF flux uses their tent blend at its position.
 
     Returns
     -------
@@ -400,6 +405,7 @@ def detect_candidates(
         edge,
         dipole_fraction,
         max(float(psf_fwhm), float(kernel_half)),
+        difference_psf_tiles,
     )
 
 
@@ -418,11 +424,16 @@ def _measure(
     edge: int,
     dipole_fraction: float,
     masked_radius: float,
+    psf_tiles: np.ndarray | None = None,
 ) -> pd.DataFrame:
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
     sign = table["sign"].to_numpy()
     psf_stamp = psf.at(0.0, 0.0)
     flux, flux_err = psf_photometry(difference, difference_var, psf_stamp, x, y, mask)
+    if psf_tiles is not None:  # a PSF varying over the frame: the blended P_D at each candidate
+        for k in range(x.size):
+            local = blend_stamps(psf_tiles, x[k], y[k], difference.shape)
+            flux[k : k + 1], flux_err[k : k + 1] = psf_photometry(difference, difference_var, local, x[k], y[k], mask)
     flux_aper, flux_aper_err, _ = sep.sum_circle(difference, x, y, float(psf_fwhm), var=difference_var, mask=unusable)
     ny, nx = s_corr.shape
     bright = (mask & masks.BRIGHT_STAR) != 0

@@ -117,15 +117,40 @@ def fit_flux_ratio(
             f"only {int(good.sum())} stars with S/N >= {min_snr:g} in both images; cannot fit "
             "the flux ratio F_n/F_r (pass flux_ratio explicitly)"
         )
-    keep = good.copy()
-    centre = float(np.median(ratio[good]))
-    sigma = ratio_err
+    mean, error, n = clipped_ratio_mean(ratio, ratio_err, good, clip)
+    return FluxRatioFit(ratio=mean, ratio_err=error, n_stars=n)
+
+
+def clipped_ratio_mean(
+    ratio: np.ndarray, ratio_err: np.ndarray, good: np.ndarray, clip: float = 3.0
+) -> tuple[float, float, int]:
+    """Iteratively ``clip``-σ clipped, inverse-variance weighted mean of per-star flux ratios.
+
+    Started from the median of the ``good`` ratios; each star's σ is its error plus, in quadrature,
+    the scatter beyond the errors (robust spread of the kept ratios minus their median error);
+    the clipping stops before it would leave fewer than 3 stars.
+
+    Parameters
+    ----------
+    ratio, ratio_err : numpy.ndarray
+        Per-star ratio ``f_new / f_ref`` and its 1σ error.
+    good : numpy.ndarray of bool
+        Stars that may enter (at least 3).
+    clip : float, default 3.0
+        Clipping threshold, in units of each star's σ.
+
+    Returns
+    -------
+    ratio, ratio_err : float
+        The mean and its 1σ error (scaled by ``sqrt(χ²/(n−1))`` when above 1).
+    n_stars : int
+        Stars kept.
+    """
+    keep, centre, sigma = good.copy(), float(np.median(ratio[good])), ratio_err
     for _ in range(20):
-        residual = ratio - centre
-        spread = float(mad_std(ratio[keep]))
-        extra = max(spread**2 - float(np.median(ratio_err[keep] ** 2)), 0.0)
+        extra = max(float(mad_std(ratio[keep])) ** 2 - float(np.median(ratio_err[keep] ** 2)), 0.0)
         sigma = np.sqrt(ratio_err**2 + extra)
-        new_keep = good & (np.abs(residual) <= clip * sigma)
+        new_keep = good & (np.abs(ratio - centre) <= clip * sigma)
         if new_keep.sum() < 3:
             break
         weights = 1.0 / sigma[new_keep] ** 2
@@ -138,8 +163,7 @@ def fit_flux_ratio(
     mean = float(np.sum(weights * ratio[keep]) / np.sum(weights))
     n = int(keep.sum())
     chi2 = float(np.sum(weights * (ratio[keep] - mean) ** 2)) / max(n - 1, 1)
-    error = float(np.sqrt(max(chi2, 1.0) / np.sum(weights)))
-    return FluxRatioFit(ratio=mean, ratio_err=error, n_stars=n)
+    return mean, float(np.sqrt(max(chi2, 1.0) / np.sum(weights))), n
 
 
 def psf_star_positions(*psfs: PSFModel | np.ndarray) -> np.ndarray | None:

@@ -21,7 +21,9 @@ calibrated frame can say what it assumed.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -359,3 +361,64 @@ def header_saturation(header: fits.Header) -> HeaderValue:
         Saturation level, ADU (stored pixel units), with its source and any note.
     """
     return _keyed(header, SATURATION_KEYS, ("SATURAT",), "saturation", "min")
+
+
+#: Longest instrument key (the ``raw_observations.instrument`` column is ``String(128)``).
+INSTRUMENT_KEY_LENGTH = 128
+
+
+def _card_text(header: fits.Header, key: str) -> str:
+    value = header.get(key)
+    if value is None or isinstance(value, bool):
+        return ""
+    return " ".join(str(value).replace(",", ";").split())
+
+
+def instrument_key(header: fits.Header, source: str) -> str:
+    """The frame's instrument: ``TELESCOP / INSTRUME`` as written, normalised; else the survey source.
+
+    Normalised so that every frame of one instrument gets the same key: each card's text is
+    stripped, runs of whitespace become one space and commas become ``;`` (keys are listed
+    ``,``-separated); the two are joined by ``" / "`` when both are present, e.g.
+    ``"0.5 m f/6.8 reflector / KAF-16803 CCD"``, or either one alone. Case is kept: it is part of
+    what the acquisition software wrote. Without either card the key is ``source``
+    (``"simulated"``, ``"fits_drop"``...). At most :data:`INSTRUMENT_KEY_LENGTH` characters.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Frame header.
+    source : str
+        The survey source the frame came from (the fallback key).
+
+    Returns
+    -------
+    str
+        The instrument key, never empty.
+    """
+    cards = [text for text in (_card_text(header, "TELESCOP"), _card_text(header, "INSTRUME")) if text]
+    key = " / ".join(cards) if cards else (" ".join(str(source).split()) or "unknown")
+    return key[:INSTRUMENT_KEY_LENGTH]
+
+
+def instrument_slug(key: str) -> str:
+    """A stable name for an instrument key made of ``[a-z0-9-]`` only (MLflow aliases, object-store keys).
+
+    Accents are dropped (NFKD), letters lowercased and every run of other characters becomes one
+    ``-``, with none at either end: ``"0.5 m f/6.8 reflector / KAF-16803 CCD"`` →
+    ``"0-5-m-f-6-8-reflector-kaf-16803-ccd"``. A slug is its own slug. A key with no ASCII letter
+    or digit gets ``"i-"`` and the first 12 hex digits of its SHA-1.
+
+    Parameters
+    ----------
+    key : str
+        Instrument key (:func:`instrument_key`) or a slug.
+
+    Returns
+    -------
+    str
+        The slug, never empty.
+    """
+    ascii_text = unicodedata.normalize("NFKD", key).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+    return slug or f"i-{hashlib.sha1(key.encode()).hexdigest()[:12]}"

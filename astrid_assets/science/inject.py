@@ -1,5 +1,5 @@
-"""Artificial point sources: injection at a chosen S/N, catalogue matching, completeness, and the
-nightly injection–recovery test of a frame through the differencing (:func:`injection_recovery`).
+"""Artificial point sources: injection at a chosen S/N, catalogue matching and completeness (the
+fakes of a whole frame through the differencing: :mod:`.fakes`).
 
 S/N convention: the PSF-optimal signal-to-noise of a point source of flux ``F`` (e-) at
 ``(x, y)`` against a variance map ``V`` (e-²) is
@@ -19,13 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy.spatial import cKDTree
 
-from astrid_assets.science import masks
-from astrid_assets.science.pipeline import PSF_STAR_LIMITS, difference_frame, find_candidates, on_reference_sky
-from astrid_assets.science.products import CalibratedFrame, Reference
-from astrid_assets.science.psf import estimate_psf
 from astrid_assets.science.psf_model import PSFModel, ShiftablePSF, as_psf_image
 
 
@@ -317,136 +312,6 @@ def _snr_at_half(centres: np.ndarray, fraction: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- a frame through the differencing
-
-
-@dataclass
-class InjectionRecovery:
-    """Outcome of injecting fake point sources into one frame and searching for them."""
-
-    snr: np.ndarray  #: expected PSF-optimal S/N of each fake
-    recovered: np.ndarray  #: bool per fake
-    position_error: np.ndarray  #: px on the reference grid, NaN where not recovered
-    false_detections: int  #: detections matching neither a fake nor a detection of the untouched frame
-
-
-def fake_positions(frame: CalibratedFrame, reference: Reference, n: int, rng: np.random.Generator,
-                   margin: int = 40, min_separation: float = 20.0) -> np.ndarray:
-    """Up to ``n`` positions (frame pixels, ``(x, y)``) on clean pixels inside the reference's overlap.
-
-    Positions are drawn uniformly, at most ``20 n`` times; a draw is kept when no pixel of the 7 × 7
-    box around it is ``UNUSABLE``, it lies at least ``margin`` px inside both the frame and the
-    reference (through the WCS), and at least ``min_separation`` px from the positions kept.
-
-    Parameters
-    ----------
-    frame : CalibratedFrame
-        The frame, with a WCS.
-    reference : Reference
-        The reference, with a WCS.
-    n : int
-        Positions wanted.
-    rng : numpy.random.Generator
-        Random generator.
-    margin : int, default 40
-        Distance from the frame's and the reference's borders, px.
-    min_separation : float, default 20.0
-        Smallest distance between two positions, px.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(m, 2)`` positions ``(x, y)``, frame px (0-based), ``m ≤ n``.
-    """
-    ny, nx = frame.science.shape
-    world = frame.wcs.pixel_to_world
-    positions: list[tuple[float, float]] = []
-    for _ in range(n * 20):
-        if len(positions) == n:
-            break
-        x, y = rng.uniform(margin, nx - margin), rng.uniform(margin, ny - margin)
-        iy, ix = int(round(y)), int(round(x))
-        if (frame.mask[iy - 3: iy + 4, ix - 3: ix + 4] & masks.UNUSABLE).any():
-            continue
-        rx, ry = reference.wcs.world_to_pixel(world(x, y))
-        if not (margin <= rx < reference.image.shape[1] - margin and margin <= ry < reference.image.shape[0] - margin):
-            continue
-        if positions and np.min(np.hypot(*(np.array(positions) - (x, y)).T)) < min_separation:
-            continue
-        positions.append((x, y))
-    return np.array(positions).reshape(-1, 2)
-
-
-def injection_recovery(
-    frame: CalibratedFrame, reference: Reference, original: pd.DataFrame, rng: np.random.Generator,
-    n_fakes: int = 60, snr_range: tuple[float, float] = (3.0, 30.0), match_radius: float = 1.5,
-    threshold: float = 5.0, method: str = "zogy",
-) -> InjectionRecovery:
-    """Inject fakes with the frame's measured PSF into a copy of it, difference, detect, match.
-
-    Fakes get S/N uniform in ``snr_range`` (PSF-optimal against the frame's variance) on clean
-    pixels; a fake is recovered when a positive candidate lies within ``match_radius`` px of its
-    position on the reference grid. False detections are candidates matching neither a fake nor
-    a candidate of the untouched frame (``original``).
-
-    Parameters
-    ----------
-    frame : CalibratedFrame
-        The calibrated frame (e-, sky included); put on the reference's sky first
-        (:func:`~.pipeline.on_reference_sky`).
-    reference : Reference
-        Its field's reference.
-    original : pandas.DataFrame
-        Candidates of the untouched frame (columns ``x``, ``y``, reference px).
-    rng : numpy.random.Generator
-        Random generator for positions, S/N and Poisson noise.
-    n_fakes : int, default 60
-        Fakes wanted (fewer when too few clean positions are found).
-    snr_range : tuple of float, default (3.0, 30.0)
-        Range of the uniform S/N distribution.
-    match_radius : float, default 1.5
-        Match radius, reference px.
-    threshold : float, default 5.0
-        Detection threshold on ``|score|``.
-    method : {"zogy", "classic"}, default "zogy"
-        Subtraction method (:func:`~.pipeline.difference_frame`).
-
-    Returns
-    -------
-    InjectionRecovery
-        Expected S/N, recovery and position error per fake, and the false-detection count.
-
-    Raises
-    ------
-    RegistrationError, PSFError
-        As :func:`~.pipeline.difference_frame` and :func:`~.psf.estimate_psf` raise them.
-    """
-    frame, _ = on_reference_sky(frame, reference)
-    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
-    xy = fake_positions(frame, reference, n_fakes, rng)
-    snr = rng.uniform(*snr_range, size=len(xy))
-    injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], snr=snr, rng=rng)
-    fake_frame = CalibratedFrame(injected.image, frame.mask, injected.variance, frame.background,
-                                 frame.background_rms, frame.header)
-    difference = difference_frame(fake_frame, reference, method=method)
-    candidates, _ = find_candidates(difference, reference.wcs, threshold)
-    ref_x, ref_y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
-    truth_xy = np.column_stack([ref_x, ref_y])
-    positive = candidates[candidates.sign > 0]
-    match = match_catalogues(truth_xy, positive[["x", "y"]].to_numpy(), radius=match_radius)
-    recovered = match >= 0
-    error = np.full(len(xy), np.nan)
-    if recovered.any():
-        found = positive.iloc[match[recovered]]
-        error[recovered] = np.hypot(found.x.to_numpy() - ref_x[recovered], found.y.to_numpy() - ref_y[recovered])
-    matched_fakes = set(positive.index[match[recovered]])
-    others = candidates.drop(index=list(matched_fakes))
-    if len(others) and len(original):
-        known = match_catalogues(others[["x", "y"]].to_numpy(), original[["x", "y"]].to_numpy(), radius=match_radius)
-        false_detections = int((known < 0).sum())
-    else:
-        false_detections = len(others)
-    return InjectionRecovery(snr=injected.snr, recovered=recovered, position_error=error,
-                             false_detections=false_detections)
 
 
 SNR_BINS = np.arange(3, 33, 3)

@@ -11,6 +11,8 @@ array lives on the reference's pixel grid once registered.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
@@ -27,11 +29,12 @@ from astrid_assets.science.coadd import coadd, select_best_frames
 from astrid_assets.science.detect import detect_candidates
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf import estimate_psf
-from astrid_assets.science.psf_model import PSFError, PSFModel
+from astrid_assets.science.psf_field import estimate_psf_field
+from astrid_assets.science.psf_model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.register import RegistrationError, register_to_reference
 from astrid_assets.science.residuals import measure_registration_residuals
 from astrid_assets.science.stamps import cut_stamps
-from astrid_assets.science.zogy import zogy
+from astrid_assets.science.tiles import zogy_field
 
 #: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
 #: at high latitude holds only a handful of stars above the estimator's stricter defaults.
@@ -75,7 +78,8 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
 
 
 def build_reference(
-    frames: list[CalibratedFrame], fwhm: list[float], depth: list[float], max_frames: int = 10
+    frames: list[CalibratedFrame], fwhm: list[float], depth: list[float], max_frames: int = 10,
+    coadd_method: str = "mean", max_fwhm_ratio: float = 1.3,
 ) -> tuple[Reference, list[int]]:
     """Co-add the best frames (by FWHM and depth) onto the best frame's grid.
 
@@ -105,6 +109,13 @@ def build_reference(
         order matters.
     max_frames : int, default 10
         Most frames co-added.
+    coadd_method : {"mean", "proper"}, default "mean"
+        :func:`~.coadd.coadd`'s ``method``: clipped weighted mean, or the proper co-add of Zackay &
+        Ofek (2017, :mod:`.proper_coadd`), whose PSF stays well defined (and depth optimal) when
+        frames of different seeing are combined. Recorded in the header (``COADD``).
+    max_fwhm_ratio : float, default 1.3
+        Frames with a FWHM above this multiple of the best are left out
+        (:func:`~.coadd.select_best_frames`); the proper co-add can take a wider range.
 
     Returns
     -------
@@ -125,7 +136,7 @@ def build_reference(
     RegistrationError
         A frame without a WCS cannot be matched by star patterns.
     """
-    chosen = [int(i) for i in select_best_frames(fwhm, depth, max_frames=max_frames)]
+    chosen = [int(i) for i in select_best_frames(fwhm, depth, max_frames=max_frames, max_fwhm_ratio=max_fwhm_ratio)]
     if not chosen:
         raise ValueError(f"none of {len(frames)} frame(s) has a measured FWHM and depth to build a reference from")
     with_wcs = [i for i in chosen if frames[i].has_wcs]
@@ -151,7 +162,7 @@ def build_reference(
     stack = coadd(
         [(frame.science, frame.variance, frame.mask, anchor_wcs if frame is anchor else frame.wcs, frame.background)
          for frame in on_grid],
-        anchor_wcs, anchor.science.shape, zero_points=zero_points,
+        anchor_wcs, anchor.science.shape, zero_points=zero_points, method=coadd_method,
     )
     if stack.psf is None:
         raise PSFError(f"the co-add's PSF could not be estimated: {stack.psf_error}")
@@ -159,6 +170,7 @@ def build_reference(
     if placeholder:
         header[PLACEHOLDER_CARD] = (True, "placeholder WCS: pixel grid only, no sky position")
     header["NFRAMES"] = (len(chosen), "frames co-added")
+    header["COADD"] = (coadd_method, "co-add: mean (clipped weighted) or proper (Zackay & Ofek 2017)")
     header["FWHM"] = (float(stack.psf.fwhm), "PSF FWHM of the co-add, px")
     header["BUNIT"] = ("electron", "background-subtracted, e- of the anchor frame")
     if stack.zero_point is not None:
@@ -236,6 +248,12 @@ def difference_frame(
 
     A median star offset above 0.1 px is removed by registering again with that offset.
 
+    ZOGY: whether either PSF varies over the frame is measured (:func:`~.psf_field.estimate_psf_field`,
+    a plane of FWHM in x, y through the stars); if one does, the frame is differenced on blended
+    tiles with PSFEx-like spatial PSF models (:func:`~.tiles.zogy_field`), otherwise in one pass
+    with the frame PSFs as before. The PSF-model error ``ε`` is calibrated at bright stars and
+    enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice.
+
     Parameters
     ----------
     frame : CalibratedFrame
@@ -282,11 +300,17 @@ def difference_frame(
         )
         combined_mask = registered.mask | reference.mask
         residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
-    new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
     registration_rms = float(np.hypot(residuals.rms_x, residuals.rms_y))
     if method == "zogy":
-        result = zogy(
-            registered.image, reference.image, new_psf.image, reference.psf, new_sigma, ref_sigma,
+        new_field = estimate_psf_field(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
+        new_psf = new_field.constant
+        # a bare stamp (no star list): the flux ratio is fitted on SEP detections in the reference, as before
+        new_field = replace(new_field, constant=PSFModel(new_psf.image, new_psf.fwhm, new_psf.n_stars))
+        ref_field = estimate_psf_field(reference.image, 0.0, ref_sigma, reference.mask, size=reference.psf.shape[0],
+                                       constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0),
+                                       **PSF_STAR_LIMITS)
+        result = zogy_field(
+            registered.image, reference.image, new_field, ref_field, new_sigma, ref_sigma,
             new_var=registered.variance, ref_var=reference.variance,
             astrometric_sigma=(residuals.rms_x, residuals.rms_y), mask=combined_mask,
         )
@@ -295,9 +319,11 @@ def difference_frame(
             variance=result.difference_var, score=result.S_corr, mask=result.mask, psf=result.P_D,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
             score_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
-            registration=registration,
+            registration=registration, varying_psf=result.varying_psf, psf_error=result.psf_error,
+            psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None,
         )
     if method == "classic":
+        new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
         result = classic_subtraction(
             registered.image, reference.image, new_psf, reference.psf, registered.variance,
             reference.variance, mask=combined_mask,
@@ -338,7 +364,7 @@ def find_candidates(
     """
     candidates = detect_candidates(
         difference.score, difference.difference, difference.variance, difference.mask, wcs,
-        difference.psf_fwhm, threshold, difference_psf=difference.psf,
+        difference.psf_fwhm, threshold, difference_psf=difference.psf, difference_psf_tiles=difference.psf_tiles,
     )
     reference_scaled = difference.reference * np.float32(difference.flux_ratio)
     stamps = cut_stamps(

@@ -209,12 +209,16 @@ class Difference:
     registration_rms: float  #: px, bright-star residuals after registration
     method: str  #: ``zogy`` or ``classic``
     registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
+    varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (:mod:`.tiles`)
+    psf_error: float = 0.0  #: PSF-model error ε in the score's variance (:mod:`.psf_field`)
+    psf_tiles: np.ndarray | None = None  #: ``(n, n, s, s)`` PSFs of ``difference`` at the tile nodes, or None
 
     def to_hdus(self, header: fits.Header) -> list:
         """FITS HDUs: primary ``DIFF`` (difference), ``SCORR``, ``VARIANCE``, ``MASK``, ``NEW``, ``PSF``.
 
         The scalars go into the primary header as ``METHOD``, ``FLUXRAT``, ``PSFFWHM``,
-        ``NEWFWHM``, ``SCORRSTD``, ``REGRMS`` and ``REGISTER``. The reference is not stored.
+        ``NEWFWHM``, ``SCORRSTD``, ``REGRMS``, ``REGISTER``, ``VARPSF`` and ``PSFERR``. With a
+        varying PSF the per-node difference PSFs follow as ``PSFTILES``. The reference is not stored.
 
         Parameters
         ----------
@@ -234,6 +238,8 @@ class Difference:
             ("SCORRSTD", self.score_std, "robust std of the score (S_corr)"),
             ("REGRMS", self.registration_rms, "registration residual rms, px"),
             ("REGISTER", self.registration, "wcs or star-pattern"),
+            ("VARPSF", bool(self.varying_psf), "PSF varies over the frame: tiled ZOGY"),
+            ("PSFERR", float(self.psf_error), "PSF-model error in the S_corr variance"),
         ]:
             header[key] = (value, comment)
         primary = fits.PrimaryHDU(self.difference.astype(np.float32), header)
@@ -245,7 +251,7 @@ class Difference:
             fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
             fits.ImageHDU(self.new.astype(np.float32), name="NEW"),
             fits.ImageHDU(self.psf.astype(np.float32), name="PSF"),
-        ]
+        ] + ([fits.ImageHDU(self.psf_tiles.astype(np.float32), name="PSFTILES")] if self.psf_tiles is not None else [])
 
     @classmethod
     def from_extensions(cls, extensions: dict, reference: np.ndarray) -> Difference:
@@ -273,4 +279,6 @@ class Difference:
             flux_ratio=float(header["FLUXRAT"]), score_std=float(header["SCORRSTD"]),
             registration_rms=float(header["REGRMS"]), method=str(header["METHOD"]),
             registration=str(header.get("REGISTER", "wcs")),
+            varying_psf=bool(header.get("VARPSF", False)), psf_error=float(header.get("PSFERR", 0.0)),
+            psf_tiles=extensions["PSFTILES"][0] if "PSFTILES" in extensions else None,
         )

@@ -12,7 +12,7 @@ Conventions
 The empirical PSF is the inverse-variance weighted, clipped mean of sub-pixel re-centred,
 flux-normalised stamps of isolated, unsaturated, unmasked stars whose width agrees with the
 others, with a Moffat profile fitted to it for the wings (:func:`estimate_psf`); it is constant
-over the frame (no spatial variation is modelled).
+over the frame. A PSF that varies over the frame is measured and modelled in :mod:`.psf_field`.
 
 Weights
 -------
@@ -306,6 +306,7 @@ def estimate_psf(
     neighbour_flux_fraction: float = 0.02,
     shape_clip: float = 3.0,
     wings: tuple[float, float] | None = (2.0, 3.5),
+    objects: np.ndarray | None = None,
 ) -> PSFModel:
     """Estimate the PSF from isolated, unsaturated, unmasked stars found with SEP.
 
@@ -360,6 +361,9 @@ def estimate_psf(
     wings : tuple of float or None, default (2.0, 3.5)
         Inner and outer radii of the taper to the fitted Moffat wings, in units of the FWHM;
         None keeps the empirical stack everywhere.
+    objects : numpy.ndarray or None, default None
+        SEP catalogue of this frame at ``detect_threshold`` (:func:`~.sources.find_sources`) to
+        reuse; None detects.
 
     Returns
     -------
@@ -379,7 +383,8 @@ def estimate_psf(
     frame, nonfinite = frame_for_sep(image, background)
     bad = unusable_pixels(mask, frame.shape) | nonfinite
     rms = noise_for_sep(background_rms, frame.shape)
-    objects = find_sources(frame, rms, bad, threshold=detect_threshold)
+    if objects is None:
+        objects = find_sources(frame, rms, bad, threshold=detect_threshold)
     if objects.size < min_stars:
         raise PSFError(
             f"only {objects.size} sources above {detect_threshold} sigma; "
@@ -438,11 +443,13 @@ def _select_psf_stars(
     min_snr: float,
     neighbour_flux_fraction: float,
     max_stars: int,
+    size_tolerance: float = 0.25,
 ) -> dict[str, np.ndarray]:
     """Windowed centroids and aperture fluxes of the stars fit for the PSF.
 
     Only the ``4 × max_stars`` brightest unflagged detections are measured (all detections
-    still count as neighbours in the isolation test).
+    still count as neighbours in the isolation test). Half-light radii within ``size_tolerance``
+    of the median pass (wider for a PSF that varies over the frame, :mod:`.psf_field`).
     """
     half = size // 2
     unflagged = np.flatnonzero((objects["flag"] & _SEP_REJECT_FLAGS) == 0)
@@ -468,7 +475,7 @@ def _select_psf_stars(
         picked = picked[np.isin(brightest[picked], isolated)]
     if picked.size:
         elongation = objects["a"][brightest[picked]] / np.maximum(objects["b"][brightest[picked]], 1e-3)
-        good = (np.abs(r_half[picked] / np.median(r_half[picked]) - 1.0) <= 0.25) & (
+        good = (np.abs(r_half[picked] / np.median(r_half[picked]) - 1.0) <= size_tolerance) & (
             elongation <= np.median(elongation) + 0.3
         )
         picked = picked[good]

@@ -44,12 +44,16 @@ Beyond the paper
   the score, ``δS = (δβ / β) S_R``, so ``(σ_β / β)² S_R²`` joins the variance of ``S`` next to the
   astrometric terms (eqs. 30–33): bright static stars are not scored as changes for a ratio known
   to a per cent.
+* The PSF-model error (``psf_error``): a PSF wrong by a fraction ``ε`` leaves ``≈ ε S_N`` at a
+  source in both images, so ``ε² max(S_N S_R, 0)`` joins the variance of ``S``, with ``ε``
+  calibrated at bright stars (:mod:`.psf_field`). PSFs that vary over the frame are differenced
+  on blended tiles by :mod:`.tiles`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +72,7 @@ from astrid_assets.science.image_pair import (
     robust_std,
     sanitise_pair,
 )
+from astrid_assets.science.psf_field import calibrate_psf_error, with_psf_error
 from astrid_assets.science.psf_model import PSFModel, as_psf_image, measure_fwhm
 
 
@@ -108,6 +113,14 @@ class ZogyResult:
         uint16 mask on the output grid (the input mask; non-finite input → ``NO_DATA``).
     backend : str
         ``"numpy"`` or ``"torch-cuda"`` / ``"torch-cpu"``.
+    psf_error : float
+        Relative PSF-model error ``ε`` whose term ``ε² max(S_N S_R, 0)`` joins the variance of
+        ``S`` (0: no such term; see :func:`~.psf_field.calibrate_psf_error`).
+    varying_psf : bool
+        Whether the PSFs varied over the frame and tiles were differenced (:mod:`.tiles`).
+    parts : dict or None
+        With ``keep_parts=True``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
+        (the variance of ``S`` before the PSF-error term, e-⁻² units of ``S²``); else None.
     """
 
     D: np.ndarray
@@ -125,6 +138,9 @@ class ZogyResult:
     s_corr_scale: float
     mask: np.ndarray
     backend: str
+    psf_error: float = 0.0
+    varying_psf: bool = False
+    parts: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -249,6 +265,9 @@ def zogy(
     renormalise: bool = False,
     flux_ratio_err: float | None = None,
     background: str = "plane",
+    psf_error: float | str | None = None,
+    star_xy: np.ndarray | None = None,
+    keep_parts: bool = False,
 ) -> ZogyResult:
     """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
 
@@ -283,6 +302,16 @@ def zogy(
     renormalise : bool, default False
         Divide ``S_corr`` by its measured robust standard deviation (absorbs noise
         correlations from resampling that the variance maps do not describe).
+    psf_error : float, "auto" or None, default None
+        Relative PSF-model error ``ε``: ``ε² max(S_N S_R, 0)`` joins the variance of ``S``
+        (the residual a PSF error leaves at a source present in both images, ≈ ``ε S_N``; it
+        vanishes for a new or a vanished source). ``"auto"`` calibrates ``ε`` at bright stars
+        in both images (:func:`~.psf_field.calibrate_psf_error`); None or 0 leaves it out.
+    star_xy : numpy.ndarray or None, default None
+        ``(n, 2)`` star positions ``(x, y)``, px, for ``psf_error="auto"``; None: the PSF
+        models' stars, else SEP detections on ``ref``.
+    keep_parts : bool, default False
+        Return ``S_N``, ``S_R`` and the variance of ``S`` in ``ZogyResult.parts``.
 
     Returns
     -------
@@ -329,11 +358,24 @@ def zogy(
         float(ref_sigma),
         float(flux_ratio),
     )
+    with_parts = keep_parts or (psf_error is not None and psf_error != 0)
     outputs = _zogy_images(
         engine, kernels, new, ref, new_var, ref_var, float(new_sigma), float(ref_sigma), astrometric_sigma,
-        flux_ratio_err / float(flux_ratio), background, bad,
+        flux_ratio_err / float(flux_ratio), background, bad, with_parts,
     )
     D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
+    parts = {key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S")} if with_parts else None
+    epsilon = 0.0
+    if with_parts and psf_error is not None and psf_error != 0:
+        if psf_error == "auto":
+            if star_xy is None:
+                star_xy = psf_star_positions(ref_psf, new_psf)
+            epsilon = calibrate_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], ref, ref_sigma, bad,
+                                          star_xy, measure_fwhm(kernels.psf_d))
+        else:
+            epsilon = float(psf_error)
+        if epsilon > 0:
+            S_corr = with_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], epsilon)
     for image in (D, S, S_corr):
         image[bad] = 0.0
     usable = ~bad
@@ -358,6 +400,8 @@ def zogy(
         s_corr_scale=float(scale),
         mask=out_mask,
         backend=engine.name,
+        psf_error=float(epsilon),
+        parts=parts if keep_parts else None,
     )
 
 
@@ -374,6 +418,7 @@ def _zogy_images(
     relative_ratio_err: float = 0.0,
     background: str = "none",
     bad: np.ndarray | None = None,
+    keep_parts: bool = False,
 ) -> dict[str, Any]:
     """D, S, S_corr and var(D) on the chosen backend (see :func:`zogy`)."""
     shape = new.shape
@@ -382,7 +427,7 @@ def _zogy_images(
     D = engine.irfft2(kernels.d_new * new_hat - kernels.d_ref * ref_hat, shape)  # eq. 13
     sigma_x, sigma_y = (float(s) for s in astrometric_sigma)
     astrometric = sigma_x > 0 or sigma_y > 0
-    if astrometric or relative_ratio_err > 0:
+    if astrometric or relative_ratio_err > 0 or keep_parts:
         S_new = engine.irfft2(kernels.s_new * new_hat, shape)
         S_ref = engine.irfft2(kernels.s_ref * ref_hat, shape)
         S = S_new - S_ref
@@ -411,7 +456,8 @@ def _zogy_images(
     if relative_ratio_err > 0:  # an error in F_n / F_r scales the reference's part of S
         V_S = V_S + relative_ratio_err**2 * S_ref**2
     floor = 1e-12 * float(kernels.f_d) ** 2
-    sigma_S = engine.sqrt(V_S.clip(min=floor))
+    V_S = V_S.clip(min=floor)
+    sigma_S = engine.sqrt(V_S)
     S_corr = S / sigma_S  # eq. 25
     D_var = D_var.clip(min=0)
     for _ in range(2 if background != "none" else 0):  # twice: the first fit's offset biases which pixels are clean
@@ -423,4 +469,7 @@ def _zogy_images(
         D = D - plane
         S = S - float(kernels.f_d) * plane
         S_corr = S / sigma_S
-    return {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var}
+    outputs = {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var}
+    if keep_parts:
+        outputs.update(S_new=S_new, S_ref=S_ref, V_S=V_S)
+    return outputs

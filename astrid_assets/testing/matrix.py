@@ -76,24 +76,25 @@ def _reference_flux(cell: skygen.Cell, truth: pd.DataFrame, stems: pd.Series, in
     return _frame_of(cell, frame_id)["transparency"] * mean
 
 
-def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
-    """Score a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10.
+def transient_changes(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> pd.DataFrame:
+    """Every transient's change in every differenced frame after the first night, on the reference grid.
 
     A transient's signal in a difference is its flux in the new frame minus its flux in the reference
     (:func:`_reference_flux`: a reference built from frames of nights on which the transient already
     shone holds part of it, and that part is not new). Its expected S/N in the difference is the new frame's
-    PSF-optimal S/N scaled by ``|f_new − f_ref| / f_new``; a transient counts at S/N ≥ 10, and is
-    recovered by a candidate of the right sign within the match radius.
+    PSF-optimal S/N scaled by ``|f_new − f_ref| / f_new``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame_id``, ``transient_id``, ``x``, ``y`` (reference px), ``sign`` (of the change) and
+        ``difference_snr``.
     """
-    differences = run.tables["difference_images"]
-    references = run.tables["reference_images"]
-    candidates = run.tables["candidate_detections"]
+    differences, references = run.tables["difference_images"], run.tables["reference_images"]
     first_night = min(differences.night) if len(differences) else None
-    later = differences[differences.night != first_night]
-    done = later[later.status == "ok"]
+    done = differences[(differences.night != first_night) & (differences.status == "ok")]
     stems = truth.file.str.replace(".fits", "", regex=False)
-    n_bright = recovered = 0
-    radius = max(1.5, 0.5 * cell.fwhm)
+    rows = []
     for row in done.itertuples():
         mine = truth[stems == row.frame_id.split("-", 1)[1]]
         if mine.empty:
@@ -101,18 +102,48 @@ def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
         reference = references[(references.night == row.night) & (references.field == row.field)].iloc[0]
         inputs = reference.input_frames.split(",")
         change = mine.flux.to_numpy() - _reference_flux(cell, truth, stems, inputs, row.frame_id, mine.transient_id)
-        difference_snr = mine.snr.to_numpy() * np.abs(change) / mine.flux.to_numpy()
-        bright = difference_snr >= 10
-        if not bright.any():
-            continue
-        xy = true_pixels(cell, inputs[0], mine.ra.to_numpy()[bright], mine.dec.to_numpy()[bright])
-        n_bright += int(bright.sum())
-        for (x, y), sign in zip(xy, np.sign(change[bright]), strict=True):
-            found = candidates[(candidates.frame_id == row.frame_id) & (candidates.sign == sign)]
-            if len(found) and np.min(np.hypot(found.x.to_numpy(float) - x, found.y.to_numpy(float) - y)) <= radius:
-                recovered += 1
+        xy = true_pixels(cell, inputs[0], mine.ra.to_numpy(), mine.dec.to_numpy())
+        rows.append(pd.DataFrame({"frame_id": row.frame_id, "transient_id": mine.transient_id.to_numpy(),
+                                  "x": xy[:, 0], "y": xy[:, 1], "sign": np.sign(change),
+                                  "difference_snr": mine.snr.to_numpy() * np.abs(change) / mine.flux.to_numpy()}))
+    columns = ["frame_id", "transient_id", "x", "y", "sign", "difference_snr"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def candidate_truth(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> pd.DataFrame:
+    """Each candidate of the run with the generator's verdict: ``real`` when a transient's change of the
+    candidate's sign lies within ``max(1.5, 0.5 FWHM)`` px (reference grid) in its frame, with that change's
+    ``difference_snr`` (NaN for the others)."""
+    candidates = run.tables["candidate_detections"].copy()
+    changes = transient_changes(cell, truth, run)
+    radius = max(1.5, 0.5 * cell.fwhm)
+    real = np.zeros(len(candidates), bool)
+    snr = np.full(len(candidates), np.nan)
+    for k, candidate in enumerate(candidates.itertuples()):
+        mine = changes[(changes.frame_id == candidate.frame_id) & (changes.sign == candidate.sign)]
+        if len(mine):
+            distance = np.hypot(mine.x.to_numpy(float) - candidate.x, mine.y.to_numpy(float) - candidate.y)
+            if distance.min() <= radius:
+                real[k], snr[k] = True, mine.difference_snr.to_numpy()[np.argmin(distance)]
+    return candidates.assign(real=real, difference_snr=snr)
+
+
+def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
+    """Score a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10
+    (:func:`transient_changes`): a transient counts at difference S/N ≥ 10, and is recovered by a
+    candidate of the right sign within ``max(1.5, 0.5 FWHM)`` px."""
+    differences, candidates = run.tables["difference_images"], run.tables["candidate_detections"]
+    first_night = min(differences.night) if len(differences) else None
+    later = differences[differences.night != first_night]
+    bright = transient_changes(cell, truth, run).query("difference_snr >= 10")
+    radius = max(1.5, 0.5 * cell.fwhm)
+    recovered = 0
+    for change in bright.itertuples():
+        found = candidates[(candidates.frame_id == change.frame_id) & (candidates.sign == change.sign)]
+        distance = np.hypot(found.x.to_numpy(float) - change.x, found.y.to_numpy(float) - change.y)
+        recovered += int(len(found) > 0 and distance.min() <= radius)
     reasons = later[later.status != "ok"].reason.fillna("other").value_counts().to_dict()
-    return CellScore(cell.name, len(later), len(done), n_bright, recovered, reasons)
+    return CellScore(cell.name, len(later), int((later.status == "ok").sum()), len(bright), recovered, reasons)
 
 
 def run_cell(cell: skygen.Cell, root) -> tuple[CellScore, ChainRun]:

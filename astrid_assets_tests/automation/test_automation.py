@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from astrid_assets.definitions import defs
-from astrid_assets.io.schema import candidate_detections, metadata
+from astrid_assets.io.schema import candidate_detections, metadata, raw_observations
 from astrid_assets.io.tables import engine_for
 from astrid_assets.resources import DatabaseResource
 from astrid_assets.validations import record_labels
@@ -114,11 +114,12 @@ def test_a_new_champion_rescores_the_recent_nights_once(tmp_path, monkeypatch):
     from astrid_assets.io.schema import scored_detections
     from astrid_assets.resources import ModelRegistryResource
 
-    class Registry(ModelRegistryResource):  # the registry's alias, without an MLflow store
+    class Registry(ModelRegistryResource):  # the registry's aliases, without an MLflow store
         champion: str | None = None
+        per_instrument: dict[str, str] = {}
 
-        def champion_version(self):
-            return self.champion
+        def aliases(self):
+            return {**({} if self.champion is None else {"champion": self.champion}), **self.per_instrument}
 
     monkeypatch.setenv("ASTRID_RESCORE_NIGHTS", "7")
     url = f"sqlite:///{tmp_path / 'astrid.db'}"
@@ -141,8 +142,9 @@ def test_a_new_champion_rescores_the_recent_nights_once(tmp_path, monkeypatch):
         for night in nights:
             instance.report_runless_asset_event(AssetMaterialization("candidate_detections", partition=night))
 
-        def tick(champion):
-            resources = {"database": DatabaseResource(url=url), "model_registry": Registry(champion=champion)}
+        def tick(champion, per_instrument=None):
+            resources = {"database": DatabaseResource(url=url),
+                         "model_registry": Registry(champion=champion, per_instrument=per_instrument or {})}
             return sensor(build_sensor_context(instance=instance, resources=resources))
 
         assert isinstance(tick(None), SkipReason)
@@ -159,3 +161,15 @@ def test_a_new_champion_rescores_the_recent_nights_once(tmp_path, monkeypatch):
         assert isinstance(tick("2"), SkipReason)  # everything in the look-back is scored by the champion
         (request,) = tick("3").run_requests  # a new champion: the whole look-back, the oldest night excluded
         assert request.run_key == "rescore-v3-2024-01-03-2024-01-09"
+
+        # frame "f" is a Cam A frame: Cam A's own champion, not the plain one, must have scored it
+        metadata.create_all(engine_for(url), tables=[raw_observations])
+        with engine_for(url).begin() as connection:
+            connection.execute(raw_observations.insert(), [
+                {"night": night, "frame_id": "f", "field": "F01", "source": "fits_drop", "status": "ok",
+                 "instrument": "0.4 m / Cam A"} for night in nights])
+        score("3", nights[2:])
+        assert isinstance(tick("3"), SkipReason)
+        assert isinstance(tick("3", {"champion-other-cam": "4"}), SkipReason)  # another instrument's champion
+        (request,) = tick("3", {"champion-0-4-m-cam-a": "5"}).run_requests
+        assert request.run_key == "rescore-v5-2024-01-03-2024-01-09"

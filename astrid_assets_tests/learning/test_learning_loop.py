@@ -24,7 +24,7 @@ from astrid_assets.definitions import (
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.io.tables import engine_for, read_nights
 from astrid_assets.ml.rerun import rerun_from_manifest
-from astrid_assets.registry import CHALLENGER, CHAMPION, rollback, version_by_alias
+from astrid_assets.registry import challenger_alias, champion_alias, rollback, version_by_alias
 from astrid_assets.resources import SimulatedSurveyResource
 from astrid_assets.testing import servers
 from astrid_assets.validations import count_labels
@@ -33,6 +33,10 @@ pytestmark = pytest.mark.integration
 
 NIGHTS = [f"2024-01-0{day}" for day in range(1, 8)]
 SMALL_MODEL = {"epochs": 10, "base_channels": 8, "batch_size": 32}  # a CI-sized U-Net
+#: every frame of the simulated survey comes from one instrument (TELESCOP = AstrID-sim): its models compete for
+#: that instrument's champion alias
+CHAMPION = champion_alias("AstrID-sim")
+CHALLENGER = challenger_alias(CHAMPION)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,7 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     metadata = model_metadata(first)
     assert metadata["test_roc_auc"] >= 0.95, metadata
     assert metadata["promoted"] and metadata["registry_version"] == "1"
+    assert metadata["champion_alias"] == CHAMPION and 0.0 <= metadata["operating_threshold"] <= 1.0
 
     mlflow.set_tracking_uri(mlflow_uri)
     client = mlflow.MlflowClient(mlflow_uri)
@@ -122,7 +127,7 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
                                                              "promotion_margin": -1.0})
     assert model_metadata(forced)["promoted"]
     assert version_by_alias(client, CHAMPION) == "3"
-    assert rollback(client) == ("3", "1")
+    assert rollback(client, CHAMPION) == ("3", "1")
     assert version_by_alias(client, CHAMPION) == "1"
 
     scored = defs.resolve_job_def("nightly_pipeline").execute_in_process(
@@ -132,4 +137,54 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
     candidates = read_nights("candidate_detections", NIGHTS[-1:])
     assert len(table) == len(candidates) and table.real_probability.between(0, 1).all()
     assert set(table.model_version) == {"1"}
+    assert table.real.notna().all()
+    report = next(m for m in scored.asset_materializations_for_node("scored_detections")).metadata
+    completeness = report["completeness_at_operating_point"].value[NIGHTS[-1]]
+    assert 0.5 <= completeness <= 1.0, report  # the night's fakes, detected and called real at the threshold
     assert os.environ["ASTRID_OBJECT_STORE"].startswith("s3://")
+
+
+def test_injection_and_mixed_datasets_and_human_labels_never_lower_the_frozen_auc(loop):
+    """Without labels, fakes injected into the nights' own frames are the real class; mixing people's
+    labels in is judged on a frozen benchmark of human-labelled examples only, where it must not do worse."""
+    from astrid_assets.defs.learning import frozen_benchmark_key
+    from astrid_assets.ml.dataset import split_sets
+    from astrid_assets.ml.training import evaluate
+    from astrid_assets.ml.unet import load_weights
+
+    defs, instance, url = loop
+    injection = {"night_start": NIGHTS[0], "night_end": NIGHTS[-1], "injection_rounds": 1, "injection_fakes": 40}
+    built = run(defs, instance, "build_training_dataset", "inj", {**injection, "source": "injections"})
+    assert built.success
+    metadata = {k: v.value for k, v in built.asset_materializations_for_node("training_datasets")[0].metadata.items()}
+    assert metadata["fakes_recovered"] > 300 and metadata["detections_as_bogus"] > 50, metadata
+    assert metadata["by_origin"] == {"injection": metadata["fakes_recovered"],
+                                     "detection": metadata["detections_as_bogus"]}
+    with engine_for(url).connect() as connection:
+        rows = pd.read_sql("SELECT * FROM training_datasets WHERE dataset_version = 'inj'", connection)
+    assert set(rows.source) == {"injections"} and (rows.n_real > 0).all() and (rows.n_bogus > 0).all()
+    mixed = run(defs, instance, "build_training_dataset", "mix",
+                {**injection, "source": "mixed", "human_weight": 3.0})
+    mixed_metadata = mixed.asset_materializations_for_node("training_datasets")[0].metadata
+    assert mixed.success and mixed_metadata["by_origin"].value["human"] > 300
+
+    store = open_object_store(os.environ["ASTRID_OBJECT_STORE"])
+    models = {}
+    for version in ("inj", "mix"):
+        trained = run(defs, instance, "train_unet", version, {**SMALL_MODEL, "roc_auc_floor": 0.0})
+        assert trained.success
+        with engine_for(url).connect() as connection:
+            path = pd.read_sql(f"SELECT weights_path FROM unet_models WHERE model_version = '{version}'",
+                               connection).weights_path.iloc[0]
+        local = os.path.join(os.environ["ASTRID_HOME"], f"{version}.pt")
+        with open(local, "wb") as handle:
+            handle.write(store.get(path))
+        models[version] = load_weights(local)
+    human_key = frozen_benchmark_key("AstrID-sim").replace(".npz", "-human.npz")
+    assert store.exists(human_key)  # the mixed dataset froze its human-labelled test examples
+    from astrid_assets.io.arrays import load_arrays
+
+    frozen = split_sets(load_arrays(store.get(human_key)))["train"]
+    auc = {version: evaluate(model, frozen)["roc_auc"] for version, model in models.items()}
+    assert auc["mix"] >= auc["inj"], auc
+    assert auc["inj"] >= 0.8, auc  # a model that never saw a label still vets what people label

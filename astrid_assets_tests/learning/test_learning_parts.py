@@ -20,7 +20,9 @@ from astrid_assets.registry import CHALLENGER, CHAMPION, MODEL_NAME, promote, re
 def test_run_configuration_takes_its_parameters_and_defaults_from_training_config():
     defaults = TrainingConfig.defaults()
     fields = TrainingRunConfig.model_fields
-    assert list(fields) == [*RUN_PARAMETERS, "resume", "roc_auc_floor", "promotion_margin"]
+    assert list(fields) == [*RUN_PARAMETERS, "resume", "roc_auc_floor", "promotion_margin", "operating_completeness",
+                            "operating_min_snr"]
+    assert fields["operating_completeness"].default == 0.95 and fields["operating_min_snr"].default == 6.0
     assert {name: fields[name].default for name in RUN_PARAMETERS} == {name: defaults[name] for name in RUN_PARAMETERS}
     assert fields["patience"].annotation is int and fields["learning_rate"].annotation is float
     assert TrainingRunConfig().training_config() == TrainingConfig()

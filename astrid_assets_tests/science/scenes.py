@@ -51,16 +51,17 @@ def render_stars(
     x: np.ndarray,
     y: np.ndarray,
     flux: np.ndarray,
-    fwhm: float,
+    fwhm: float | np.ndarray,
     profile: str = "moffat",
     beta: float = 3.0,
 ) -> np.ndarray:
-    """Noise-free image of point sources (flux in e- inside a 31-px stamp)."""
+    """Noise-free image of point sources (flux in e- inside a 31-px stamp); ``fwhm`` px, one or one per star."""
     model = np.zeros(shape, dtype=np.float64)
     half = STAMP // 2
-    for xk, yk, fk in zip(x, y, flux, strict=True):
+    widths = np.broadcast_to(np.asarray(fwhm, dtype=np.float64), np.shape(x))
+    for xk, yk, fk, wk in zip(x, y, flux, widths, strict=True):
         ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        stamp = fk * render_psf(fwhm, STAMP, profile, beta, offset=(xk - ic, yk - jc))
+        stamp = fk * render_psf(float(wk), STAMP, profile, beta, offset=(xk - ic, yk - jc))
         y0, y1 = jc - half, jc + half + 1
         x0, x1 = ic - half, ic + half + 1
         sy0, sx0 = max(0, -y0), max(0, -x0)
@@ -156,3 +157,65 @@ def tan_wcs(
     wcs.wcs.cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     wcs.pixel_shape = (shape[1], shape[0])
     return wcs
+
+
+@dataclass
+class VaryingPair:
+    """A pair whose new frame's PSF widens from left to right, with faint transients in the new frame."""
+
+    pair: Pair  #: the static stars and both frames (the new one carries the transients)
+    transient_x: np.ndarray  #: px
+    transient_y: np.ndarray  #: px
+    transient_flux: float  #: e- in the new frame
+    new_fwhm: tuple[float, float]  #: FWHM at x = 0 and at the right edge, px
+    without_transients: np.ndarray  #: the new frame's image with the same noise and no transients, e-
+
+
+def make_varying_pair(
+    shape: tuple[int, int] = (512, 512),
+    new_fwhm: tuple[float, float] = (3.0, 4.5),
+    ref_fwhm: float = 3.5,
+    n_stars: int = 110,
+    flux_range: tuple[float, float] = (3e3, 3e5),
+    n_transients: int = 36,
+    transient_flux: float = 1500.0,
+    seed: int = 12,
+) -> VaryingPair:
+    """Static Moffat (β = 3) stars, new-frame FWHM linear in x from ``new_fwhm[0]`` to ``new_fwhm[1]``.
+
+    The reference has one FWHM everywhere. Transients (``transient_flux`` e-, in the new frame
+    only, at the local FWHM) lie at least 25 px from every star and 30 px from the edges, spread
+    evenly over the left, middle and right thirds. Skies 400 / 100 e-, read noise 5 e-.
+    ``without_transients`` is the new frame with the same noise draw and no transients, so a
+    transient's flux can be measured free of the noise (the difference of the two results).
+    """
+    rng = np.random.default_rng(seed)
+    x, y = star_positions(shape, n_stars, rng)
+    flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), x.size))
+
+    def width(xs: np.ndarray) -> np.ndarray:
+        return new_fwhm[0] + (new_fwhm[1] - new_fwhm[0]) * np.asarray(xs) / (shape[1] - 1)
+
+    tx: list[float] = []
+    ty: list[float] = []
+    per_third = n_transients // 3
+    for third in range(3):
+        lo, hi = max(30.0, third * shape[1] / 3 + 8), min(shape[1] - 31.0, (third + 1) * shape[1] / 3 - 8)
+        count = 0
+        while count < per_third:
+            px, py = rng.uniform(lo, hi), rng.uniform(30.0, shape[0] - 31.0)
+            near_star = np.min(np.hypot(x - px, y - py)) < 25
+            if near_star or (tx and np.min(np.hypot(np.subtract(tx, px), np.subtract(ty, py))) < 20):
+                continue
+            tx.append(px)
+            ty.append(py)
+            count += 1
+    tx_a, ty_a = np.asarray(tx), np.asarray(ty)
+    new_model = render_stars(shape, x, y, flux, width(x))
+    transients = render_stars(shape, tx_a, ty_a, np.full(tx_a.size, transient_flux), width(tx_a))
+    new = observe(new_model, 400.0, 5.0, rng, float(np.mean(new_fwhm)))
+    ref = observe(render_stars(shape, x, y, flux, ref_fwhm), 100.0, 5.0, rng, ref_fwhm)
+    plain = new.image.copy()
+    new.image = (new.image + transients).astype(np.float32)
+    new.variance = (new.variance + transients).astype(np.float32)
+    return VaryingPair(Pair(new, ref, x, y, flux), tx_a, ty_a, transient_flux, new_fwhm, plain)

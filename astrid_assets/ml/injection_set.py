@@ -1,0 +1,200 @@
+"""Training examples without human labels: fakes injected into the user's own frames are ``real``,
+the detections of the untouched frames are ``bogus``.
+
+This is how GOTO's classifier reaches false-positive and false-negative rates below 1 % with no
+human labels (Killestein et al. 2021, MNRAS 503, 4838): the real class is point sources injected
+with each frame's measured PSF and found by the same differencing and detection (so they carry that
+telescope's PSF, noise, resampling and subtraction residuals), the bogus class is whatever that
+pipeline detects on frames without injections. The bogus class is contaminated by the frames' own
+real transients; where catalogue context (known variables, minor planets) is available those are
+excluded, and otherwise the contamination is the price of needing no labels (a few per cent in
+survey data, where artefacts outnumber transients).
+
+Everything here is plain numpy on top of :func:`astrid_assets.science.fakes.injection_recovery`;
+the Dagster asset (``training_datasets``) reads frames and writes the arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from astrid_assets.ml.dataset import CHANNELS, STAMP_SIZE, transient_masks
+from astrid_assets.science.fakes import injection_recovery
+from astrid_assets.science.products import CalibratedFrame, Reference
+
+#: where an example came from: a fake injected by AstrID, a detection of an untouched frame, a person's label
+ORIGINS = ("injection", "detection", "human")
+
+
+@dataclass
+class Examples:
+    """Labelled stamps with their provenance, one row per example (all arrays of length N)."""
+
+    stamps: np.ndarray  #: (N, 3, 63, 63) float32 e-: science, reference, difference
+    masks: np.ndarray  #: (N, 63, 63) float32 per-pixel target (1: the transient's footprint)
+    labels: np.ndarray  #: (N,) int64, 1 real / 0 bogus
+    ids: np.ndarray  #: (N,) str, unique
+    nights: np.ndarray  #: (N,) str, YYYY-MM-DD
+    frames: np.ndarray  #: (N,) str, frame id
+    origin: np.ndarray  #: (N,) str, one of :data:`ORIGINS`
+    snr: np.ndarray  #: (N,) float, expected S/N of an injected fake; NaN otherwise
+    weights: np.ndarray  #: (N,) float32, weight of the example in the classification loss
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    @classmethod
+    def empty(cls) -> Examples:
+        return cls(np.empty((0, len(CHANNELS), STAMP_SIZE, STAMP_SIZE), np.float32),
+                   np.empty((0, STAMP_SIZE, STAMP_SIZE), np.float32), np.empty(0, np.int64), np.empty(0, str),
+                   np.empty(0, str), np.empty(0, str), np.empty(0, str), np.empty(0), np.empty(0, np.float32))
+
+    @classmethod
+    def concatenate(cls, parts: list[Examples]) -> Examples:
+        parts = [p for p in parts if len(p)] or [cls.empty()]
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    def subset(self, index: np.ndarray) -> Examples:
+        return Examples(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a stored dataset keeps (``fwhm`` and ``split`` are added by the caller)."""
+        return {"stamps": self.stamps, "masks": self.masks, "labels": self.labels, "ids": self.ids.astype(str),
+                "nights": self.nights.astype(str), "frames": self.frames.astype(str),
+                "origin": self.origin.astype(str), "snr": self.snr.astype(np.float64), "weights": self.weights}
+
+
+def labelled_examples(stamps: np.ndarray, candidates: pd.DataFrame, labels: np.ndarray, origin: str,
+                      weight: float = 1.0) -> Examples:
+    """Examples of stored candidates (``candidate_id``, ``night``, ``frame_id``, ``fwhm`` columns) with ``labels``.
+
+    Real candidates' masks are their measured footprints (:func:`~astrid_assets.ml.dataset.transient_masks`,
+    with the candidate's FWHM, 3 px where unknown); bogus ones are empty.
+    """
+    labels = np.asarray(labels, np.int64)
+    fwhm = candidates.fwhm.astype(float).fillna(3.0).clip(1.5, 8.0).to_numpy() if len(candidates) else 3.0
+    return Examples(stamps.astype(np.float32), transient_masks(stamps, labels, fwhm), labels,
+                    candidates.candidate_id.to_numpy().astype(str), candidates.night.to_numpy().astype(str),
+                    candidates.frame_id.to_numpy().astype(str), np.full(len(labels), origin),
+                    np.full(len(labels), np.nan), np.full(len(labels), weight, np.float32))
+
+
+def recurring_changes(
+    candidates: pd.DataFrame, stamps: np.ndarray, radius: float = 1.5, min_nights: int = 2,
+    min_change: float = 0.2, detection_sigma: float = 3.0,
+) -> np.ndarray:
+    """Candidates that look astrophysical: the same change at the same place on several nights.
+
+    A candidate is flagged when (a) a candidate of the same sign lies within ``radius`` px (reference
+    grid, same field) on at least ``min_nights`` distinct nights, itself included, and (b) its change
+    is large for what the reference holds there: the difference flux within ``1.5 FWHM`` is at least
+    ``min_change`` of the reference flux there, or the reference holds no source (below
+    ``detection_sigma``). Artefacts rarely pass both: cosmic rays and hot pixels do not come back to
+    the same sky position (frames dither), and the residuals of static stars, which do, are a few per
+    cent of the star's flux. Real transients and variables recur with large changes: without catalogue
+    context they are the contamination of an injection set's bogus class, and this is how it is removed.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        ``night``, ``field``, ``x``, ``y`` (reference px), ``sign``, ``fwhm`` (px) per candidate.
+    stamps : numpy.ndarray
+        ``(N, 3, 63, 63)`` stamps, e- (reference scaled to the new frame).
+    radius : float, default 1.5
+        Match radius, px.
+    min_nights : int, default 2
+        Distinct nights with the change.
+    min_change : float, default 0.2
+        Smallest difference flux as a fraction of the reference flux.
+    detection_sigma : float, default 3.0
+        Reference flux below this many sigma (aperture noise from the stamp's robust pixel noise) is no source.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    n = len(candidates)
+    if n == 0:
+        return np.zeros(0, bool)
+    size = stamps.shape[-1]
+    grid = np.arange(size) - size // 2
+    r2 = grid[None, :] ** 2 + grid[:, None] ** 2
+    fwhm = candidates.fwhm.astype(float).fillna(3.0).clip(1.5, 6.0).to_numpy()
+    aperture = r2[None] <= (1.5 * fwhm)[:, None, None] ** 2
+    reference = np.nan_to_num(stamps[:, 1] - np.nanmedian(stamps[:, 1], axis=(1, 2))[:, None, None])
+    difference = np.nan_to_num(stamps[:, 2] - np.nanmedian(stamps[:, 2], axis=(1, 2))[:, None, None])
+    noise = 1.4826 * np.nanmedian(np.abs(reference), axis=(1, 2)) * np.sqrt(aperture.sum(axis=(1, 2)))
+    reference_flux = np.sum(reference * aperture, axis=(1, 2))
+    change = np.abs(np.sum(difference * aperture, axis=(1, 2)))
+    large = (reference_flux < detection_sigma * noise) | (change >= min_change * reference_flux)
+    x, y = candidates.x.to_numpy(float), candidates.y.to_numpy(float)
+    recurring = np.zeros(n, bool)
+    keys = candidates.field.astype(str).to_numpy() + "|" + candidates.sign.astype(str).to_numpy()
+    nights = candidates.night.astype(str).to_numpy()
+    for key in np.unique(keys):
+        members = np.flatnonzero(keys == key)
+        close = np.hypot(x[members, None] - x[None, members], y[members, None] - y[None, members]) <= radius
+        for row, k in enumerate(members):
+            recurring[k] = len(set(nights[members[close[row]]])) >= min_nights
+    return recurring & large
+
+
+def injected_examples(
+    frame: CalibratedFrame, reference: Reference, original: pd.DataFrame, night: str, frame_id: str,
+    rng: np.random.Generator, rounds: int = 2, fakes_per_round: int = 50,
+    snr_range: tuple[float, float] = (4.0, 100.0), host_fraction: float = 0.3, change_fraction: float = 0.25,
+    threshold: float = 5.0,
+) -> Examples:
+    """``real`` examples of one frame: recovered fakes over ``rounds`` independent injections.
+
+    Each round injects ``fakes_per_round`` point sources with the frame's measured PSF at S/N drawn
+    log-uniformly in ``snr_range`` (faint fakes are as common per decade as bright ones; those not
+    recovered at ``threshold`` give no example), ``host_fraction`` of them on or beside the frame's
+    sources, ``change_fraction`` of them changes of its stars (brightening or fading), and differences and
+    searches the copy as the nightly pipeline does. The example is the
+    stamp stack of the candidate that recovered the fake, its mask the injected footprint
+    (:func:`~astrid_assets.science.fakes.footprint_masks`).
+
+    Parameters
+    ----------
+    frame, reference : CalibratedFrame, Reference
+        A calibrated frame and its field's reference.
+    original : pandas.DataFrame
+        Candidates of the untouched frame (``x``, ``y`` on the reference grid).
+    night, frame_id : str
+        Provenance, used in the examples' ids (``<frame_id>-f<round><k>``).
+    rng : numpy.random.Generator
+        Random generator (positions, S/N, Poisson noise).
+    rounds, fakes_per_round : int
+        Independent injections into the frame, and fakes in each.
+    snr_range : tuple of float, default (4, 100)
+        PSF-optimal S/N range of the fakes (log-uniform).
+    host_fraction : float, default 0.3
+        Share of new sources placed within 2 FWHM of a source.
+    change_fraction : float, default 0.25
+        Share of fakes that are changes of the frame's own stars (brightening or fading by 20–100 %
+        of their flux; :func:`~astrid_assets.science.fakes.injection_recovery`).
+    threshold : float, default 5.0
+        Detection threshold on ``|S_corr|``.
+
+    Returns
+    -------
+    Examples
+        Label 1, origin ``injection``, ``snr`` the fake's expected S/N.
+    """
+    parts = []
+    low, high = np.log(snr_range[0]), np.log(snr_range[1])
+    for round_index in range(rounds):
+        outcome = injection_recovery(frame, reference, original, rng, n_fakes=fakes_per_round, snr_range=(low, high),
+                                     threshold=threshold, host_fraction=host_fraction, log_snr=True,
+                                     change_fraction=change_fraction)
+        kept = np.flatnonzero(outcome.recovered)
+        n = kept.size
+        parts.append(Examples(
+            outcome.stamps, outcome.masks, np.ones(n, np.int64),
+            np.array([f"{frame_id}-f{round_index}{k:03d}" for k in kept]), np.full(n, night), np.full(n, frame_id),
+            np.full(n, "injection"), outcome.snr[kept].astype(float), np.ones(n, np.float32)))
+    return Examples.concatenate(parts)
