@@ -32,7 +32,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -95,10 +94,6 @@ def build_dataset(version: str, config: dict) -> tuple[dict, dict, float]:
     """Materialize ``training_datasets`` partition ``version``; its arrays, metadata and seconds."""
     from astrid_assets.cli import embedded_instance
     from astrid_assets.definitions import defs
-    from astrid_assets.io.arrays import load_arrays
-    from astrid_assets.io.object_store import open_object_store
-    from astrid_assets.io.tables import engine_for
-    from astrid_assets.settings import database_url, object_store_url
 
     instance = embedded_instance()
     instance.add_dynamic_partitions("dataset_versions", [version])
@@ -108,9 +103,19 @@ def build_dataset(version: str, config: dict) -> tuple[dict, dict, float]:
         run_config={"ops": {"training_datasets": {"config": config}}})
     seconds = time.perf_counter() - started
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("training_datasets")[0].metadata.items()}
+    return stored_dataset(version), metadata, seconds
+
+
+def stored_dataset(version: str) -> dict:
+    """The arrays of dataset ``version`` already built in this root."""
+    from astrid_assets.io.arrays import load_arrays
+    from astrid_assets.io.object_store import open_object_store
+    from astrid_assets.io.tables import engine_for
+    from astrid_assets.settings import database_url, object_store_url
+
     rows = pd.read_sql(f"select path from training_datasets where dataset_version = '{version}'",
                        engine_for(database_url()))
-    return load_arrays(open_object_store(object_store_url()).get(rows.path.iloc[0])), metadata, seconds
+    return load_arrays(open_object_store(object_store_url()).get(rows.path.iloc[0]))
 
 
 def main() -> int:
@@ -127,6 +132,8 @@ def main() -> int:
     parser.add_argument("--split", type=float, nargs=3, default=[0.6, 0.15, 0.25],
                         help="train / val / test fractions (whole nights); the test nights' candidates are scored")
     parser.add_argument("--version", default="injections-1", help="dataset version key")
+    parser.add_argument("--reuse-model", action="store_true",
+                        help="score with the model.pt and dataset --version of an earlier run in --root")
     parser.add_argument("--foreign", type=Path, help="a model.pt of a run on the other survey to score this one")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -141,51 +148,50 @@ def main() -> int:
     from astrid_assets.ml.training import predict, train
     from astrid_assets.ml.unet import load_weights, save_weights
     from astrid_assets.settings import object_store_url
+    from astrid_assets.testing.vetting import held_out, injection_threshold, vet
 
     candidates, chain_seconds = (skygen_truth(args.root, args.nights, args.frames, args.reuse)
                                  if args.survey == "skygen"
                                  else demo_truth(args.root))
-    arrays, metadata, build_seconds = build_dataset(args.version, {
-        "source": "injections", "injection_rounds": args.rounds, "injection_fakes": args.fakes,
-        "split_fractions": args.split})
+    if args.reuse_model:  # score with the model and dataset of an earlier run in this root (e.g. a foreign one)
+        previous = json.loads((args.root / "result.json").read_text())
+        arrays, metadata, build_seconds = stored_dataset(args.version), previous["dataset_metadata"], \
+            previous["dataset_seconds"]
+        model, train_seconds = load_weights(args.root / "model.pt"), previous["train_seconds"]
+    else:
+        arrays, metadata, build_seconds = build_dataset(args.version, {
+            "source": "injections", "injection_rounds": args.rounds, "injection_fakes": args.fakes,
+            "split_fractions": args.split})
     n_examples = len(arrays["labels"])
     print(f"injection set: {n_examples} examples ({int(arrays['labels'].sum())} real) in {build_seconds:.0f} s "
           f"= {n_examples / build_seconds:.2f} examples/s", flush=True)
     sets = split_sets(arrays)
-    config = TrainingConfig(epochs=args.epochs, patience=5)
-    started = time.perf_counter()
-    model = train(sets["train"], sets["val"], config, args.root / "checkpoints").model
-    train_seconds = time.perf_counter() - started
-    save_weights(model, args.root / "model.pt")
+    if not args.reuse_model:
+        config = TrainingConfig(epochs=args.epochs, patience=5)
+        started = time.perf_counter()
+        model = train(sets["train"], sets["val"], config, args.root / "checkpoints").model
+        train_seconds = time.perf_counter() - started
+        save_weights(model, args.root / "model.pt")
 
-    val = sets["val"]
-    val_snr = arrays["snr"][arrays["split"] == 1]
-    fakes = (val.labels == 1) & (val_snr >= 6)
-    threshold = float(np.quantile(predict(model, val, device="cpu")[fakes], 1 - args.completeness))
-    test_nights = set(np.asarray(arrays["nights"])[arrays["split"] == 2])
-    held_out = candidates[candidates.night.isin(test_nights)].reset_index(drop=True)
-    stamps = collect_stamps(held_out, open_object_store(object_store_url()))
-    real, snr = held_out.real.to_numpy(bool), held_out.truth_snr.to_numpy(float)
-
-    def verdict(probability: np.ndarray, cut: float) -> dict:
-        bright = real & (snr >= 6)
-        return {"roc_auc": roc_auc(real.astype(int), probability), "threshold": cut,
-                "real_snr_ge_6_kept": float((probability[bright] >= cut).mean()) if bright.any() else None,
-                "bogus_rejected": float((probability[~real] < cut).mean()) if (~real).any() else None}
-
+    threshold = injection_threshold(model, arrays, args.completeness)
+    scored = held_out(candidates, arrays)
+    stamps = collect_stamps(scored, open_object_store(object_store_url()))
+    real, snr = scored.real.to_numpy(bool), scored.truth_snr.to_numpy(float)
     result = {
         "survey": args.survey, "load_average_start": load, "load_average_end": os.getloadavg()[0],
         "chain_seconds": chain_seconds, "dataset_seconds": build_seconds, "examples": n_examples,
         "examples_per_second": n_examples / build_seconds, "dataset_metadata": {k: str(v) for k, v in metadata.items()},
-        "train_seconds": train_seconds, "test_nights": sorted(test_nights),
-        "held_out_candidates": len(held_out), "held_out_real": int(real.sum()),
+        "train_seconds": train_seconds, "test_nights": sorted(set(scored.night)),
         "injected_test_roc_auc": roc_auc(sets["test"].labels.astype(int), predict(model, sets["test"], device="cpu")),
-        "own_model": verdict(predict(model, stamps, device="cpu"), threshold),
+        "own_model": vet(predict(model, stamps, device="cpu"), real, snr, threshold).as_dict(),
     }
     if args.foreign:
         foreign = load_weights(args.foreign)
         foreign_threshold = json.loads((args.foreign.parent / "result.json").read_text())["own_model"]["threshold"]
-        result["foreign_model"] = verdict(predict(foreign, stamps, device="cpu"), foreign_threshold)
+        result["foreign_model"] = vet(predict(foreign, stamps, device="cpu"), real, snr, foreign_threshold).as_dict()
+        foreign_own = injection_threshold(foreign, arrays, args.completeness)  # its threshold set on this survey
+        result["foreign_model_rethresholded"] = vet(predict(foreign, stamps, device="cpu"), real, snr,
+                                                    foreign_own).as_dict()
     (args.root / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "dataset_metadata"}, indent=2, default=str))
     return 0

@@ -43,7 +43,7 @@ class DatasetConfig(Config):
     injection_fakes: int = 50  #: injections: fakes per injection
     injection_snr: list[float] = [4.0, 100.0]  #: injections: PSF-optimal S/N range of the fakes (log-uniform)
     injection_host_fraction: float = 0.3  #: injections: share of new sources on or beside a source (galaxies, stars)
-    injection_change_fraction: float = 0.25  #: injections: share of fakes that brighten or fade a star by 20–100 %
+    injection_change_fraction: float = 0.4  #: injections: share of fakes that brighten or fade a source by 20–100 %
     injection_threshold: float = 5.0  #: injections: detection threshold on |S_corr| (as candidate_detections')
 
 
@@ -110,7 +110,9 @@ def injection_examples(
                                 f"no injection examples: {error}")
     real = Examples.concatenate(parts)
     stamps = collect_stamps(candidates, store)
-    astrophysical = recurring_changes(candidates, stamps)
+    calibrated = database.read_night_range("calibrated_frames", config.night_start, config.night_end)
+    scale = calibrated.drop_duplicates("frame_id").set_index("frame_id").pixel_scale if len(calibrated) else {}
+    astrophysical = recurring_changes(candidates.assign(pixel_scale=candidates.frame_id.map(scale)), stamps)
     bogus = labelled_examples(stamps[~astrophysical], candidates[~astrophysical],
                               np.zeros(int((~astrophysical).sum()), np.int64), "detection")
     seconds = time.perf_counter() - started
@@ -120,7 +122,7 @@ def injection_examples(
               "injection_seconds": round(seconds, 1),
               "examples_per_second": round((len(real) + len(bogus)) / max(seconds, 1e-9), 2),
               "bogus_context": "no catalogue context (known variables, minor planets) in this deployment; "
-                               "recurring changes (>= 2 nights, same sign, >= 20 % of the reference flux) "
+                               "recurring changes (>= 2 nights, same sign, >= 5 % of the reference flux) "
                                "left out of the bogus class as likely astrophysical"}
     return Examples.concatenate([real, bogus]), report
 

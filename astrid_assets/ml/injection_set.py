@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from astrid_assets.ml.dataset import CHANNELS, STAMP_SIZE, transient_masks
+from astrid_assets.science.detect import FLAG_BRIGHT_STAR, FLAG_EDGE, FLAG_SHAPE
 from astrid_assets.science.fakes import injection_recovery
 from astrid_assets.science.products import CalibratedFrame, Reference
 
@@ -84,33 +85,43 @@ def labelled_examples(stamps: np.ndarray, candidates: pd.DataFrame, labels: np.n
 
 def recurring_changes(
     candidates: pd.DataFrame, stamps: np.ndarray, radius: float = 1.5, min_nights: int = 2,
-    min_change: float = 0.2, detection_sigma: float = 3.0,
+    min_change: float = 0.05, detection_sigma: float = 3.0,
 ) -> np.ndarray:
     """Candidates that look astrophysical: the same change at the same place on several nights.
 
     A candidate is flagged when (a) a candidate of the same sign lies within ``radius`` px (reference
     grid, same field) on at least ``min_nights`` distinct nights, itself included, and (b) its change
-    is large for what the reference holds there: the difference flux within ``1.5 FWHM`` is at least
-    ``min_change`` of the reference flux there, or the reference holds no source (below
-    ``detection_sigma``). Artefacts rarely pass both: cosmic rays and hot pixels do not come back to
-    the same sky position (frames dither), and the residuals of static stars, which do, are a few per
-    cent of the star's flux. Real transients and variables recur with large changes: without catalogue
-    context they are the contamination of an injection set's bogus class, and this is how it is removed.
+    is large for what the reference holds there: the point-source flux of the difference is at least
+    ``min_change`` of the reference's point-source flux there, or the reference holds no point source
+    (below ``detection_sigma``). Point-source fluxes are fits of a Gaussian of the candidate's FWHM,
+    the reference's above the median of an annulus 2–3 FWHM out, so a galaxy's smooth light under a
+    transient does not count as the source that changed. Artefacts rarely pass both: cosmic rays and
+    hot pixels do not come back to the same sky position (frames dither), and the residuals of static
+    stars, which do, are a per cent or two of the star's flux. Real transients and variables recur with
+    large changes: without catalogue context they are the contamination of an injection set's bogus
+    class, and this is how it is removed.
 
     Parameters
     ----------
     candidates : pandas.DataFrame
-        ``night``, ``field``, ``x``, ``y`` (reference px), ``sign``, ``fwhm`` (px) per candidate.
+        ``night``, ``field``, ``x``, ``y`` (reference px), ``sign``, ``fwhm`` (px) per candidate, and
+        ``flags`` where known (a candidate flagged at an edge, in a saturated star's wings or with a
+        shape far from the PSF's stays bogus);
+        ``ra``, ``dec`` (deg) and ``pixel_scale`` (arcsec/px) where known: positions are then
+        compared on the sky (a field's reference grid may change from one reference version to
+        the next), else on the reference grid.
     stamps : numpy.ndarray
         ``(N, 3, 63, 63)`` stamps, e- (reference scaled to the new frame).
     radius : float, default 1.5
         Match radius, px.
     min_nights : int, default 2
         Distinct nights with the change.
-    min_change : float, default 0.2
-        Smallest difference flux as a fraction of the reference flux.
+    min_change : float, default 0.05
+        Smallest difference flux as a fraction of the reference flux: above the residuals a static
+        star leaves (the PSF-model error ε is 1–3 %), below a galaxy-hosted transient's change
+        over the galaxy's central light.
     detection_sigma : float, default 3.0
-        Reference flux below this many sigma (aperture noise from the stamp's robust pixel noise) is no source.
+        Reference point-source flux below this many sigma (from the stamp's robust pixel noise) is no source.
 
     Returns
     -------
@@ -123,29 +134,51 @@ def recurring_changes(
     grid = np.arange(size) - size // 2
     r2 = grid[None, :] ** 2 + grid[:, None] ** 2
     fwhm = candidates.fwhm.astype(float).fillna(3.0).clip(1.5, 6.0).to_numpy()
-    aperture = r2[None] <= (1.5 * fwhm)[:, None, None] ** 2
-    reference = np.nan_to_num(stamps[:, 1] - np.nanmedian(stamps[:, 1], axis=(1, 2))[:, None, None])
-    difference = np.nan_to_num(stamps[:, 2] - np.nanmedian(stamps[:, 2], axis=(1, 2))[:, None, None])
-    noise = 1.4826 * np.nanmedian(np.abs(reference), axis=(1, 2)) * np.sqrt(aperture.sum(axis=(1, 2)))
-    reference_flux = np.sum(reference * aperture, axis=(1, 2))
-    change = np.abs(np.sum(difference * aperture, axis=(1, 2)))
+    sigma = fwhm / 2.3548
+    weight = np.exp(-r2[None] / (2 * sigma[:, None, None] ** 2))  # a point source's profile
+    weight *= r2[None] <= (1.5 * fwhm)[:, None, None] ** 2
+    annulus = (r2[None] >= (2.0 * fwhm)[:, None, None] ** 2) & (r2[None] <= (3.0 * fwhm)[:, None, None] ** 2)
+
+    def point_flux(images: np.ndarray, local_level: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Profile-weighted flux above the stamp's median, or above the local level (the annulus median: a
+        galaxy's smooth light), and its noise."""
+        local = (np.array([np.nanmedian(image[ring]) for image, ring in zip(images, annulus, strict=True)])
+                 if local_level else np.nanmedian(images, axis=(1, 2)))
+        above = np.nan_to_num(images - local[:, None, None])
+        pixel_noise = 1.4826 * np.nanmedian(np.abs(images - np.nanmedian(images, axis=(1, 2))[:, None, None]),
+                                            axis=(1, 2))
+        norm = np.sum(weight**2, axis=(1, 2))
+        return np.sum(weight * above, axis=(1, 2)) / norm, pixel_noise / np.sqrt(norm)
+
+    reference_flux, noise = point_flux(stamps[:, 1], local_level=True)
+    change = np.abs(point_flux(stamps[:, 2], local_level=False)[0])
     large = (reference_flux < detection_sigma * noise) | (change >= min_change * reference_flux)
     x, y = candidates.x.to_numpy(float), candidates.y.to_numpy(float)
+    scale = candidates.pixel_scale.to_numpy(float) if "pixel_scale" in candidates else np.full(n, np.nan)
+    ra, dec = (candidates[c].to_numpy(float) if c in candidates else np.full(n, np.nan) for c in ("ra", "dec"))
+    on_sky = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(scale)
+    # on the sky where known (a field's reference grid changes with its version), else reference pixels
+    u = np.where(on_sky, (ra - np.nanmedian(ra)) * np.cos(np.radians(np.nan_to_num(dec))) * 3600 / scale, x)
+    v = np.where(on_sky, dec * 3600 / scale, y)
     recurring = np.zeros(n, bool)
-    keys = candidates.field.astype(str).to_numpy() + "|" + candidates.sign.astype(str).to_numpy()
+    keys = (candidates.field.astype(str).to_numpy() + "|" + candidates.sign.astype(str).to_numpy() + "|"
+            + on_sky.astype(str))
     nights = candidates.night.astype(str).to_numpy()
     for key in np.unique(keys):
         members = np.flatnonzero(keys == key)
-        close = np.hypot(x[members, None] - x[None, members], y[members, None] - y[None, members]) <= radius
+        close = np.hypot(u[members, None] - u[None, members], v[members, None] - v[None, members]) <= radius
         for row, k in enumerate(members):
             recurring[k] = len(set(nights[members[close[row]]])) >= min_nights
-    return recurring & large
+    artefact_flags = FLAG_EDGE | FLAG_SHAPE | FLAG_BRIGHT_STAR
+    plausible = ((candidates["flags"].fillna(0).astype(int).to_numpy() & artefact_flags) == 0 if "flags" in candidates
+                 else np.ones(n, bool))
+    return recurring & large & plausible
 
 
 def injected_examples(
     frame: CalibratedFrame, reference: Reference, original: pd.DataFrame, night: str, frame_id: str,
     rng: np.random.Generator, rounds: int = 2, fakes_per_round: int = 50,
-    snr_range: tuple[float, float] = (4.0, 100.0), host_fraction: float = 0.3, change_fraction: float = 0.25,
+    snr_range: tuple[float, float] = (4.0, 100.0), host_fraction: float = 0.3, change_fraction: float = 0.4,
     threshold: float = 5.0,
 ) -> Examples:
     """``real`` examples of one frame: recovered fakes over ``rounds`` independent injections.
@@ -174,8 +207,8 @@ def injected_examples(
         PSF-optimal S/N range of the fakes (log-uniform).
     host_fraction : float, default 0.3
         Share of new sources placed within 2 FWHM of a source.
-    change_fraction : float, default 0.25
-        Share of fakes that are changes of the frame's own stars (brightening or fading by 20–100 %
+    change_fraction : float, default 0.4
+        Share of fakes that are changes of the frame's own sources (brightening or fading by 20–100 %
         of their flux; :func:`~astrid_assets.science.fakes.injection_recovery`).
     threshold : float, default 5.0
         Detection threshold on ``|S_corr|``.

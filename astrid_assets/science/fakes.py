@@ -212,11 +212,11 @@ def injection_recovery(
         Draw ln S/N uniformly in ``snr_range`` (log-uniform S/N) instead of S/N.
     change_fraction : float, default 0.0
         Share of the fakes that are changes of the frame's own stars instead of new sources: at a
-        star's position exactly, a flux change of ``u`` times the star's flux (aperture 2 FWHM), ``u``
-        uniform in ``[min_change, 1]``, brightening or fading (half each) — what a variable star or a
-        transient on a point source does. Those whose S/N falls below ``snr_range`` (its exponential
-        with ``log_snr``) are not injected. A fading star keeps the Poisson noise of its full flux in
-        the image; its variance map is lowered by the flux taken away.
+        star's position exactly, a flux change of the drawn S/N, brightening or fading (half each) —
+        what a variable star, or a transient that was already in the reference, does. Each goes to a
+        star (aperture flux, 2 FWHM) the change is ``min_change`` to 100 % of, each star once; a
+        change with no such star is not injected. A fading star keeps the Poisson noise of its full
+        flux in the image; its variance map is lowered by the flux taken away.
     min_change : float, default 0.2
         Smallest change of a star, as a fraction of its flux.
 
@@ -245,14 +245,22 @@ def injection_recovery(
     weight = psf_optimal_snr(1.0, psf, frame.variance, xy[:, 0], xy[:, 1])
     flux, sign = snr / weight, np.ones(len(xy))
     if n_changes:
-        on_star = changeable[rng.choice(len(changeable), size=n_changes, replace=False)]
-        change = rng.uniform(min_change, 1.0, len(on_star)) * on_star[:, 2] * rng.choice([-1.0, 1.0], len(on_star))
-        change_snr = np.abs(change) * psf_optimal_snr(1.0, psf, frame.variance, on_star[:, 0], on_star[:, 1])
-        low = np.exp(snr_range[0]) if log_snr else snr_range[0]
-        keep = change_snr >= low
-        xy = np.vstack([xy, on_star[keep, :2]])
-        hosted = np.concatenate([hosted, np.ones(int(keep.sum()), bool)])
-        flux, sign = np.concatenate([flux, change[keep]]), np.concatenate([sign, np.sign(change[keep])])
+        change_snr = rng.uniform(*snr_range, size=n_changes)
+        change_snr = np.exp(change_snr) if log_snr else change_snr
+        star_weight = psf_optimal_snr(1.0, psf, frame.variance, changeable[:, 0], changeable[:, 1])
+        chosen: list[int] = []
+        change = []
+        for target in change_snr:  # a star the change is 20–100 % of, not yet used
+            needed = target / star_weight
+            eligible = np.flatnonzero((changeable[:, 2] >= needed) & (min_change * changeable[:, 2] <= needed))
+            eligible = np.setdiff1d(eligible, chosen)
+            if eligible.size:
+                k = int(rng.choice(eligible))
+                chosen.append(k)
+                change.append(needed[k] * rng.choice([-1.0, 1.0]))
+        xy = np.vstack([xy, changeable[chosen, :2]])
+        hosted = np.concatenate([hosted, np.ones(len(chosen), bool)])
+        flux, sign = np.concatenate([flux, change]), np.concatenate([sign, np.sign(change)])
     injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], flux=flux, rng=rng)
     fake_frame = CalibratedFrame(injected.image, frame.mask, injected.variance, frame.background,
                                  frame.background_rms, frame.header)

@@ -201,7 +201,8 @@ def inject_sources(
         Random generator for the Poisson draws; None: a fresh unseeded one.
     poisson : bool, default True
         Draw the sources' counts from a Poisson distribution (positive fluxes only) and add
-        their expected counts to the variance.
+        their expected counts to the variance; a negative flux (a source fading) lowers the
+        variance by its counts, down to the lowest variance of the frame (sky and read noise).
 
     Returns
     -------
@@ -227,8 +228,12 @@ def inject_sources(
     rng = np.random.default_rng() if rng is None else rng
     out_image = np.array(image, dtype=np.float32, copy=True)
     out_variance = np.array(variance, dtype=np.float32, copy=True)
+    positive = variance[np.isfinite(variance) & (variance > 0)]
+    floor = np.float32(positive.min()) if positive.size else np.float32(0.0)  # the faintest sky pixel's variance
     shiftable = ShiftablePSF(as_psf_image(psf))
     half = shiftable.size // 2
+    positive = variance[np.isfinite(variance) & (variance > 0)]
+    floor = np.float32(positive.min()) if positive.size else np.float32(0.0)  # the faintest sky pixel's variance
     for xk, yk, fk in zip(x, y, flux_values, strict=True):
         ic, jc = int(np.rint(xk)), int(np.rint(yk))
         iy, ix, sy, sx = _stamp_window(out_image.shape, ic, jc, half)
@@ -237,6 +242,8 @@ def inject_sources(
         out_image[iy, ix] += counts.astype(np.float32)
         if poisson:
             out_variance[iy, ix] += expected.astype(np.float32)
+            if fk < 0:  # a fading source takes away its own shot noise, never the sky's and read noise
+                np.maximum(out_variance[iy, ix], floor, out=out_variance[iy, ix])
     return Injection(out_image, out_variance, x, y, flux_values, snr_values)
 
 

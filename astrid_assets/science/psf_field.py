@@ -147,6 +147,13 @@ VARY_FRACTION, VARY_SIGNIFICANCE = 0.08, 5.0
 MAX_FIELD_STARS = 150
 
 
+def _significant(plane, plane_err, vary_fraction: float) -> bool:
+    """Whether a FWHM plane changes by ``vary_fraction`` of its mean or more, at :data:`VARY_SIGNIFICANCE` σ."""
+    change = abs(plane[1]) + abs(plane[2])
+    significance = change / max(float(np.hypot(plane_err[1], plane_err[2])), 1e-12)
+    return bool(change >= vary_fraction * plane[0] and significance >= VARY_SIGNIFICANCE)
+
+
 @dataclass(frozen=True)
 class PSFField:
     """A PSF that may vary over the frame: the frame PSF and, when it varies, a polynomial model.
@@ -385,9 +392,7 @@ def estimate_psf_field(
     star_xy = np.column_stack([x, y])
     width, width_err = _star_widths(stamps, fluxes, star_rms, psf_image)
     plane, plane_err = _fwhm_plane(x, y, width, width_err, shape)
-    change = abs(plane[1]) + abs(plane[2])
-    significance = change / max(float(np.hypot(plane_err[1], plane_err[2])), 1e-12)
-    varies = force or (change >= vary_fraction * plane[0] and significance >= VARY_SIGNIFICANCE)
+    varies = force or _significant(plane, plane_err, vary_fraction)
     if not varies or x.size < 3 * len(_terms(np.zeros(1), np.zeros(1), degree)):
         return PSFField(constant, shape, plane, plane_err, star_xy=star_xy)
     # stars far off the plane (blends, galaxies) out, then the pixel-wise polynomial fit

@@ -174,7 +174,7 @@ class VaryingPair:
 def make_varying_pair(
     shape: tuple[int, int] = (512, 512),
     new_fwhm: tuple[float, float] = (3.0, 4.5),
-    ref_fwhm: float = 3.5,
+    ref_fwhm: float | tuple[float, float] = 3.5,
     n_stars: int = 110,
     flux_range: tuple[float, float] = (3e3, 3e5),
     n_transients: int = 36,
@@ -183,7 +183,7 @@ def make_varying_pair(
 ) -> VaryingPair:
     """Static Moffat (β = 3) stars, new-frame FWHM linear in x from ``new_fwhm[0]`` to ``new_fwhm[1]``.
 
-    The reference has one FWHM everywhere. Transients (``transient_flux`` e-, in the new frame
+    The reference has one FWHM everywhere (or, given two, varies like the new frame). Transients (``transient_flux`` e-, in the new frame
     only, at the local FWHM) lie at least 25 px from every star and 30 px from the edges, spread
     evenly over the left, middle and right thirds. Skies 400 / 100 e-, read noise 5 e-.
     ``without_transients`` is the new frame with the same noise draw and no transients, so a
@@ -193,8 +193,8 @@ def make_varying_pair(
     x, y = star_positions(shape, n_stars, rng)
     flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), x.size))
 
-    def width(xs: np.ndarray) -> np.ndarray:
-        return new_fwhm[0] + (new_fwhm[1] - new_fwhm[0]) * np.asarray(xs) / (shape[1] - 1)
+    def width(xs: np.ndarray, ends: tuple[float, float] = new_fwhm) -> np.ndarray:
+        return ends[0] + (ends[1] - ends[0]) * np.asarray(xs) / (shape[1] - 1)
 
     tx: list[float] = []
     ty: list[float] = []
@@ -214,7 +214,8 @@ def make_varying_pair(
     new_model = render_stars(shape, x, y, flux, width(x))
     transients = render_stars(shape, tx_a, ty_a, np.full(tx_a.size, transient_flux), width(tx_a))
     new = observe(new_model, 400.0, 5.0, rng, float(np.mean(new_fwhm)))
-    ref = observe(render_stars(shape, x, y, flux, ref_fwhm), 100.0, 5.0, rng, ref_fwhm)
+    ref_width = width(x, ref_fwhm) if isinstance(ref_fwhm, tuple) else ref_fwhm
+    ref = observe(render_stars(shape, x, y, flux, ref_width), 100.0, 5.0, rng, float(np.mean(ref_fwhm)))
     plain = new.image.copy()
     new.image = (new.image + transients).astype(np.float32)
     new.variance = (new.variance + transients).astype(np.float32)

@@ -132,3 +132,23 @@ def test_difference_frame_records_a_varying_psf() -> None:
     back = Difference.from_extensions(read_extensions(to_fits_bytes(result.to_hdus(fits.Header()))), ref_image)
     assert back.varying_psf and back.psf_error == pytest.approx(result.psf_error)
     np.testing.assert_allclose(back.psf_tiles, result.psf_tiles)
+
+
+def test_tiles_are_kept_only_where_they_leave_less_psf_error_at_the_stars() -> None:
+    """Both images varying alike (3 → 4.5 px): the frame PSFs still differ (other stars weigh in), the
+    one pass leaves 41 candidates at stars (ε 0.009) and the tiles none (ε 0): the tiles are kept."""
+    scene = scenes.make_varying_pair(seed=14, ref_fwhm=(3.0, 4.5), n_transients=6)
+    pair = scene.pair
+    new_field, ref_field = fields(pair.new), fields(pair.ref)
+    assert new_field.varies and ref_field.varies
+    result = difference(scene, pair.new.image, new_field, ref_field)
+    one_pass = zogy(pair.new.image - pair.new.background, pair.ref.image - pair.ref.background, new_field.constant,
+                    ref_field.constant, pair.new.background_rms, pair.ref.background_rms, pair.new.variance,
+                    pair.ref.variance, backend="numpy", psf_error="auto", star_xy=ref_field.star_xy)
+    assert result.varying_psf and result.psf_error < one_pass.psf_error
+    candidates = detect_candidates(result.S_corr, result.difference, result.difference_var, result.mask, None,
+                                   result.psf_fwhm, 5.0, difference_psf=result.P_D,
+                                   difference_psf_tiles=result.parts["P_D_tiles"])
+    xy = list(zip(candidates["x"], candidates["y"], strict=True))
+    assert sum(np.min(np.hypot(pair.star_x - x, pair.star_y - y)) < 20 for x, y in xy) <= 2
+    assert sum(np.min(np.hypot(scene.transient_x - x, scene.transient_y - y)) < 2 for x, y in xy) >= 5
