@@ -183,7 +183,8 @@ def make_varying_pair(
 ) -> VaryingPair:
     """Static Moffat (β = 3) stars, new-frame FWHM linear in x from ``new_fwhm[0]`` to ``new_fwhm[1]``.
 
-    The reference has one FWHM everywhere (or, given two, varies like the new frame). Transients (``transient_flux`` e-, in the new frame
+    The reference has one FWHM everywhere (or, given two, varies like the new frame).
+    Transients (``transient_flux`` e-, in the new frame
     only, at the local FWHM) lie at least 25 px from every star and 30 px from the edges, spread
     evenly over the left, middle and right thirds. Skies 400 / 100 e-, read noise 5 e-.
     ``without_transients`` is the new frame with the same noise draw and no transients, so a
