@@ -45,6 +45,7 @@ class DatasetConfig(Config):
     injection_host_fraction: float = 0.3  #: injections: share of new sources on or beside a source (galaxies, stars)
     injection_change_fraction: float = 0.4  #: injections: share of fakes that brighten or fade a source by 20–100 %
     injection_threshold: float = 5.0  #: injections: detection threshold on |S_corr| (as candidate_detections')
+    injection_max_real_per_bogus: float = 15.0  #: injections: fakes kept at most this many per bogus detection
 
 
 def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
@@ -116,8 +117,13 @@ def injection_examples(
     bogus = labelled_examples(stamps[~astrophysical], candidates[~astrophysical],
                               np.zeros(int((~astrophysical).sum()), np.int64), "detection")
     seconds = time.perf_counter() - started
+    recovered = len(real)
+    most = int(config.injection_max_real_per_bogus * max(len(bogus), 1))
+    if recovered > most:  # keep the classes within what the class_balance gate accepts
+        keep = np.random.default_rng(config.seed).choice(recovered, most, replace=False)
+        real = real.subset(np.sort(keep))
     report = {"frames_injected": len(parts), "frames_skipped": MetadataValue.json(skipped),
-              "fakes_recovered": len(real), "detections_as_bogus": len(bogus),
+              "fakes_recovered": recovered, "fakes_kept": len(real), "detections_as_bogus": len(bogus),
               "recurring_changes_left_out": int(astrophysical.sum()),
               "injection_seconds": round(seconds, 1),
               "examples_per_second": round((len(real) + len(bogus)) / max(seconds, 1e-9), 2),

@@ -158,8 +158,8 @@ def test_injection_and_mixed_datasets_and_human_labels_never_lower_the_frozen_au
     assert built.success
     metadata = {k: v.value for k, v in built.asset_materializations_for_node("training_datasets")[0].metadata.items()}
     assert metadata["fakes_recovered"] > 300 and metadata["detections_as_bogus"] > 50, metadata
-    assert metadata["by_origin"] == {"injection": metadata["fakes_recovered"],
-                                     "detection": metadata["detections_as_bogus"]}
+    assert metadata["by_origin"] == {"injection": metadata["fakes_kept"], "detection": metadata["detections_as_bogus"]}
+    assert metadata["fakes_kept"] <= 15 * metadata["detections_as_bogus"]
     with engine_for(url).connect() as connection:
         rows = pd.read_sql("SELECT * FROM training_datasets WHERE dataset_version = 'inj'", connection)
     assert set(rows.source) == {"injections"} and (rows.n_real > 0).all() and (rows.n_bogus > 0).all()
