@@ -145,8 +145,8 @@ def test_dataset_model_promotion_guardrail_rollback_and_scoring(loop, mlflow_uri
 
 
 def test_injection_and_mixed_datasets_are_judged_on_human_labels(loop):
-    """Without labels, fakes injected into the nights' own frames are the real class; mixing people's
-    labels in is judged on a frozen benchmark of human-labelled examples only, where it must not do worse."""
+    """Without labels, fakes injected into the nights' own frames are the real class; a model trained on
+    them, and one with people's labels mixed in, are judged on a frozen benchmark of human-labelled examples."""
     from astrid_assets.defs.learning import frozen_benchmark_key
     from astrid_assets.ml.dataset import split_sets
     from astrid_assets.ml.training import evaluate
