@@ -107,11 +107,7 @@ def fit_flux_ratio(
     star_xy = np.asarray(star_xy, dtype=np.float64).reshape(-1, 2)
     flux_new, err_new = psf_photometry(new, new_var, new_psf, star_xy[:, 0], star_xy[:, 1], mask)
     flux_ref, err_ref = psf_photometry(ref, ref_var, ref_psf, star_xy[:, 0], star_xy[:, 1], mask)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        good = (flux_new / err_new >= min_snr) & (flux_ref / err_ref >= min_snr)
-        ratio = flux_new / flux_ref
-        ratio_err = np.abs(ratio) * np.hypot(err_new / flux_new, err_ref / flux_ref)
-    good &= np.isfinite(ratio) & np.isfinite(ratio_err)
+    ratio, ratio_err, good = star_flux_ratios(flux_new, err_new, flux_ref, err_ref, min_snr)
     if good.sum() < 3:
         raise FluxRatioError(
             f"only {int(good.sum())} stars with S/N >= {min_snr:g} in both images; cannot fit "
@@ -119,6 +115,18 @@ def fit_flux_ratio(
         )
     mean, error, n = clipped_ratio_mean(ratio, ratio_err, good, clip)
     return FluxRatioFit(ratio=mean, ratio_err=error, n_stars=n)
+
+
+def star_flux_ratios(
+    flux_new: np.ndarray, err_new: np.ndarray, flux_ref: np.ndarray, err_ref: np.ndarray, min_snr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-star ``f_new / f_ref``, its 1σ error (the two relative errors in quadrature), and which stars
+    reach S/N ≥ ``min_snr`` in both images with a finite ratio and error."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        good = (flux_new / err_new >= min_snr) & (flux_ref / err_ref >= min_snr)
+        ratio = flux_new / flux_ref
+        error = np.abs(ratio) * np.hypot(err_new / flux_new, err_ref / flux_ref)
+    return ratio, error, good & np.isfinite(ratio) & np.isfinite(error)
 
 
 def clipped_ratio_mean(

@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 import sep
 
-from astrid_assets.science.fluxratio import FluxRatioError, clipped_ratio_mean
+from astrid_assets.science.fluxratio import FluxRatioError, clipped_ratio_mean, star_flux_ratios
 from astrid_assets.science.image_pair import robust_std
 from astrid_assets.science.masks import UNUSABLE
 from astrid_assets.science.psf_field import PSFField, calibrate_psf_error, with_psf_error
@@ -216,11 +216,7 @@ def aperture_flux_ratio(
                                             var=variance, mask=bad)
         measured.append((flux, np.where((flags & sep.APER_HASMASKED) == 0, error, np.inf)))
     (f_new, e_new), (f_ref, e_ref) = measured
-    with np.errstate(divide="ignore", invalid="ignore"):
-        good = (f_new / e_new >= min_snr) & (f_ref / e_ref >= min_snr)
-        ratio = f_new / f_ref
-        error = np.abs(ratio) * np.hypot(e_new / f_new, e_ref / f_ref)
-    good &= np.isfinite(ratio) & np.isfinite(error)
+    ratio, error, good = star_flux_ratios(f_new, e_new, f_ref, e_ref, min_snr)
     if good.sum() < 3:
         raise FluxRatioError(f"only {int(good.sum())} stars with S/N >= {min_snr:g} in both images' apertures")
     return clipped_ratio_mean(ratio, error, good, clip)
