@@ -307,6 +307,7 @@ def estimate_psf(
     shape_clip: float = 3.0,
     wings: tuple[float, float] | None = (2.0, 3.5),
     objects: np.ndarray | None = None,
+    stars: dict[str, np.ndarray] | None = None,
 ) -> PSFModel:
     """Estimate the PSF from isolated, unsaturated, unmasked stars found with SEP.
 
@@ -364,6 +365,9 @@ def estimate_psf(
     objects : numpy.ndarray or None, default None
         SEP catalogue of this frame at ``detect_threshold`` (:func:`~.sources.find_sources`) to
         reuse; None detects.
+    stars : dict or None, default None
+        This frame's star measurement (:func:`_select_psf_stars` with the same ``objects``,
+        ``size``, ``min_snr``, ``neighbour_flux_fraction`` and ``max_stars``) to reuse; None measures.
 
     Returns
     -------
@@ -390,7 +394,9 @@ def estimate_psf(
             f"only {objects.size} sources above {detect_threshold} sigma; "
             f"need at least {min_stars} stars to estimate the PSF"
         )
-    stars = _select_psf_stars(frame, rms, bad, objects, size, min_snr, neighbour_flux_fraction, max_stars)
+    if stars is None:
+        stars = _select_psf_stars(frame, rms, bad, objects, size, min_snr, neighbour_flux_fraction, max_stars)
+    stars = _shape_cut(stars, 0.25)
     if stars["x"].size < min_stars:
         raise PSFError(
             f"only {stars['x'].size} isolated unsaturated stars with S/N >= {min_snr:g} among "
@@ -443,13 +449,14 @@ def _select_psf_stars(
     min_snr: float,
     neighbour_flux_fraction: float,
     max_stars: int,
-    size_tolerance: float = 0.25,
 ) -> dict[str, np.ndarray]:
-    """Windowed centroids and aperture fluxes of the stars fit for the PSF.
+    """Windowed centroids, aperture fluxes and shapes of the stars that may be fit for the PSF.
 
     Only the ``4 × max_stars`` brightest unflagged detections are measured (all detections
-    still count as neighbours in the isolation test). Half-light radii within ``size_tolerance``
-    of the median pass (wider for a PSF that varies over the frame, :mod:`.psf_field`).
+    still count as neighbours in the isolation test). The shape cut is left to
+    :func:`_shape_cut` (its tolerance differs between the frame PSF and :mod:`.psf_field`), so
+    one measurement serves both: ``r_ratio`` is the half-light radius over the median, minus 1,
+    and ``elongation_excess`` is ``a/b`` minus its median.
     """
     half = size // 2
     unflagged = np.flatnonzero((objects["flag"] & _SEP_REJECT_FLAGS) == 0)
@@ -473,17 +480,23 @@ def _select_psf_stars(
             flux_fraction=neighbour_flux_fraction,
         )
         picked = picked[np.isin(brightest[picked], isolated)]
+    r_ratio = elongation_excess = np.empty(0)
     if picked.size:
         elongation = objects["a"][brightest[picked]] / np.maximum(objects["b"][brightest[picked]], 1e-3)
-        good = (np.abs(r_half[picked] / np.median(r_half[picked]) - 1.0) <= size_tolerance) & (
-            elongation <= np.median(elongation) + 0.3
-        )
-        picked = picked[good]
-    if picked.size:
+        r_ratio = r_half[picked] / np.median(r_half[picked]) - 1.0
+        elongation_excess = elongation - np.median(elongation)
         sigma_window = fwhm_guess / GAUSSIAN_FWHM_PER_SIGMA
         xw, yw, wflag = sep.winpos(frame, x0[picked], y0[picked], sigma_window, mask=bad)
         ok = (wflag == 0) & (np.hypot(xw - x0[picked], yw - y0[picked]) < 1.0)
-        picked, xw, yw = picked[ok], xw[ok], yw[ok]
+        picked, xw, yw, r_ratio, elongation_excess = picked[ok], xw[ok], yw[ok], r_ratio[ok], elongation_excess[ok]
     else:
         xw = yw = np.empty(0)
-    return {"x": xw, "y": yw, "flux": flux[picked]}
+    return {"x": xw, "y": yw, "flux": flux[picked], "r_ratio": r_ratio, "elongation_excess": elongation_excess}
+
+
+def _shape_cut(stars: dict[str, np.ndarray], size_tolerance: float) -> dict[str, np.ndarray]:
+    """The stars of :func:`_select_psf_stars` whose half-light radius is within ``size_tolerance``
+    of the median and whose elongation ``a/b`` is at most 0.3 above the median (galaxies, blends,
+    cosmic rays out)."""
+    good = (np.abs(stars["r_ratio"]) <= size_tolerance) & (stars["elongation_excess"] <= 0.3)
+    return {key: value[good] for key, value in stars.items()}

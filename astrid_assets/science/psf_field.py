@@ -36,6 +36,7 @@ from astrid_assets.science.psf import (
     _radius_grid,
     _recentre,
     _select_psf_stars,
+    _shape_cut,
     estimate_psf,
 )
 from astrid_assets.science.psf_model import PSFModel, as_psf_image, measure_fwhm
@@ -372,12 +373,16 @@ def estimate_psf_field(
     rms = noise_for_sep(background_rms, frame.shape)
     shape = frame.shape
     objects = find_sources(frame, rms, bad, threshold=5.0)  # shared with the frame PSF's estimate
+    measured = None
     if constant is None:
+        measured = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
         constant = estimate_psf(image, background, background_rms, mask, size, min_snr=min_snr, min_stars=min_stars,
-                                objects=objects)
+                                max_stars=MAX_FIELD_STARS, objects=objects, stars=measured)
     size = constant.size
     flat = ((constant.fwhm, 0.0, 0.0), (np.inf, np.inf, np.inf))
-    stars = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS, size_tolerance=0.6)
+    if measured is None:
+        measured = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
+    stars = _shape_cut(measured, 0.6)
     x, y = stars["x"], stars["y"]
     if x.size < max(min_stars, 8):
         return PSFField(constant, shape, *flat)
