@@ -13,7 +13,13 @@ from astrid_assets.io import schema
 from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.ml.dataset import CHANNELS, SPLITS, STAMP_SIZE, content_digest, split_by_night, split_codes
-from astrid_assets.ml.injection_set import Examples, injected_examples, labelled_examples, recurring_changes
+from astrid_assets.ml.injection_set import (
+    Examples,
+    injected_examples,
+    labelled_examples,
+    moving_objects,
+    recurring_changes,
+)
 from astrid_assets.partitions import dataset_versions
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science.frames import read_extensions
@@ -45,7 +51,7 @@ class DatasetConfig(Config):
     injection_host_fraction: float = 0.3  #: injections: share of new sources on or beside a source (galaxies, stars)
     injection_change_fraction: float = 0.4  #: injections: share of fakes that brighten or fade a source by 20–100 %
     injection_threshold: float = 5.0  #: injections: detection threshold on |S_corr| (as candidate_detections')
-    injection_max_real_per_bogus: float = 15.0  #: injections: fakes kept at most this many per bogus detection
+    injection_max_real_per_bogus: float = 15.0  #: injections: fakes kept at most this many per bogus example
 
 
 def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
@@ -112,25 +118,36 @@ def injection_examples(
     real = Examples.concatenate(parts)
     stamps = collect_stamps(candidates, store)
     calibrated = database.read_night_range("calibrated_frames", config.night_start, config.night_end)
-    scale = calibrated.drop_duplicates("frame_id").set_index("frame_id").pixel_scale if len(calibrated) else {}
-    astrophysical = recurring_changes(candidates.assign(pixel_scale=candidates.frame_id.map(scale)), stamps)
+    frames = calibrated.drop_duplicates("frame_id").set_index("frame_id") if len(calibrated) else None
+    located = candidates.assign(pixel_scale=candidates.frame_id.map(frames.pixel_scale if frames is not None else {}),
+                                mjd=candidates.frame_id.map(frames.mjd_obs if frames is not None else {}))
+    recurring, moving = recurring_changes(located, stamps), moving_objects(located)
+    astrophysical = recurring | moving
     bogus = labelled_examples(stamps[~astrophysical], candidates[~astrophysical],
                               np.zeros(int((~astrophysical).sum()), np.int64), "detection")
     seconds = time.perf_counter() - started
-    recovered = len(real)
-    most = int(config.injection_max_real_per_bogus * max(len(bogus), 1))
-    if recovered > most:  # keep the classes within what the class_balance gate accepts
-        keep = np.random.default_rng(config.seed).choice(recovered, most, replace=False)
-        real = real.subset(np.sort(keep))
     report = {"frames_injected": len(parts), "frames_skipped": MetadataValue.json(skipped),
-              "fakes_recovered": recovered, "fakes_kept": len(real), "detections_as_bogus": len(bogus),
-              "recurring_changes_left_out": int(astrophysical.sum()),
+              "fakes_recovered": len(real), "detections_as_bogus": len(bogus),
+              "recurring_changes_left_out": int(recurring.sum()),
+              "moving_objects_left_out": int((moving & ~recurring).sum()),
               "injection_seconds": round(seconds, 1),
               "examples_per_second": round((len(real) + len(bogus)) / max(seconds, 1e-9), 2),
               "bogus_context": "no catalogue context (known variables, minor planets) in this deployment; "
-                               "recurring changes (>= 2 nights, same sign, >= 5 % of the reference flux) "
+                               "recurring changes (>= 2 exposures, same sign, >= 5 % of the reference flux) and "
+                               "tracklets (a source moving at a constant rate through >= 3 exposures of a night) "
                                "left out of the bogus class as likely astrophysical"}
     return Examples.concatenate([real, bogus]), report
+
+
+def cap_injections(examples: Examples, max_real_per_bogus: float, seed: int) -> Examples:
+    """At most ``max_real_per_bogus`` recovered fakes per bogus example of the whole set (people's bogus
+    labels included), drawn at random: the classes stay within what the class_balance gate accepts."""
+    fakes = np.flatnonzero(examples.origin == "injection")
+    most = int(max_real_per_bogus * max(int((examples.labels == 0).sum()), 1))
+    if fakes.size <= most:
+        return examples
+    dropped = np.random.default_rng(seed).choice(fakes, fakes.size - most, replace=False)
+    return examples.subset(np.setdiff1d(np.arange(len(examples)), dropped))
 
 
 def frame_instruments(database: DatabaseResource, examples: Examples) -> np.ndarray:
@@ -195,7 +212,10 @@ def training_datasets(
         injected, report = injection_examples(context, config, database, store,
                                               exclude=set(parts[0].ids) if parts else set())
         parts.append(injected)
-    examples = subsample(Examples.concatenate(parts), config.max_samples, config.seed)
+    examples = cap_injections(Examples.concatenate(parts), config.injection_max_real_per_bogus, config.seed)
+    if report:
+        report["fakes_kept"] = int((examples.origin == "injection").sum())
+    examples = subsample(examples, config.max_samples, config.seed)
     labels = examples.labels
     fwhm = np.full(len(examples), 3.0)  # masks are stored; kept for datasets' readers that derive them
     split = split_by_night(examples.nights, tuple(config.split_fractions), config.seed)

@@ -117,14 +117,21 @@ def _operating_reals(labels: np.ndarray, snr: np.ndarray | None, min_snr: float)
 
 def operating_threshold(
     labels: np.ndarray, probabilities: np.ndarray, completeness: float = 0.95, snr: np.ndarray | None = None,
-    min_snr: float = 6.0,
+    min_snr: float = 6.0, mid_gap: bool = True,
 ) -> float:
-    """The highest probability threshold that keeps a stated fraction of the real examples.
+    """A probability threshold that keeps a stated fraction of the real examples, placed mid-gap.
 
-    With ``p₁ ≥ p₂ ≥ … ≥ pₙ`` the probabilities of the *qualifying* reals and ``k = ⌈c·n⌉``, the
-    threshold is ``pₖ``: a candidate is called real when its probability is ``≥`` the threshold, so
-    at least ``k/n ≥ c`` of the qualifying reals are kept (more when probabilities tie), and no higher
-    threshold keeps as many — the bogus rejection is the best the stated completeness allows.
+    With ``p₁ ≥ p₂ ≥ … ≥ pₙ`` the probabilities of the *qualifying* reals and ``k = ⌈c·n⌉``, a
+    candidate is called real when its probability is ``≥`` the threshold, so any threshold up to
+    ``pₖ`` keeps at least ``k/n ≥ c`` of the qualifying reals (more when probabilities tie), and
+    ``pₖ`` itself is the highest that does. Every threshold between ``pₖ`` and the highest bogus
+    probability below it, ``b``, rejects the same bogus examples; with ``mid_gap`` the threshold is
+    the midpoint of that gap in log-odds, ``σ((logit pₖ + logit b) / 2)``, not its upper edge. The
+    examples a threshold is chosen on are rarely the candidates it is used on (injected fakes stand
+    in for a survey's transients, one night's candidates for the next's): at the edge of the reals'
+    distribution, the first real that scores a little lower than the examples did is lost, and
+    mid-gap the margin is shared between the classes, as a maximum-margin classifier's boundary is.
+    Without a bogus example below ``pₖ`` the threshold is ``pₖ``.
 
     The qualifying reals are those whose expected S/N is at least ``min_snr`` (injected fakes of
     known S/N); when no real example has a known (finite) S/N — human labels, datasets made before
@@ -135,18 +142,20 @@ def operating_threshold(
     labels : numpy.ndarray
         ``(N,)`` 1 real / 0 bogus.
     probabilities : numpy.ndarray
-        ``(N,)`` real probabilities (or any score monotonic in them).
+        ``(N,)`` real probabilities in ``[0, 1]``.
     completeness : float
         Fraction of the qualifying reals to keep, in ``(0, 1]``.
     snr : numpy.ndarray, optional
         ``(N,)`` expected S/N of each example, NaN where unknown (bogus, human-labelled reals).
     min_snr : float
         S/N from which a real counts for completeness.
+    mid_gap : bool, default True
+        Place the threshold mid-gap (above); False: ``pₖ``, the edge of the kept reals.
 
     Returns
     -------
     float
-        The threshold, in the units of ``probabilities``.
+        The threshold, a probability.
 
     Raises
     ------
@@ -163,7 +172,17 @@ def operating_threshold(
     if kept.size == 0:
         raise ValueError(f"no real example with S/N >= {min_snr} to set a completeness on")
     k = int(np.ceil(completeness * kept.size - 1e-9))
-    return float(kept[max(k, 1) - 1])
+    edge = float(kept[max(k, 1) - 1])
+    below = probabilities[~_binary(labels) & (probabilities < edge)]
+    if not mid_gap or below.size == 0:
+        return edge
+    return float(1.0 / (1.0 + np.exp(-(_logit(edge) + _logit(below.max())) / 2)))
+
+
+def _logit(probability: float) -> float:
+    """Log-odds ``ln(p / (1 − p))``, with ``p`` kept 1e-12 from 0 and 1 (where they are infinite)."""
+    p = float(np.clip(probability, 1e-12, 1 - 1e-12))
+    return float(np.log(p / (1 - p)))
 
 
 def operating_point(

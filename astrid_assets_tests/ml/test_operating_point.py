@@ -11,10 +11,10 @@ def test_threshold_keeps_the_stated_fraction_of_reals():
     bogus = np.array([0.01, 0.07, 0.2, 0.6])
     labels = np.r_[np.ones(20), np.zeros(4)].astype(int)
     scores = np.r_[reals, bogus]
-    assert operating_threshold(labels, scores, 0.95) == pytest.approx(0.10)  # 19 of 20 kept
-    assert operating_threshold(labels, scores, 0.90) == pytest.approx(0.15)  # 18 of 20
-    assert operating_threshold(labels, scores, 0.91) == pytest.approx(0.10)  # ceil(18.2) = 19
-    assert operating_threshold(labels, scores, 1.0) == pytest.approx(0.05)
+    assert operating_threshold(labels, scores, 0.95, mid_gap=False) == pytest.approx(0.10)  # 19 of 20 kept
+    assert operating_threshold(labels, scores, 0.90, mid_gap=False) == pytest.approx(0.15)  # 18 of 20
+    assert operating_threshold(labels, scores, 0.91, mid_gap=False) == pytest.approx(0.10)  # ceil(18.2) = 19
+    assert operating_threshold(labels, scores, 1.0, mid_gap=False) == pytest.approx(0.05)
     point = operating_point(labels, scores, 0.10)
     assert point == {"completeness": 0.95, "bogus_rejection": 0.5, "n_real": 20, "n_bogus": 4}
 
@@ -24,7 +24,7 @@ def test_only_reals_of_enough_snr_count_when_snr_is_known():
     labels = np.r_[np.ones(14), np.zeros(3)].astype(int)
     scores = np.r_[[0.01, 0.02, 0.03, 0.04], np.linspace(0.55, 1.0, 10), [0.1, 0.3, 0.5]]
     snr = np.r_[np.full(4, 3.0), np.full(10, 10.0), np.full(3, np.nan)]
-    threshold = operating_threshold(labels, scores, 0.9, snr=snr, min_snr=6.0)
+    threshold = operating_threshold(labels, scores, 0.9, snr=snr, min_snr=6.0, mid_gap=False)
     assert threshold == pytest.approx(0.6)  # 9 of the 10 bright reals; the faint ones do not count
     point = operating_point(labels, scores, threshold, snr=snr, min_snr=6.0)
     assert point["completeness"] == pytest.approx(0.9) and point["n_real"] == 10
@@ -32,7 +32,22 @@ def test_only_reals_of_enough_snr_count_when_snr_is_known():
     # no S/N known for any real (human labels, old datasets): every real counts
     unknown = np.full(17, np.nan)
     assert operating_threshold(labels, scores, 0.9, snr=unknown) == operating_threshold(labels, scores, 0.9)
-    assert operating_threshold(labels, scores, 0.9) == pytest.approx(scores[:14][np.argsort(-scores[:14])][12])
+    thirteenth = scores[:14][np.argsort(-scores[:14])][12]
+    assert operating_threshold(labels, scores, 0.9, mid_gap=False) == pytest.approx(thirteenth)
+
+
+def test_the_threshold_sits_mid_gap_between_the_kept_reals_and_the_bogus_below_them():
+    labels = np.r_[np.ones(20), np.zeros(5)].astype(int)
+    scores = np.r_[np.linspace(0.9990, 0.99999, 20), [0.001, 0.01, 0.02, 0.05, 0.9999]]
+    edge = operating_threshold(labels, scores, 0.95, mid_gap=False)
+    threshold = operating_threshold(labels, scores, 0.95)
+    logit = np.log(np.array([edge, 0.05, threshold]) / (1 - np.array([edge, 0.05, threshold])))
+    assert logit[2] == pytest.approx((logit[0] + logit[1]) / 2)  # midway in log-odds: p ≈ 0.88
+    at_edge, mid = operating_point(labels, scores, edge), operating_point(labels, scores, threshold)
+    assert mid["bogus_rejection"] == at_edge["bogus_rejection"] == 0.8  # the same bogus rejected
+    assert mid["completeness"] == 1.0 > at_edge["completeness"]  # and the margin keeps what sat at the edge
+    # nothing bogus below the edge: the edge itself
+    assert operating_threshold(labels, np.r_[scores[:20], np.full(5, 0.99999)], 0.95) == pytest.approx(scores[1])
 
 
 def test_ties_keep_at_least_the_stated_fraction():
