@@ -124,14 +124,17 @@ def operating_threshold(
     With ``p₁ ≥ p₂ ≥ … ≥ pₙ`` the probabilities of the *qualifying* reals and ``k = ⌈c·n⌉``, a
     candidate is called real when its probability is ``≥`` the threshold, so any threshold up to
     ``pₖ`` keeps at least ``k/n ≥ c`` of the qualifying reals (more when probabilities tie), and
-    ``pₖ`` itself is the highest that does. Every threshold between ``pₖ`` and the highest bogus
-    probability below it, ``b``, rejects the same bogus examples; with ``mid_gap`` the threshold is
-    the midpoint of that gap in log-odds, ``σ((logit pₖ + logit b) / 2)``, not its upper edge. The
-    examples a threshold is chosen on are rarely the candidates it is used on (injected fakes stand
-    in for a survey's transients, one night's candidates for the next's): at the edge of the reals'
-    distribution, the first real that scores a little lower than the examples did is lost, and
-    mid-gap the margin is shared between the classes, as a maximum-margin classifier's boundary is.
-    Without a bogus example below ``pₖ`` the threshold is ``pₖ``.
+    ``pₖ`` itself is the highest that does. With ``mid_gap`` the threshold is lowered into the gap
+    between the classes: ``b`` is the bogus probability at the same quantile (the ``⌊c·(m−1)⌋``-th
+    of the ``m`` bogus probabilities, ascending), so that at least the fraction ``c`` of the bogus
+    lies at or below it, and the threshold is the midpoint in log-odds, ``σ((logit pₖ + logit b) / 2)``
+    (``pₖ`` when ``b ≥ pₖ``). The examples a threshold is chosen on are rarely the candidates it is
+    used on (injected fakes stand in for a survey's transients, one night's candidates for the
+    next's): at the edge of the reals' distribution, the first real that scores a little lower than
+    the examples did is lost, and mid-gap the margin is shared between the classes, as a
+    maximum-margin classifier's boundary is. The quantile, not the highest bogus, bounds the gap
+    because a bogus class always holds a few examples that look real (noise peaks shaped like the
+    PSF at the detection threshold, the real transients among an injection set's detections).
 
     The qualifying reals are those whose expected S/N is at least ``min_snr`` (injected fakes of
     known S/N); when no real example has a known (finite) S/N — human labels, datasets made before
@@ -173,10 +176,13 @@ def operating_threshold(
         raise ValueError(f"no real example with S/N >= {min_snr} to set a completeness on")
     k = int(np.ceil(completeness * kept.size - 1e-9))
     edge = float(kept[max(k, 1) - 1])
-    below = probabilities[~_binary(labels) & (probabilities < edge)]
-    if not mid_gap or below.size == 0:
+    bogus = probabilities[~_binary(labels)]
+    if not mid_gap or bogus.size == 0:
         return edge
-    return float(1.0 / (1.0 + np.exp(-(_logit(edge) + _logit(below.max())) / 2)))
+    level = float(np.quantile(bogus, completeness, method="lower"))
+    if level >= edge:
+        return edge
+    return float(1.0 / (1.0 + np.exp(-(_logit(edge) + _logit(level)) / 2)))
 
 
 def _logit(probability: float) -> float:

@@ -42,11 +42,14 @@ def test_the_threshold_sits_mid_gap_between_the_kept_reals_and_the_bogus_below_t
     edge = operating_threshold(labels, scores, 0.95, mid_gap=False)
     threshold = operating_threshold(labels, scores, 0.95)
     logit = np.log(np.array([edge, 0.05, threshold]) / (1 - np.array([edge, 0.05, threshold])))
-    assert logit[2] == pytest.approx((logit[0] + logit[1]) / 2)  # midway in log-odds: p ≈ 0.88
+    assert logit[2] == pytest.approx((logit[0] + logit[1]) / 2)  # midway in log-odds to the 95 % bogus: p ≈ 0.88
     at_edge, mid = operating_point(labels, scores, edge), operating_point(labels, scores, threshold)
     assert mid["bogus_rejection"] == at_edge["bogus_rejection"] == 0.8  # the same bogus rejected
     assert mid["completeness"] == 1.0 > at_edge["completeness"]  # and the margin keeps what sat at the edge
-    # nothing bogus below the edge: the edge itself
+    # one bogus in twenty that looks real (a PSF-shaped noise peak) does not close the gap
+    many = np.r_[labels, np.zeros(15, int)], np.r_[scores, np.linspace(0.001, 0.04, 15)]
+    assert operating_threshold(*many, 0.95) == pytest.approx(threshold)
+    # the bogus at the 95 % quantile above the edge: no gap, the edge itself
     assert operating_threshold(labels, np.r_[scores[:20], np.full(5, 0.99999)], 0.95) == pytest.approx(scores[1])
 
 
