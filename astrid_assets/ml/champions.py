@@ -80,7 +80,8 @@ def choose_operating_point(
     try:
         threshold = operating_threshold(val_labels, val_probabilities, completeness, val_snr, min_snr)
         note = (f"keeps {completeness:.0%} of validation reals" +
-                (f" with S/N >= {min_snr:g}" if snr_known else " (no S/N recorded: all reals)"))
+                (f" with S/N >= {min_snr:g}" if snr_known else " (no S/N recorded: all reals)") +
+                ", mid-gap in log-odds to the bogus at the same quantile")
     except ValueError as error:
         threshold, note = DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD}: {error}"
     test = operating_point(test_labels, test_probabilities, threshold, test_snr, min_snr)
