@@ -168,8 +168,10 @@ def test_operating_point_of_a_model_with_and_without_snr():
     val_scores, test_scores = np.array([0.9, 0.8, 0.7, 0.05, 0.3, 0.1]), np.array([0.75, 0.6, 0.72, 0.2])
     with_snr = choose_operating_point(val_labels, val_scores, np.array([20, 10, 8, 2, np.nan, np.nan]), test_labels,
                                       test_scores, np.array([12, 9, np.nan, np.nan]), 1.0, 6.0)
-    assert with_snr.threshold == 0.7 and "S/N >= 6" in with_snr.note  # the S/N 2 fake does not count
-    assert with_snr.test_completeness == 0.5 and with_snr.test_bogus_rejection == 0.5
+    # the S/N 2 fake does not count: every bright real kept from 0.7, the bogus below up to 0.3, the threshold
+    # midway in log-odds
+    assert with_snr.threshold == pytest.approx(0.5) and "S/N >= 6" in with_snr.note
+    assert with_snr.test_completeness == 1.0 and with_snr.test_bogus_rejection == 0.5
     without = choose_operating_point(val_labels, val_scores, None, test_labels, test_scores, None, 1.0, 6.0)
     assert without.threshold == 0.05 and "all reals" in without.note
     fallback = choose_operating_point(np.array([0, 0]), np.array([0.2, 0.4]), None, test_labels, test_scores, None,
