@@ -15,6 +15,7 @@ from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.ml.dataset import CHANNELS, SPLITS, STAMP_SIZE, content_digest, split_by_night, split_codes
 from astrid_assets.ml.injection_set import (
     Examples,
+    cap_injections,
     injected_examples,
     labelled_examples,
     moving_objects,
@@ -118,9 +119,10 @@ def injection_examples(
     real = Examples.concatenate(parts)
     stamps = collect_stamps(candidates, store)
     calibrated = database.read_night_range("calibrated_frames", config.night_start, config.night_end)
-    frames = calibrated.drop_duplicates("frame_id").set_index("frame_id") if len(calibrated) else None
-    located = candidates.assign(pixel_scale=candidates.frame_id.map(frames.pixel_scale if frames is not None else {}),
-                                mjd=candidates.frame_id.map(frames.mjd_obs if frames is not None else {}))
+    frames = (calibrated.drop_duplicates("frame_id").set_index("frame_id") if len(calibrated)
+              else pd.DataFrame(columns=["pixel_scale", "mjd_obs"], dtype=float))
+    located = candidates.assign(pixel_scale=candidates.frame_id.map(frames.pixel_scale),
+                                mjd=candidates.frame_id.map(frames.mjd_obs))
     recurring, moving = recurring_changes(located, stamps), moving_objects(located)
     astrophysical = recurring | moving
     bogus = labelled_examples(stamps[~astrophysical], candidates[~astrophysical],
@@ -137,17 +139,6 @@ def injection_examples(
                                "tracklets (a source moving at a constant rate through >= 3 exposures of a night) "
                                "left out of the bogus class as likely astrophysical"}
     return Examples.concatenate([real, bogus]), report
-
-
-def cap_injections(examples: Examples, max_real_per_bogus: float, seed: int) -> Examples:
-    """At most ``max_real_per_bogus`` recovered fakes per bogus example of the whole set (people's bogus
-    labels included), drawn at random: the classes stay within what the class_balance gate accepts."""
-    fakes = np.flatnonzero(examples.origin == "injection")
-    most = int(max_real_per_bogus * max(int((examples.labels == 0).sum()), 1))
-    if fakes.size <= most:
-        return examples
-    dropped = np.random.default_rng(seed).choice(fakes, fakes.size - most, replace=False)
-    return examples.subset(np.setdiff1d(np.arange(len(examples)), dropped))
 
 
 def frame_instruments(database: DatabaseResource, examples: Examples) -> np.ndarray:

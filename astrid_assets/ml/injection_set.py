@@ -68,6 +68,17 @@ class Examples:
                 "origin": self.origin.astype(str), "snr": self.snr.astype(np.float64), "weights": self.weights}
 
 
+def cap_injections(examples: Examples, max_real_per_bogus: float, seed: int) -> Examples:
+    """At most ``max_real_per_bogus`` recovered fakes per bogus example of the whole set (people's bogus
+    labels included), drawn at random: the classes stay within what the class_balance gate accepts."""
+    fakes = np.flatnonzero(examples.origin == "injection")
+    most = int(max_real_per_bogus * max(int((examples.labels == 0).sum()), 1))
+    if fakes.size <= most:
+        return examples
+    dropped = np.random.default_rng(seed).choice(fakes, fakes.size - most, replace=False)
+    return examples.subset(np.setdiff1d(np.arange(len(examples)), dropped))
+
+
 def labelled_examples(stamps: np.ndarray, candidates: pd.DataFrame, labels: np.ndarray, origin: str,
                       weight: float = 1.0) -> Examples:
     """Examples of stored candidates (``candidate_id``, ``night``, ``frame_id``, ``fwhm`` columns) with ``labels``.
@@ -149,10 +160,9 @@ def moving_objects(candidates: pd.DataFrame, radius: float = 1.5, min_detections
                 rate = np.array([u[j] - u[i], v[j] - v[i]]) / dt  # px / d
                 predicted_u, predicted_v = u[i] + rate[0] * (times - times[a]), v[i] + rate[1] * (times - times[a])
                 on_track = np.hypot(u[members] - predicted_u, v[members] - predicted_v) <= radius
-                track = members[on_track]
                 span = np.ptp(times[on_track]) * np.hypot(*rate)
-                if len(np.unique(mjd[track])) >= min_detections and span > radius:
-                    flagged[track] = True
+                if len(np.unique(times[on_track])) >= min_detections and span > radius:
+                    flagged[members[on_track]] = True
     return flagged
 
 

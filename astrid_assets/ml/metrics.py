@@ -8,6 +8,7 @@ with a zero denominator are 0 (precision, recall, F1), except dice of two empty 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit, logit
 
 
 def _binary(labels: np.ndarray) -> np.ndarray:
@@ -182,13 +183,8 @@ def operating_threshold(
     level = float(np.quantile(bogus, completeness, method="lower"))
     if level >= edge:
         return edge
-    return float(1.0 / (1.0 + np.exp(-(_logit(edge) + _logit(level)) / 2)))
-
-
-def _logit(probability: float) -> float:
-    """Log-odds ``ln(p / (1 − p))``, with ``p`` kept 1e-12 from 0 and 1 (where they are infinite)."""
-    p = float(np.clip(probability, 1e-12, 1 - 1e-12))
-    return float(np.log(p / (1 - p)))
+    edge_odds, level_odds = logit(np.clip([edge, level], 1e-12, 1 - 1e-12))  # finite at 0 and 1
+    return float(expit((edge_odds + level_odds) / 2))
 
 
 def operating_point(

@@ -74,8 +74,7 @@ def test_tracklets_of_moving_objects_are_flagged_and_chance_alignments_are_not()
 
 
 def test_fakes_are_capped_against_every_bogus_example_of_the_set() -> None:
-    from astrid_assets.defs.datasets import cap_injections
-    from astrid_assets.ml.injection_set import Examples
+    from astrid_assets.ml.injection_set import Examples, cap_injections
 
     def examples(n: int, label: int, origin: str) -> Examples:
         return Examples(np.zeros((n, 3, STAMP_SIZE, STAMP_SIZE), np.float32),
