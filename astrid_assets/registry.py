@@ -2,7 +2,7 @@
 
 MLflow 3 aliases name the roles. A model version trained on the frames of one instrument competes
 for that instrument's alias ``champion-<slug>`` (:func:`champion_alias`; the slug of the instrument
-key, :func:`~astrid_assets.science.headers.instrument_slug`), measured on that instrument's frozen
+key, :func:`~astrid_assets.science.frames.headers.instrument_slug`), measured on that instrument's frozen
 benchmark; a version trained across instruments, or on data whose instruments are unknown, competes
 for the plain ``champion``. Every new version becomes its alias's challenger (``challenger`` or
 ``challenger-<slug>``); it becomes champion only if its ROC AUC on the frozen benchmark set meets an
@@ -26,7 +26,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from astrid_assets.science.headers import instrument_slug
+from astrid_assets.science.frames.headers import instrument_slug
 
 MODEL_NAME = "astrid-unet"
 CHAMPION, CHALLENGER = "champion", "challenger"

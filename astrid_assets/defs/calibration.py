@@ -10,13 +10,13 @@ from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrat
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource
-from astrid_assets.science import zeropoints
-from astrid_assets.science.calibrate import calibrate_frame
-from astrid_assets.science.frames import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
-from astrid_assets.science.headers import CALIBRATION_KINDS, exposure_time
-from astrid_assets.science.masters import MasterCalibrations, build_masters
+from astrid_assets.science.calibration.calibrate import calibrate_frame
+from astrid_assets.science.calibration.masters import MasterCalibrations, build_masters
+from astrid_assets.science.calibration.quality import mark_seeing_outliers, measure_quality, verdict
+from astrid_assets.science.frames.files import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
+from astrid_assets.science.frames.headers import CALIBRATION_KINDS, exposure_time
+from astrid_assets.science.photometry import zeropoints
 from astrid_assets.science.products import CalibratedFrame
-from astrid_assets.science.quality import mark_seeing_outliers, measure_quality, verdict
 
 #: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found
 #: and assumed); written where the table has the column.
@@ -33,7 +33,7 @@ def night_masters(
 
     A night without calibration frames is taken to hold frames reduced elsewhere (SkyView and
     MAST deliver calibrated images) or raw frames nobody gave calibrations for; the science
-    frames' data state (:func:`~astrid_assets.science.calibrate.classify_data_state`) tells which.
+    frames' data state (:func:`~astrid_assets.science.calibration.calibrate.classify_data_state`) tells which.
     Each calibration frame is checked on its own: one that cannot be read, a dark without an
     exposure time (``EXPTIME``/``EXPOSURE``...), or a frame whose shape differs from the
     night's majority is left out and its problem appended to ``problems`` (``FrameError``

@@ -23,7 +23,7 @@ from astrid_assets.ml.injection_set import (
 )
 from astrid_assets.partitions import dataset_versions
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
-from astrid_assets.science.frames import read_extensions
+from astrid_assets.science.frames.files import read_extensions
 from astrid_assets.science.products import CalibratedFrame, Reference
 from astrid_assets.validations import labelled_candidates
 

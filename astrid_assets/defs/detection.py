@@ -24,10 +24,10 @@ from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import ObjectStoreResource
-from astrid_assets.science.align import is_placeholder
-from astrid_assets.science.fakes import injection_recovery
-from astrid_assets.science.frames import header_wcs, read_extensions
-from astrid_assets.science.inject import summarise_completeness
+from astrid_assets.science.astrometry.align import is_placeholder
+from astrid_assets.science.frames.files import header_wcs, read_extensions
+from astrid_assets.science.injection.fakes import injection_recovery
+from astrid_assets.science.injection.inject import summarise_completeness
 from astrid_assets.science.pipeline import find_candidates
 from astrid_assets.science.products import CalibratedFrame, Difference, Reference
 

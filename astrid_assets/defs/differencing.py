@@ -35,13 +35,14 @@ from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import difference_preview, markdown_image
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
-from astrid_assets.science import masks, zeropoints
-from astrid_assets.science.align import PLACEHOLDER_CARD, is_placeholder
-from astrid_assets.science.frames import provenance_cards, read_extensions, to_fits_bytes
+from astrid_assets.science import masks
+from astrid_assets.science.astrometry.align import PLACEHOLDER_CARD, is_placeholder
+from astrid_assets.science.astrometry.register import RegistrationError
+from astrid_assets.science.frames.files import provenance_cards, read_extensions, to_fits_bytes
+from astrid_assets.science.photometry import zeropoints
 from astrid_assets.science.pipeline import build_reference, difference_frame
 from astrid_assets.science.products import CalibratedFrame, Reference
-from astrid_assets.science.psf_model import PSFError
-from astrid_assets.science.register import RegistrationError
+from astrid_assets.science.psf.model import PSFError
 
 
 class ReferenceConfig(Config):
@@ -56,7 +57,7 @@ class ReferenceConfig(Config):
     window_end: str | None = None  #: … and its last night
     frames: list[str] = []  #: pin the exact frame ids to co-add
     #: ``mean`` (clipped weighted mean) or ``proper`` (Zackay & Ofek 2017: optimal depth, one PSF for
-    #: frames of different seeing; :mod:`astrid_assets.science.proper_coadd`)
+    #: frames of different seeing; :mod:`astrid_assets.science.reference.proper_coadd`)
     coadd_method: str = "mean"
     max_fwhm_ratio: float = 1.3  #: frames blurrier than this multiple of the best FWHM are left out
 
@@ -84,7 +85,7 @@ def relative_depth(frames: pd.DataFrame) -> np.ndarray:
 
     ``MAGZP − 2.5 log10(F_lim / t)`` where every frame has a zero point (``F_lim`` the 5σ limiting
     flux in e-, ``t`` the exposure time); otherwise ``Δzp − 2.5 log10 F_lim`` with ``Δzp`` the
-    relative zero point from the stars the frames share (:mod:`astrid_assets.science.zeropoints`:
+    relative zero point from the stars the frames share (:mod:`astrid_assets.science.photometry.zeropoints`:
     a frame dimmed by cloud ranks shallower although its sky noise is lower), falling back to
     ``2.5 log10 t`` for a frame whose stars match none of the others'.
     """
@@ -128,7 +129,7 @@ def reference_for_field(
     frames = frames.assign(rel_depth=relative_depth(frames))
     order = np.lexsort((frames.frame_id.to_numpy(), -frames.rel_depth.fillna(-np.inf).to_numpy()))
     frames = frames.iloc[order].reset_index(drop=True)
-    from astrid_assets.science.coadd import select_best_frames
+    from astrid_assets.science.reference.coadd import select_best_frames
 
     chosen = select_best_frames(frames.fwhm_px.astype(float).to_numpy(), frames.rel_depth.to_numpy(), config.max_frames,
                                 config.max_fwhm_ratio)

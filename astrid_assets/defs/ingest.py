@@ -12,7 +12,7 @@ from astrid_assets.defs.quality_checks import RAW_OBSERVATIONS_CHECKS, raw_obser
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
-from astrid_assets.science.frames import (
+from astrid_assets.science.frames.files import (
     WCS_PROBLEM_CARD,
     FrameError,
     astropy_warnings_silenced,
@@ -22,7 +22,7 @@ from astrid_assets.science.frames import (
     read_frame,
     to_fits_bytes,
 )
-from astrid_assets.science.headers import (
+from astrid_assets.science.frames.headers import (
     CALIBRATION_KINDS,
     exposure_time,
     header_gain,
@@ -99,13 +99,13 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
     """The ``raw_observations`` row of an accepted frame.
 
     Exposure time, observation time, gain and read noise are read through the header helpers
-    of :mod:`astrid_assets.science.frames` (``EXPTIME``/``EXPOSURE``..., ``MJD-OBS``/``DATE-OBS``/
+    of :mod:`astrid_assets.science.frames.files` (``EXPTIME``/``EXPOSURE``..., ``MJD-OBS``/``DATE-OBS``/
     ``JD``, ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``READNOIS``/``RDNOISEA``...); a value the
     header does not give is null.  ``ra``/``dec`` (frame centre, ICRS) are null without a WCS;
     ``has_wcs`` says whether the frame has a usable celestial WCS and ``wcs_problem`` why a
     malformed one was dropped; ``imagetyp_card`` is the frame-type card as written; ``instrument``
     is the frame's instrument key (``TELESCOP`` / ``INSTRUME``, else the source: see
-    :func:`~astrid_assets.science.headers.instrument_key`).
+    :func:`~astrid_assets.science.frames.headers.instrument_key`).
     """
     kind = image_type(header)
     ra, dec = frame_centre(image, header)

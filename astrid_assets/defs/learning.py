@@ -66,7 +66,7 @@ TrainingRunConfig = create_model(
 def frozen_benchmark_key(instrument: str | None = None) -> str:
     """Where the frozen benchmark set is kept: :data:`FROZEN_BENCHMARK_KEY` for the plain ``champion``,
     ``unet_models/frozen_benchmark/<slug>.npz`` for one instrument's ``champion-<slug>``."""
-    from astrid_assets.science.headers import instrument_slug
+    from astrid_assets.science.frames.headers import instrument_slug
 
     return f"unet_models/frozen_benchmark/{instrument_slug(instrument)}.npz" if instrument else FROZEN_BENCHMARK_KEY
 

@@ -10,7 +10,7 @@ real transients; where catalogue context (known variables, minor planets) is ava
 excluded, and otherwise the contamination is the price of needing no labels (a few per cent in
 survey data, where artefacts outnumber transients).
 
-Everything here is plain numpy on top of :func:`astrid_assets.science.fakes.injection_recovery`;
+Everything here is plain numpy on top of :func:`astrid_assets.science.injection.fakes.injection_recovery`;
 the Dagster asset (``training_datasets``) reads frames and writes the arrays.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from astrid_assets.ml.dataset import CHANNELS, STAMP_SIZE, transient_masks
-from astrid_assets.science.detect import FLAG_BRIGHT_STAR, FLAG_EDGE, FLAG_SHAPE
-from astrid_assets.science.fakes import injection_recovery
+from astrid_assets.science.detection.candidates import FLAG_BRIGHT_STAR, FLAG_EDGE, FLAG_SHAPE
+from astrid_assets.science.injection.fakes import injection_recovery
 from astrid_assets.science.products import CalibratedFrame, Reference
 
 #: where an example came from: a fake injected by AstrID, a detection of an untouched frame, a person's label
@@ -267,7 +267,7 @@ def injected_examples(
     sources, ``change_fraction`` of them changes of its stars (brightening or fading), and differences and
     searches the copy as the nightly pipeline does. The example is the
     stamp stack of the candidate that recovered the fake, its mask the injected footprint
-    (:func:`~astrid_assets.science.fakes.footprint_masks`).
+    (:func:`~astrid_assets.science.injection.fakes.footprint_masks`).
 
     Parameters
     ----------
@@ -287,7 +287,7 @@ def injected_examples(
         Share of new sources placed within 2 FWHM of a source.
     change_fraction : float, default 0.4
         Share of fakes that are changes of the frame's own sources (brightening or fading by 20–100 %
-        of their flux; :func:`~astrid_assets.science.fakes.injection_recovery`).
+        of their flux; :func:`~astrid_assets.science.injection.fakes.injection_recovery`).
     threshold : float, default 5.0
         Detection threshold on ``|S_corr|``.
 

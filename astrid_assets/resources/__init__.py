@@ -8,7 +8,7 @@ from dagster_mlflow import mlflow_tracking
 
 from astrid_assets import settings
 from astrid_assets.io.object_store import ObjectStore, open_object_store
-from astrid_assets.science.simulate import SurveyConfig
+from astrid_assets.testing.simulate import SurveyConfig
 
 
 class ObjectStoreResource(ConfigurableResource):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["FILL_SIGMAS", "fill_from_neighbours"]
+
 #: Gaussian widths (px) tried in turn: the nearest neighbours first, then wider for large holes
 #: (saturated cores, bleed trails).
 FILL_SIGMAS = (0.5, 4.0)

@@ -6,10 +6,23 @@ Flags in :data:`UNUSABLE` remove a pixel from photometry, detection and the ZOGY
 others describe where a pixel is: ``EDGE`` (the detector border), ``INTERPOLATED`` and
 ``BRIGHT_STAR`` (the wings of a saturated star, where a subtraction leaves residuals of the
 unmodelled wings and of the masked core; candidates on it are flagged
-:data:`~astrid_assets.science.detect.FLAG_BRIGHT_STAR`, the pixels are still measured).
+:data:`~astrid_assets.science.detection.candidates.FLAG_BRIGHT_STAR`, the pixels are still measured).
 """
 
 import numpy as np
+
+__all__ = [
+    "SATURATED",
+    "BAD_PIXEL",
+    "COSMIC_RAY",
+    "EDGE",
+    "NO_DATA",
+    "INTERPOLATED",
+    "BRIGHT_STAR",
+    "NAMES",
+    "UNUSABLE",
+    "describe",
+]
 
 SATURATED = np.uint16(1 << 0)  #: at or above the detector's saturation level, or bled into
 BAD_PIXEL = np.uint16(1 << 1)  #: bad column / dead or hot pixel (from the master calibrations)
@@ -17,7 +30,7 @@ COSMIC_RAY = np.uint16(1 << 2)  #: cosmic-ray hit (L.A.Cosmic)
 EDGE = np.uint16(1 << 3)  #: within the edge margin of the detector
 NO_DATA = np.uint16(1 << 4)  #: no data, e.g. outside the overlap after registration
 INTERPOLATED = np.uint16(1 << 5)  #: value interpolated (e.g. over a cosmic ray)
-#: within the wings of a saturated star (:func:`~astrid_assets.science.detector.bright_star_mask`);
+#: within the wings of a saturated star (:func:`~astrid_assets.science.calibration.detector.bright_star_mask`);
 #: not UNUSABLE
 BRIGHT_STAR = np.uint16(1 << 6)
 

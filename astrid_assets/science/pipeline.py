@@ -1,11 +1,16 @@
 """One frame through differencing and detection: the science the nightly assets run.
 
-Composes the core steps — star-pattern alignment of frames without a WCS (:mod:`.align`), WCS
-registration (:mod:`.register`), PSF estimation (:mod:`.psf`), the reference co-add
-(:mod:`.coadd`), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27;
-:mod:`.zogy`) or the classic PSF-matched subtraction, and SEP extraction on the score
-(:mod:`.detect`). The image products are in :mod:`.products`; the nightly injection–recovery
-test in :mod:`.inject`. Images are in electrons, pixel coordinates 0-based ``[y, x]``; every
+Composes the core steps — star-pattern alignment of frames without a WCS
+(:mod:`~astrid_assets.science.astrometry.align`), WCS
+registration (:mod:`~astrid_assets.science.astrometry.register`), PSF estimation
+(:mod:`~astrid_assets.science.psf.empirical`), the reference co-add
+(:mod:`~astrid_assets.science.reference.coadd`), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830,
+27;
+:mod:`~astrid_assets.science.subtraction.zogy`) or the classic PSF-matched subtraction, and SEP extraction on the score
+(:mod:`~astrid_assets.science.detection.candidates`). The image products are in :mod:`~astrid_assets.science.products`;
+the nightly injection–recovery
+test in :mod:`~astrid_assets.science.injection.inject`. Images are in electrons, pixel coordinates 0-based ``[y, x]``;
+every
 array lives on the reference's pixel grid once registered.
 """
 
@@ -17,24 +22,34 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
-from astrid_assets.science.align import (
+from astrid_assets.science.astrometry.align import (
     PLACEHOLDER_CARD,
     AlignmentError,
     align_to_reference,
     is_placeholder,
     placeholder_wcs,
 )
-from astrid_assets.science.classic import classic_subtraction
-from astrid_assets.science.coadd import coadd, select_best_frames
-from astrid_assets.science.detect import detect_candidates
+from astrid_assets.science.astrometry.register import RegistrationError, register_to_reference
+from astrid_assets.science.astrometry.residuals import measure_registration_residuals
+from astrid_assets.science.detection.candidates import detect_candidates
+from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
-from astrid_assets.science.psf import estimate_psf
-from astrid_assets.science.psf_field import estimate_psf_field
-from astrid_assets.science.psf_model import PSFError, PSFModel, measure_fwhm
-from astrid_assets.science.register import RegistrationError, register_to_reference
-from astrid_assets.science.residuals import measure_registration_residuals
-from astrid_assets.science.stamps import cut_stamps
-from astrid_assets.science.tiles import zogy_field
+from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.field import estimate_psf_field
+from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
+from astrid_assets.science.reference.coadd import coadd, select_best_frames
+from astrid_assets.science.subtraction.classic import classic_subtraction
+from astrid_assets.science.subtraction.tiles import zogy_field
+
+__all__ = [
+    "PSF_STAR_LIMITS",
+    "on_reference_sky",
+    "build_reference",
+    "RESIDUAL_STAR_SNR",
+    "star_residuals",
+    "difference_frame",
+    "find_candidates",
+]
 
 #: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
 #: at high latitude holds only a handful of stars above the estimator's stricter defaults.
@@ -45,7 +60,8 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
     """The frame with a WCS on the reference's grid, and how it was registered (``wcs`` or ``star-pattern``).
 
     A frame without a WCS, or any frame when the reference's grid is a placeholder (a field whose
-    frames have no WCS), is matched to the reference by star patterns (:mod:`.align`). A frame
+    frames have no WCS), is matched to the reference by star patterns (:mod:`~astrid_assets.science.astrometry.align`).
+    A frame
     whose header has ``WCSALIGN`` (already aligned) is returned as it is.
 
     Parameters
@@ -58,7 +74,8 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
     Returns
     -------
     frame : CalibratedFrame
-        The frame, or a copy carrying the borrowed WCS (:meth:`~.products.CalibratedFrame.with_wcs`).
+        The frame, or a copy carrying the borrowed WCS
+        (:meth:`~astrid_assets.science.products.CalibratedFrame.with_wcs`).
     registration : str
         ``"wcs"``, ``"star-pattern"`` or the frame's ``WCSALIGN`` value.
 
@@ -91,7 +108,7 @@ def build_reference(
     e- of the anchor exposure.
 
     The anchor (the grid) is the best chosen frame with a WCS. Frames without a WCS are put on
-    it by star patterns (:mod:`.align`); when no chosen frame has a WCS the grid is a
+    it by star patterns (:mod:`~astrid_assets.science.astrometry.align`); when no chosen frame has a WCS the grid is a
     placeholder (``WCSPLACE = T``: pixel positions, no sky coordinates).
 
     Returns the reference and the indices of the frames used. Raises :class:`PSFError` when
@@ -110,12 +127,14 @@ def build_reference(
     max_frames : int, default 10
         Most frames co-added.
     coadd_method : {"mean", "proper"}, default "mean"
-        :func:`~.coadd.coadd`'s ``method``: clipped weighted mean, or the proper co-add of Zackay &
-        Ofek (2017, :mod:`.proper_coadd`), whose PSF stays well defined (and depth optimal) when
+        :func:`~astrid_assets.science.reference.coadd.coadd`'s ``method``: clipped weighted mean, or the proper co-add
+        of Zackay &
+        Ofek (2017, :mod:`~astrid_assets.science.reference.proper_coadd`), whose PSF stays well defined (and depth
+        optimal) when
         frames of different seeing are combined. Recorded in the header (``COADD``).
     max_fwhm_ratio : float, default 1.3
         Frames with a FWHM above this multiple of the best are left out
-        (:func:`~.coadd.select_best_frames`); the proper co-add can take a wider range.
+        (:func:`~astrid_assets.science.reference.coadd.select_best_frames`); the proper co-add can take a wider range.
 
     Returns
     -------
@@ -132,7 +151,7 @@ def build_reference(
         The co-add's PSF cannot be estimated.
     ValueError
         No frame has a finite FWHM and depth (or a frame cannot be registered or scaled,
-        :func:`~.coadd.coadd`).
+        :func:`~astrid_assets.science.reference.coadd.coadd`).
     RegistrationError
         A frame without a WCS cannot be matched by star patterns.
     """
@@ -237,7 +256,7 @@ def difference_frame(
     """Register ``frame`` onto the reference grid, estimate its PSF and subtract.
 
     The flux ratio ``F_n / F_r`` is fitted from PSF photometry of the stars in both images
-    (:func:`astrid_assets.science.fluxratio.fit_flux_ratio`), not taken from ``MAGZP`` / ``EXPTIME``:
+    (:func:`astrid_assets.science.photometry.flux_ratio.fit_flux_ratio`), not taken from ``MAGZP`` / ``EXPTIME``:
     the fit follows transparency changes that nominal header zero points miss, and it uses the
     same PSF models as the subtraction, so a static star cancels even where a model's
     normalisation is off by a per cent. On the simulated survey (exact, equal zero points) the
@@ -248,9 +267,11 @@ def difference_frame(
 
     A median star offset above 0.1 px is removed by registering again with that offset.
 
-    ZOGY: whether either PSF varies over the frame is measured (:func:`~.psf_field.estimate_psf_field`,
+    ZOGY: whether either PSF varies over the frame is measured
+    (:func:`~astrid_assets.science.psf.field.estimate_psf_field`,
     a plane of FWHM in x, y through the stars); if one does, the frame is differenced on blended
-    tiles with PSFEx-like spatial PSF models (:func:`~.tiles.zogy_field`), otherwise in one pass
+    tiles with PSFEx-like spatial PSF models (:func:`~astrid_assets.science.subtraction.tiles.zogy_field`), otherwise
+    in one pass
     with the frame PSFs as before. The PSF-model error ``ε`` is calibrated at bright stars and
     enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice.
 
@@ -261,7 +282,8 @@ def difference_frame(
     reference : Reference
         Its field's reference.
     method : {"zogy", "classic"}, default "zogy"
-        Subtraction: ZOGY (:func:`~.zogy.zogy`) or PSF-matched (:func:`~.classic.classic_subtraction`).
+        Subtraction: ZOGY (:func:`~astrid_assets.science.subtraction.zogy.zogy`) or PSF-matched
+        (:func:`~astrid_assets.science.subtraction.classic.classic_subtraction`).
     min_matched_stars : int, default 5
         Fewest stars matched for the registration check.
 
@@ -357,9 +379,9 @@ def find_candidates(
     Returns
     -------
     candidates : pandas.DataFrame
-        :func:`~.detect.detect_candidates` table.
+        :func:`~astrid_assets.science.detection.candidates.detect_candidates` table.
     stamps : numpy.ndarray
-        ``(N, 3, STAMP_SIZE, STAMP_SIZE)`` float32, channels :data:`~.products.STAMP_CHANNELS`
+        ``(N, 3, STAMP_SIZE, STAMP_SIZE)`` float32, channels :data:`~astrid_assets.science.products.STAMP_CHANNELS`
         (the reference multiplied by ``flux_ratio``, i.e. in new-frame e-).
     """
     candidates = detect_candidates(

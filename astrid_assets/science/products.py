@@ -7,7 +7,7 @@
   and the classifier reads.
 
 Each knows its FITS layout (``to_hdus`` / ``from_extensions``). Images are ``float32`` in e-,
-variances e-², masks ``uint16`` bit flags (:mod:`.masks`); arrays ``[y, x]``, 0-based.
+variances e-², masks ``uint16`` bit flags (:mod:`~astrid_assets.science.masks`); arrays ``[y, x]``, 0-based.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from astrid_assets.science import masks
-from astrid_assets.science.frames import astropy_warnings_silenced, header_wcs
+from astrid_assets.science.frames.files import astropy_warnings_silenced, header_wcs
+
+__all__ = ["STAMP_SIZE", "STAMP_CHANNELS", "CalibratedFrame", "Reference", "Difference"]
 
 #: Side of a candidate's cut-out stamps, px (odd: the candidate sits on the central pixel).
 STAMP_SIZE = 63
@@ -31,7 +33,7 @@ STAMP_CHANNELS = ("science", "reference", "difference")
 class CalibratedFrame:
     """A reduced science frame, as ``calibrated_frames`` stores it and the differencing reads it.
 
-    ``science`` e- (sky included), ``mask`` uint16 flags (:mod:`.masks`), ``variance`` e-²,
+    ``science`` e- (sky included), ``mask`` uint16 flags (:mod:`~astrid_assets.science.masks`), ``variance`` e-²,
     ``background`` and ``background_rms`` e- (SEP mesh maps), ``header`` (WCS and cards of the
     frame). ``info`` says what the reduction found and assumed (keys of the ``calibrated_frames``
     row): ``data_state``, ``gain`` (e-/ADU applied), ``gain_source``, ``read_noise`` (e-),
@@ -45,7 +47,7 @@ class CalibratedFrame:
     science : numpy.ndarray
         float32 frame, e- (sky included), indexed ``[y, x]``.
     mask : numpy.ndarray
-        uint16 flags (:mod:`.masks`).
+        uint16 flags (:mod:`~astrid_assets.science.masks`).
     variance : numpy.ndarray
         float32, e-².
     background, background_rms : numpy.ndarray
@@ -66,7 +68,7 @@ class CalibratedFrame:
 
     @classmethod
     def from_extensions(cls, extensions: dict) -> CalibratedFrame:
-        """The frame from its FITS extensions (:func:`~.frames.read_extensions`).
+        """The frame from its FITS extensions (:func:`~astrid_assets.science.frames.files.read_extensions`).
 
         Parameters
         ----------
@@ -89,7 +91,8 @@ class CalibratedFrame:
 
     @property
     def wcs(self) -> WCS:
-        """Celestial WCS of the header (:func:`~.frames.header_wcs`; errors on a malformed one propagate)."""
+        """Celestial WCS of the header (:func:`~astrid_assets.science.frames.files.header_wcs`; errors on a malformed
+        one propagate)."""
         return header_wcs(self.header)
 
     @property
@@ -136,13 +139,13 @@ class Reference:
 
     image: np.ndarray  #: float32 background-subtracted co-add, e- of the anchor frame, ``[y, x]``
     variance: np.ndarray  #: float32 variance of ``image``, e-²
-    mask: np.ndarray  #: uint16 flags (:mod:`.masks`)
+    mask: np.ndarray  #: uint16 flags (:mod:`~astrid_assets.science.masks`)
     psf: np.ndarray  #: unit-sum odd PSF stamp of ``image``
     header: fits.Header  #: carries the reference grid's WCS
 
     @property
     def wcs(self) -> WCS:
-        """Celestial WCS of the reference grid (:func:`~.frames.header_wcs`)."""
+        """Celestial WCS of the reference grid (:func:`~astrid_assets.science.frames.files.header_wcs`)."""
         return header_wcs(self.header)
 
     @property
@@ -200,7 +203,7 @@ class Difference:
     difference: np.ndarray  #: difference in new-frame e- (ZOGY: D · F_n / F_D)
     variance: np.ndarray  #: variance of ``difference``, e-²
     score: np.ndarray  #: detection significance, unit variance: ZOGY's S_corr, or classic's difference / its noise
-    mask: np.ndarray  #: uint16 flags (:mod:`.masks`) on the reference grid
+    mask: np.ndarray  #: uint16 flags (:mod:`~astrid_assets.science.masks`) on the reference grid
     psf: np.ndarray  #: PSF of ``difference``
     psf_fwhm: float  #: px
     new_fwhm: float  #: PSF FWHM of the registered new frame, px
@@ -209,8 +212,8 @@ class Difference:
     registration_rms: float  #: px, bright-star residuals after registration
     method: str  #: ``zogy`` or ``classic``
     registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
-    varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (:mod:`.tiles`)
-    psf_error: float = 0.0  #: PSF-model error ε in the score's variance (:mod:`.psf_field`)
+    varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (subtraction.tiles)
+    psf_error: float = 0.0  #: PSF-model error ε in the score's variance (:mod:`~astrid_assets.science.psf.field`)
     psf_tiles: np.ndarray | None = None  #: ``(n, n, s, s)`` PSFs of ``difference`` at the tile nodes, or None
 
     def to_hdus(self, header: fits.Header) -> list:

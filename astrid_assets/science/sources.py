@@ -15,6 +15,19 @@ import sep
 
 from astrid_assets.science import masks
 
+__all__ = [
+    "MAX_CONTROL_POINTS",
+    "frame_for_sep",
+    "noise_for_sep",
+    "unusable_pixels",
+    "find_sources",
+    "star_catalogue",
+    "star_positions",
+    "BACKGROUND_MESH",
+    "BACKGROUND_FILTER",
+    "background_maps",
+]
+
 #: Bright stars kept for pattern matching and zero points (brightest first); astroalign's own default is 50.
 MAX_CONTROL_POINTS = 60
 
@@ -77,7 +90,7 @@ def unusable_pixels(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarr
     Parameters
     ----------
     mask : numpy.ndarray or None
-        ``uint16`` bit mask (:mod:`.masks`), or None for no mask.
+        ``uint16`` bit mask (:mod:`~astrid_assets.science.masks`), or None for no mask.
     shape : tuple of int
         ``(ny, nx)`` of the all-False map returned when ``mask`` is None.
 

@@ -1,7 +1,7 @@
 """A FITS drop folder: ``<root>/<YYYY-MM-DD>/*.fits`` — the night's files as a telescope wrote them.
 
 Headers are read in the conventions of common acquisition software (MaxIm DL, N.I.N.A., IRAF,
-SBIG; see :mod:`astrid_assets.science.frames`): the frame type from ``IMAGETYP`` words (``Light
+SBIG; see :mod:`astrid_assets.science.frames.files`): the frame type from ``IMAGETYP`` words (``Light
 Frame``, ``Bias Frame``, ``Dark Frame``, ``Flat Field``, ``LIGHT``, ``zero``, ``object``...), the
 exposure from ``EXPTIME`` or ``EXPOSURE``, the time from ``DATE-OBS``, ``MJD-OBS`` or ``JD``, gain,
 read noise and saturation from ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``READNOIS``/

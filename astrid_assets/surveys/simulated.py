@@ -10,8 +10,8 @@ import io
 from astropy.io import fits
 from astropy.table import Table
 
-from astrid_assets.science.simulate import SimulatedFrame, SurveyConfig, simulate_night
 from astrid_assets.surveys.base import RawFrame
+from astrid_assets.testing.simulate import SimulatedFrame, SurveyConfig, simulate_night
 
 TRUTH_EXTENSION = "TRUTH"
 #: The demo's window of nights: the simulated survey's first week (its transients start on night 6).

@@ -59,7 +59,7 @@ def _reference_flux(cell: skygen.Cell, truth: pd.DataFrame, stems: pd.Series, in
                     transients: pd.Series) -> np.ndarray:
     """Flux (e- of the new frame ``frame_id``) of each transient in the reference made of ``inputs``.
 
-    The reference is the co-add documented in :mod:`astrid_assets.science.coadd`: frames scaled to a
+    The reference is the co-add documented in :mod:`astrid_assets.science.reference.coadd`: frames scaled to a
     common flux scale and averaged with weights ``1 / σ²_sky`` of the scaled frame. With the generator's
     truth, frame ``i`` of transparency ``t_i`` and sky ``b_i`` (e-/px) has weight ``t_i² / (b_i + rn²)``,
     and a transient of flux ``F_i`` (at transparency 1) on its night contributes ``t_new Σ w_i F_i / Σ w_i``

@@ -11,7 +11,7 @@ from dagster import materialize
 
 from astrid_assets.definitions import default_resources, nightly_assets
 from astrid_assets.io.tables import read_nights
-from astrid_assets.science.simulate import SurveyConfig, simulate_night
+from astrid_assets.testing.simulate import SurveyConfig, simulate_night
 
 NIGHT = "2024-01-02"
 SMALL_SURVEY = {"fields": ["F01"], "frames_per_night": 2, "size": 256}

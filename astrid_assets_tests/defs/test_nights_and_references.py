@@ -17,7 +17,7 @@ from astrid_assets.defs.differencing import (
     relative_depth,
 )
 from astrid_assets.io.object_store import LocalObjectStore
-from astrid_assets.science.coadd import select_best_frames
+from astrid_assets.science.reference.coadd import select_best_frames
 
 
 def test_default_first_night_reaches_archival_data(monkeypatch):

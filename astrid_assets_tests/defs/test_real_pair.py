@@ -15,7 +15,7 @@ from astropy.io import fits
 from dagster import DagsterInstance
 
 from astrid_assets.io.object_store import open_object_store
-from astrid_assets.science.frames import read_extensions
+from astrid_assets.science.frames.files import read_extensions
 from astrid_assets.science.masks import UNUSABLE
 from astrid_assets.testing.chain import run_chain
 

@@ -1,4 +1,4 @@
-"""Small synthetic scenes for the calibration tests, independent of ``astrid_assets.science.simulate``.
+"""Small synthetic scenes for the calibration tests, independent of ``astrid_assets.testing.simulate``.
 
 Stars are circular Gaussians integrated exactly over the pixels (``erf`` of the pixel edges) or
 Moffat profiles averaged over a sub-pixel grid; the sky is flat; noise is Poisson in electrons
@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 from scipy.special import erf
 
-from astrid_assets.science.masters import MasterCalibrations
+from astrid_assets.science.calibration.masters import MasterCalibrations
 
 SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 

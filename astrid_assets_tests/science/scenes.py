@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from astrid_assets.science.profiles import render_psf
+from astrid_assets.science.psf.profiles import render_psf
 
 STAMP = 31  #: side of the stamp used to render a star, pixels
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from astrid_assets.science import masks
-from astrid_assets.science.detect import FLAG_EDGE, detect_candidates
-from astrid_assets.science.profiles import render_psf
-from astrid_assets.science.psf import estimate_psf
-from astrid_assets.science.register import register_to_reference
-from astrid_assets.science.residuals import measure_registration_residuals
-from astrid_assets.science.zogy import zogy
+from astrid_assets.science.astrometry.register import register_to_reference
+from astrid_assets.science.astrometry.residuals import measure_registration_residuals
+from astrid_assets.science.detection.candidates import FLAG_EDGE, detect_candidates
+from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
 SHAPE = (512, 512)
@@ -116,7 +116,7 @@ def test_a_difference_keeps_its_scalars_through_fits() -> None:
     the difference PSF's)."""
     from astropy.io import fits
 
-    from astrid_assets.science.frames import read_extensions, to_fits_bytes
+    from astrid_assets.science.frames.files import read_extensions, to_fits_bytes
     from astrid_assets.science.products import Difference
 
     image = np.zeros((8, 8), np.float32)

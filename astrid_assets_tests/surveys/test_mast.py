@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
 
-from astrid_assets.science.frames import read_frame
+from astrid_assets.science.frames.files import read_frame
 from astrid_assets.surveys.errors import SurveyError
 from astrid_assets.surveys.mast import fetch_mast, night_window_mjd
 from astrid_assets_tests.surveys.test_skyview import M13, Answer, centre, install_fake_archive, m13_fits_bytes

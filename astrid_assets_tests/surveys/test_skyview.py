@@ -28,7 +28,7 @@ from astropy.wcs import WCS
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from astrid_assets.science.frames import FrameError, read_frame
+from astrid_assets.science.frames.files import FrameError, read_frame
 from astrid_assets.surveys.errors import SurveyError
 from astrid_assets.surveys.skyview import fetch_skyview
 

@@ -1,0 +1,41 @@
+"""Astrometry: star-pattern alignment of frames without a WCS, resampling onto a grid, registration residuals."""
+
+from astrid_assets.science.astrometry.align import (
+    PLACEHOLDER_CARD,
+    AlignmentError,
+    align_to_reference,
+    is_placeholder,
+    pixel_transform,
+    placeholder_wcs,
+    wcs_through,
+)
+from astrid_assets.science.astrometry.register import (
+    MASK_SUPPORT,
+    PixelMap,
+    Registered,
+    RegistrationError,
+    register_to_reference,
+)
+from astrid_assets.science.astrometry.residuals import (
+    RegistrationResiduals,
+    match_positions,
+    measure_registration_residuals,
+)
+
+__all__ = [
+    "PLACEHOLDER_CARD",
+    "AlignmentError",
+    "placeholder_wcs",
+    "is_placeholder",
+    "pixel_transform",
+    "wcs_through",
+    "align_to_reference",
+    "MASK_SUPPORT",
+    "RegistrationError",
+    "Registered",
+    "PixelMap",
+    "register_to_reference",
+    "RegistrationResiduals",
+    "match_positions",
+    "measure_registration_residuals",
+]

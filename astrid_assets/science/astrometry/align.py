@@ -1,0 +1,199 @@
+"""Frames without a WCS: a WCS borrowed from the reference through star patterns.
+
+Method
+------
+Bright stars are found with SEP in the frame and in the reference, and the similarity transform
+(rotation, scale, shift) from frame pixels to reference pixels is found by matching triangles of
+stars with astroalign (Beroiz, Cabral & Sanchez 2020, Astronomy and Computing 32, 100384). The
+frame's WCS is then the reference's composed with that transform: for a reference pixel
+``q = A p + t`` of frame pixel ``p``, ``CD_frame = CD_ref · A`` and
+``CRPIX_frame = A⁻¹ (CRPIX_ref − t)`` (0-based pixels inside, FITS 1-based in the header). It is
+exact for the linear part of the reference WCS; distortion terms of the reference are not carried
+over, which leaves the residual offsets that the registration's star-residual refinement removes.
+
+A field whose first frames have no WCS gets a **placeholder** celestial WCS (:func:`placeholder_wcs`):
+a TAN projection at RA = Dec = 0 with the frame's pixel scale, marked by the header card
+``WCSPLACE = T``. Positions on it are pixels, not sky coordinates: candidates on such a grid carry
+pixel positions and no RA/Dec.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from astrid_assets.science.sources import MAX_CONTROL_POINTS, star_positions
+
+__all__ = [
+    "PLACEHOLDER_CARD",
+    "AlignmentError",
+    "placeholder_wcs",
+    "is_placeholder",
+    "pixel_transform",
+    "wcs_through",
+    "align_to_reference",
+]
+
+#: Header card marking a placeholder WCS (pixel grid only, no sky position).
+PLACEHOLDER_CARD = "WCSPLACE"
+
+
+class AlignmentError(ValueError):
+    """The frame's stars could not be matched to the reference's by pattern."""
+
+
+def placeholder_wcs(shape: tuple[int, int], pixel_scale_arcsec: float = 1.0) -> WCS:
+    """A TAN WCS at RA = Dec = 0 for a frame of ``shape`` ``(ny, nx)``: a pixel grid, not the sky.
+
+    ``pixel_scale_arcsec`` (arcsec/px) keeps seeing in arcsec meaningful where the scale is known.
+    The reference pixel is the frame's centre (``CRPIX = ((nx + 1)/2, (ny + 1)/2)``, FITS 1-based);
+    RA increases to −x (``CD1_1 < 0``), Dec to +y. The caller marks the header with
+    :data:`PLACEHOLDER_CARD`; this function does not.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the frame, px.
+    pixel_scale_arcsec : float, default 1.0
+        Pixel scale, arcsec/px.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Two-axis ``RA---TAN`` / ``DEC--TAN`` WCS with a diagonal CD matrix, deg/px.
+    """
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [0.0, 0.0]
+    wcs.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
+    scale = pixel_scale_arcsec / 3600.0
+    wcs.wcs.cd = [[-scale, 0.0], [0.0, scale]]
+    return wcs
+
+
+def is_placeholder(header: fits.Header) -> bool:
+    """Whether a header's WCS is a :func:`placeholder_wcs` (no sky coordinates).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        FITS header to test for a true :data:`PLACEHOLDER_CARD` (``WCSPLACE``).
+
+    Returns
+    -------
+    bool
+        True if the card is present and true.
+    """
+    return bool(header.get(PLACEHOLDER_CARD, False))
+
+
+def pixel_transform(frame_xy: np.ndarray, reference_xy: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 3 × 3 similarity matrix mapping frame pixels to reference pixels, and the stars it matched.
+
+    Triangle-pattern matching with astroalign (Beroiz, Cabral & Sanchez 2020), using at most
+    :data:`~astrid_assets.science.sources.MAX_CONTROL_POINTS` stars of each list.
+
+    Parameters
+    ----------
+    frame_xy : numpy.ndarray
+        ``(n, 2)`` star positions ``(x, y)`` in the frame, px (0-based), brightest first.
+    reference_xy : numpy.ndarray
+        ``(m, 2)`` star positions ``(x, y)`` in the reference, px (0-based), brightest first.
+
+    Returns
+    -------
+    matrix : numpy.ndarray
+        ``(3, 3)`` float64 homogeneous matrix: ``(x_ref, y_ref, 1)ᵀ = matrix @ (x, y, 1)ᵀ``.
+    n_matched : int
+        Number of stars matched by the transform.
+
+    Raises
+    ------
+    AlignmentError
+        Fewer than 3 stars in either list, or no consistent triangle match.
+    """
+    import astroalign
+
+    if len(frame_xy) < 3 or len(reference_xy) < 3:
+        raise AlignmentError(
+            f"too few stars for pattern matching ({len(frame_xy)} in the frame, {len(reference_xy)} in the reference)")
+    try:
+        transform, (matched, _) = astroalign.find_transform(
+            frame_xy, reference_xy, max_control_points=MAX_CONTROL_POINTS)
+    except (astroalign.MaxIterError, ValueError, TypeError) as error:
+        raise AlignmentError(f"star patterns of the frame and the reference do not match ({error})") from None
+    return np.asarray(transform.params, dtype=np.float64), len(matched)
+
+
+def wcs_through(reference_wcs: WCS, matrix: np.ndarray) -> WCS:
+    """The reference's (linear) celestial WCS pulled back through ``q = A p + t`` (``matrix`` 3 × 3).
+
+    ``CD_frame = CD_ref · A`` and ``CRPIX_frame = A⁻¹ (CRPIX_ref − t)`` with 0-based pixels
+    (module docstring); CTYPE, CRVAL and LONPOLE are copied, distortion terms are not.
+
+    Parameters
+    ----------
+    reference_wcs : astropy.wcs.WCS
+        WCS of the reference; its celestial part is used.
+    matrix : numpy.ndarray
+        ``(3, 3)`` homogeneous matrix mapping frame pixels ``p`` to reference pixels ``q`` (0-based,
+        :func:`pixel_transform`).
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Two-axis linear celestial WCS of the frame (CD matrix, deg/px).
+    """
+    linear, shift = matrix[:2, :2], matrix[:2, 2]
+    ref = reference_wcs.celestial
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = list(ref.wcs.ctype)
+    wcs.wcs.crval = list(ref.wcs.crval)
+    wcs.wcs.cd = ref.pixel_scale_matrix @ linear
+    crpix_ref = np.asarray(ref.wcs.crpix, dtype=np.float64) - 1.0  # 0-based
+    wcs.wcs.crpix = np.linalg.solve(linear, crpix_ref - shift) + 1.0
+    if ref.wcs.lonpole is not None and np.isfinite(ref.wcs.lonpole):
+        wcs.wcs.lonpole = ref.wcs.lonpole
+    return wcs
+
+
+def align_to_reference(
+    image: np.ndarray, background, rms, mask: np.ndarray | None,
+    reference: np.ndarray, reference_rms, reference_mask: np.ndarray | None, reference_wcs: WCS,
+) -> tuple[WCS, int]:
+    """A WCS for a frame without one, on the reference's sky (or placeholder) grid, and the stars matched.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The frame, e-, with sky, indexed ``[y, x]``.
+    background, rms : numpy.ndarray or float
+        Its background and noise, e- (map or scalar).
+    mask : numpy.ndarray or None
+        Its uint16 mask, or None.
+    reference : numpy.ndarray
+        The reference (background-subtracted e-).
+    reference_rms : numpy.ndarray or float
+        The reference's noise, e- (map or scalar).
+    reference_mask : numpy.ndarray or None
+        The reference's uint16 mask, or None.
+    reference_wcs : astropy.wcs.WCS
+        The reference's celestial WCS.
+
+    Returns
+    -------
+    wcs : astropy.wcs.WCS
+        The frame's WCS (:func:`wcs_through`).
+    n_matched : int
+        Stars matched between the frame and the reference.
+
+    Raises
+    ------
+    AlignmentError
+        The star patterns could not be matched.
+    """
+    frame_xy = star_positions(image, background, rms, mask)
+    reference_xy = star_positions(reference, 0.0, reference_rms, reference_mask)
+    matrix, n_matched = pixel_transform(frame_xy, reference_xy)
+    return wcs_through(reference_wcs, matrix), n_matched

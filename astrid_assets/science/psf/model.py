@@ -1,0 +1,181 @@
+"""PSF models: a stamp that sums to 1 with its FWHM and the stars it came from, sub-pixel shifts of it,
+and its FWHM measured from the pixels.
+
+A PSF stamp is an odd-sized square array whose light centroid lies on the central pixel
+``[size // 2, size // 2]`` and whose pixels sum to 1 (the flux of a star is the flux inside the
+stamp footprint). Pixels in px, ``[y, x]``, 0-based. Estimation from stars is in
+:mod:`~astrid_assets.science.psf.empirical`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["PSFError", "PSFModel", "ShiftablePSF", "as_psf_image", "measure_fwhm"]
+
+
+class PSFError(ValueError):
+    """The PSF could not be estimated (e.g. too few isolated, unsaturated stars)."""
+
+
+@dataclass(frozen=True)
+class PSFModel:
+    """An empirical PSF.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        ``(size, size)`` float32 stamp, sums to 1, centroid on the central pixel
+        ``[size // 2, size // 2]``.
+    fwhm : float
+        Full width at half maximum, pixels (from the area above half maximum of the
+        pixel-integrated stamp, i.e. after pixelisation; :func:`measure_fwhm`).
+    n_stars : int
+        Number of stars stacked.
+    star_xy : numpy.ndarray
+        ``(n_stars, 2)`` windowed centroids ``(x, y)`` of the stars used, pixels (0-based,
+        pixel centres at integers); empty by default.
+    star_flux : numpy.ndarray
+        PSF-fit fluxes of those stars, e- (background subtracted); empty by default.
+    """
+
+    image: np.ndarray
+    fwhm: float
+    n_stars: int
+    star_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    star_flux: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @property
+    def size(self) -> int:
+        """Side of the stamp, pixels (odd)."""
+        return int(self.image.shape[0])
+
+
+class ShiftablePSF:
+    """A PSF stamp that can be evaluated at any sub-pixel centre by the Fourier shift theorem.
+
+    The stamp is zero-padded before its transform so that the periodic wrap of the shift
+    does not fold the wings back onto the core.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        Odd square PSF stamp, centred on its central pixel ``[size // 2, size // 2]``; used as
+        given (not normalised).
+    pad : int, default 4
+        Zero padding added on each side before the transform, px.
+
+    Attributes
+    ----------
+    size : int
+        Side of the stamp, px.
+    pad : int
+        Zero padding on each side, px.
+
+    Raises
+    ------
+    ValueError
+        If ``psf`` is not a 2-d, odd, square array.
+    """
+
+    def __init__(self, psf: np.ndarray, pad: int = 4) -> None:
+        psf = np.asarray(psf, dtype=np.float64)
+        if psf.ndim != 2 or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 != 1:
+            raise ValueError(f"PSF must be an odd square stamp, got shape {psf.shape}")
+        self.size = psf.shape[0]
+        self.pad = pad
+        padded = np.pad(psf, pad)
+        self._transform = np.fft.fft2(padded)
+        n = padded.shape[0]
+        self._freq = np.fft.fftfreq(n)
+
+    def at(self, dx: float, dy: float) -> np.ndarray:
+        """The stamp with its centre moved by ``(dx, dy)`` pixels (size × size, float64).
+
+        Parameters
+        ----------
+        dx, dy : float
+            Shift of the centre along x (columns) and y (rows), px; positive moves the
+            profile towards larger indices. The shift is periodic over the padded box (side
+            ``size + 2 pad``): shifts beyond ``2 pad`` px bring light back in on the other side.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(size, size)`` float64 shifted stamp (light moved beyond the stamp is cut off).
+        """
+        phase_x = np.exp(-2j * np.pi * self._freq * dx)
+        phase_y = np.exp(-2j * np.pi * self._freq * dy)
+        shifted = np.fft.ifft2(self._transform * phase_y[:, None] * phase_x[None, :]).real
+        p = self.pad
+        return shifted[p : p + self.size, p : p + self.size]
+
+
+def as_psf_image(psf: PSFModel | np.ndarray) -> np.ndarray:
+    """The unit-sum stamp of a :class:`PSFModel` or of a bare array.
+
+    Parameters
+    ----------
+    psf : PSFModel or numpy.ndarray
+        A PSF model or a PSF stamp (any positive normalisation).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` copy of the stamp divided by its sum.
+
+    Raises
+    ------
+    PSFError
+        If the stamp's sum is not positive and finite.
+    """
+    image = psf.image if isinstance(psf, PSFModel) else np.asarray(psf)
+    image = np.asarray(image, dtype=np.float64)
+    total = image.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise PSFError("PSF stamp must have a positive, finite sum")
+    return image / total
+
+
+def measure_fwhm(psf_image: np.ndarray, upsample: int = 8) -> float:
+    """FWHM (px) of a pixel-integrated PSF stamp: diameter of the circle with the area above half max.
+
+    The stamp is upsampled ``upsample`` times with a cubic spline so that the area is
+    measured to a few per cent of a pixel even for FWHM ≈ 2 px. The result is the FWHM after
+    pixelisation (the stamp's pixel values, not the underlying continuous profile).
+
+    Parameters
+    ----------
+    psf_image : numpy.ndarray
+        2-d PSF stamp (any normalisation), indexed ``[y, x]``.
+    upsample : int, default 8
+        Upsampling factor per axis.
+
+    Returns
+    -------
+    float
+        FWHM, px: ``2 sqrt(A / π)`` with ``A`` the area above half the peak, px²; NaN if the
+        peak is not positive.
+    """
+    image = np.asarray(psf_image, dtype=np.float64)
+    fine = ndimage.zoom(image, upsample, order=3, mode="grid-constant", grid_mode=True)
+    peak = fine.max()
+    if peak <= 0:
+        return float("nan")
+    area = np.count_nonzero(fine >= 0.5 * peak) / upsample**2
+    return float(2.0 * np.sqrt(area / np.pi))
+
+
+def _centroid(stamp: np.ndarray, radius: float) -> tuple[float, float]:
+    """First-moment centroid offset ``(dx, dy)`` from the centre within ``radius`` pixels."""
+    half = stamp.shape[0] // 2
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    inside = (xx**2 + yy**2 <= radius**2) & (stamp > 0)
+    weights = np.where(inside, stamp, 0.0)
+    total = weights.sum()
+    if total <= 0:
+        return 0.0, 0.0
+    return float((weights * xx).sum() / total), float((weights * yy).sum() / total)

@@ -1,0 +1,55 @@
+"""Image subtraction: ZOGY, the classic PSF-matched subtraction, tiles for varying PSFs, FFT back ends."""
+
+from astrid_assets.science.subtraction.classic import ClassicResult, classic_subtraction
+from astrid_assets.science.subtraction.fft_backends import (
+    NumpyBackend,
+    TorchBackend,
+    embedded_rfft2,
+    filtered_variance,
+    select_backend,
+    wrap_embed,
+)
+from astrid_assets.science.subtraction.image_pair import (
+    BACKGROUND_BLOCK,
+    BACKGROUND_CLEAN_SCORE,
+    BACKGROUND_MODELS,
+    background_plane,
+    odd_common_stamps,
+    robust_std,
+    sanitise_pair,
+)
+from astrid_assets.science.subtraction.tiles import (
+    aperture_flux_ratio,
+    blend_stamps,
+    tent_weights,
+    tile_nodes,
+    zogy_field,
+    zogy_tiled,
+)
+from astrid_assets.science.subtraction.zogy import ZogyResult, zogy
+
+__all__ = [
+    "ClassicResult",
+    "classic_subtraction",
+    "NumpyBackend",
+    "TorchBackend",
+    "select_backend",
+    "wrap_embed",
+    "embedded_rfft2",
+    "filtered_variance",
+    "odd_common_stamps",
+    "sanitise_pair",
+    "robust_std",
+    "BACKGROUND_MODELS",
+    "BACKGROUND_CLEAN_SCORE",
+    "BACKGROUND_BLOCK",
+    "background_plane",
+    "tile_nodes",
+    "tent_weights",
+    "blend_stamps",
+    "zogy_tiled",
+    "aperture_flux_ratio",
+    "zogy_field",
+    "ZogyResult",
+    "zogy",
+]

@@ -1,0 +1,480 @@
+"""Proper image subtraction (ZOGY). The classic PSF-matched subtraction is in
+:mod:`~astrid_assets.science.subtraction.classic`, the
+flux-ratio fit in :mod:`~astrid_assets.science.photometry.flux_ratio`, the FFT back ends in
+:mod:`~astrid_assets.science.subtraction.fft_backends`.
+
+References
+----------
+* Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27 ("ZOGY"): the proper difference image ``D``
+  (eq. 13), its PSF ``P_D`` (eq. 14) and flux zero point ``F_D`` (eq. 15), the proper
+  detection statistic ``S`` (eq. 12, in Fourier space; equivalently ``S = F_D · D ⋆ P_D``), the
+  corrected statistic ``S_corr = S / sqrt(V(S_N) + V(S_R) + V_ast(S_N) + V_ast(S_R))``
+  (eq. 25) with the source-noise terms ``V(S_N) = V(ε_n) ⊗ k_n²``, ``V(S_R) = V(ε_r) ⊗ k_r²``
+  (eqs. 26–27) and kernels ``k_n``, ``k_r`` (eqs. 28–29), the astrometric-noise terms
+  ``V_ast(S_N) = σ_x² (∂S_N/∂x)² + σ_y² (∂S_N/∂y)²`` and likewise for ``S_R`` (eqs. 30–33),
+  and the PSF-photometry normalisation ``F_S`` (eq. 42; flux ``α = S / F_S``).
+
+Conventions
+-----------
+* ``new`` and ``ref`` are background-subtracted images in electrons (e-) on the same pixel
+  grid (see :mod:`astrid_assets.science.astrometry.register`), indexed ``[y, x]``, 0-based.
+* PSFs are odd-sized stamps centred on their central pixel (any sum; they are normalised).
+* ``flux_ratio`` is ``F_n / F_r``: the counts a source gives in the new image per count in
+  the reference (``10**(0.4 (zp_new − zp_ref))`` for photometric zero points ``zp``). We set
+  ``F_r = 1`` and ``F_n = flux_ratio``.
+* ``new_sigma`` / ``ref_sigma`` are the background noise (e- rms per pixel) used in the
+  filters; the variance maps (e-², background + source Poisson + read noise) enter only
+  the ``S_corr`` normalisation and the difference-image noise map.
+* ``difference`` is ``D`` rescaled to new-image electrons: a transient of ``c`` e- in the
+  new image appears as ``c · P_D`` in it.
+
+FFT convolutions are periodic: a source within a kernel radius of one edge leaks into the
+opposite edge band, so detections within ``edge`` pixels of the border must be flagged (as
+:func:`astrid_assets.science.detection.candidates.detect_candidates` does). Pixels that are non-finite or
+flagged ``UNUSABLE`` in ``mask`` are filled from their usable neighbours in both images and
+their variance maps (:func:`sanitise_pair`), and reported as 0 in the outputs.
+
+Beyond the paper
+----------------
+* A differential background: whatever sky offset or gradient the background subtraction left
+  between the images passes into ``D`` as a plane (a plane convolved with a unit-sum, symmetric
+  kernel is the same plane), and into ``S`` as ``F_D`` times it. A plane fitted to ``D`` on
+  source-free pixels (``|S_corr| < 3``, iteratively clipped, weighted by ``1 / var(D)``) is
+  removed from both, as the background term of Alard & Lupton (1998, ApJ 503, 325) does for
+  kernel-matched differences (``background="plane"``; ``"constant"`` fits an offset only).
+* The flux-ratio uncertainty: an error ``σ_β`` in ``β = F_n / F_r`` scales the reference's part of
+  the score, ``δS = (δβ / β) S_R``, so ``(σ_β / β)² S_R²`` joins the variance of ``S`` next to the
+  astrometric terms (eqs. 30–33): bright static stars are not scored as changes for a ratio known
+  to a per cent.
+* The PSF-model error (``psf_error``): a PSF wrong by a fraction ``ε`` leaves ``≈ ε S_N`` at a
+  source in both images, so ``ε² max(S_N S_R, 0)`` joins the variance of ``S``, with ``ε``
+  calibrated at bright stars (:mod:`~astrid_assets.science.psf.field`). PSFs that vary over the frame are differenced
+  on blended tiles by :mod:`~astrid_assets.science.subtraction.tiles`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
+from astrid_assets.science.psf.field import calibrate_psf_error, with_psf_error
+from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
+from astrid_assets.science.subtraction.fft_backends import (
+    NumpyBackend,
+    TorchBackend,
+    filtered_variance,
+    select_backend,
+)
+from astrid_assets.science.subtraction.image_pair import (
+    BACKGROUND_MODELS,
+    background_plane,
+    odd_common_stamps,
+    robust_std,
+    sanitise_pair,
+)
+
+__all__ = ["ZogyResult", "zogy"]
+
+
+@dataclass(frozen=True)
+class ZogyResult:
+    """Outputs of :func:`zogy` (float32 images on the input grid).
+
+    Attributes
+    ----------
+    D : numpy.ndarray
+        Proper difference image (eq. 13), in units of its noise (white, unit variance on
+        blank sky). Unusable pixels are 0.
+    S : numpy.ndarray
+        Proper detection statistic (eq. 12). Unusable pixels are 0.
+    S_corr : numpy.ndarray
+        ``S`` normalised by its source- and astrometric-noise-corrected standard
+        deviation (eq. 25); on blank sky it is N(0, 1). Unusable pixels are 0.
+    difference : numpy.ndarray
+        ``D`` in new-image electrons (``D · F_n / F_D``), PSF ``P_D``.
+    difference_var : numpy.ndarray
+        Variance map of ``difference``, e-².
+    P_D : numpy.ndarray
+        PSF of ``D`` (eq. 14), unit-sum odd stamp, centred on its central pixel.
+    F_D : float
+        Flux zero point of ``D`` (eq. 15), with ``F_r = 1``, ``F_n = flux_ratio``; e-⁻¹.
+    F_S : float
+        Flux normalisation of ``S`` (eq. 42); ``S · F_n / F_S`` is the PSF flux in new e-.
+    flux_ratio, flux_ratio_err : float
+        ``F_n / F_r`` used (and its error, 0 if given).
+    psf_fwhm : float
+        FWHM of ``P_D``, px (of the pixelised stamp, :func:`~astrid_assets.science.psf.empirical.measure_fwhm`).
+    s_corr_std : float
+        Robust (1.4826 × MAD) standard deviation of ``S_corr`` over usable pixels,
+        measured before any renormalisation.
+    s_corr_scale : float
+        Factor ``S_corr`` was divided by (1.0 unless ``renormalise=True``).
+    mask : numpy.ndarray
+        uint16 mask on the output grid (the input mask; non-finite input → ``NO_DATA``).
+    backend : str
+        ``"numpy"`` or ``"torch-cuda"`` / ``"torch-cpu"``.
+    psf_error : float
+        Relative PSF-model error ``ε`` whose term ``ε² max(S_N S_R, 0)`` joins the variance of
+        ``S`` (0: no such term; see :func:`~astrid_assets.science.psf.field.calibrate_psf_error`).
+    varying_psf : bool
+        Whether the PSFs varied over the frame and tiles were differenced
+        (:mod:`~astrid_assets.science.subtraction.tiles`).
+    parts : dict or None
+        With ``keep_parts=True``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
+        (the variance of ``S`` before the PSF-error term, e-⁻² units of ``S²``); else None.
+    """
+
+    D: np.ndarray
+    S: np.ndarray
+    S_corr: np.ndarray
+    difference: np.ndarray
+    difference_var: np.ndarray
+    P_D: np.ndarray
+    F_D: float
+    F_S: float
+    flux_ratio: float
+    flux_ratio_err: float
+    psf_fwhm: float
+    s_corr_std: float
+    s_corr_scale: float
+    mask: np.ndarray
+    backend: str
+    psf_error: float = 0.0
+    varying_psf: bool = False
+    parts: dict | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _ZogyKernels:
+    """ZOGY filters on the full rfft grid and their real-space squares for the variances."""
+
+    d_new: Any  # F_r P̂_r / sqrt(den): D̂ = d_new N̂ − d_ref R̂  (eq. 13)
+    d_ref: Any
+    s_new: Any  # k̂_n (eq. 28): Ŝ = k̂_n N̂ − k̂_r R̂  (eq. 12)
+    s_ref: Any  # k̂_r (eq. 29)
+    k_new: np.ndarray  # real-space k_n, k_r, and the D kernels (small centred stamps)
+    k_ref: np.ndarray
+    kd_new: np.ndarray
+    kd_ref: np.ndarray
+    psf_d: np.ndarray  # P_D stamp (eq. 14)
+    f_d: float  # eq. 15
+    f_s: float  # eq. 42
+
+
+def _kernel_grid(psf_size: int, shape: tuple[int, int]) -> int:
+    """Odd side of the small grid on which real-space kernels are computed."""
+    side = max(4 * psf_size + 1, 65)
+    side = min(side, min(shape) - (1 - min(shape) % 2))
+    return side if side % 2 == 1 else side - 1
+
+
+def _zogy_filters(
+    psf_new_hat: Any,
+    psf_ref_hat: Any,
+    new_sigma: float,
+    ref_sigma: float,
+    f_new: float,
+    f_ref: float = 1.0,
+    sqrt: Callable[[Any], Any] = np.sqrt,
+    with_psf_d: bool = True,
+) -> dict[str, Any]:
+    """Fourier-space ZOGY filters for given PSF transforms (any grid, numpy or torch arrays).
+
+    With ``den = σ_n² F_r² |P̂_r|² + σ_r² F_n² |P̂_n|²``: ``D̂ = d_new N̂ − d_ref R̂`` (eq. 13),
+    ``Ŝ = s_new N̂ − s_ref R̂`` with ``s_new = k̂_n``, ``s_ref = k̂_r`` (eqs. 12, 28–29), and
+    ``P̂_D`` (eq. 14) with ``F_D`` (eq. 15).
+    """
+    abs2_new = psf_new_hat.real**2 + psf_new_hat.imag**2
+    abs2_ref = psf_ref_hat.real**2 + psf_ref_hat.imag**2
+    den = (new_sigma**2 * f_ref**2) * abs2_ref + (ref_sigma**2 * f_new**2) * abs2_new
+    den = den + float(np.finfo(np.float32).tiny) * 1e6 * float(den.max())
+    sqrt_den = sqrt(den)
+    f_d = f_ref * f_new / float(np.sqrt(new_sigma**2 * f_ref**2 + ref_sigma**2 * f_new**2))
+    filters = {
+        "d_new": psf_ref_hat * (f_ref / sqrt_den),
+        "d_ref": psf_new_hat * (f_new / sqrt_den),
+        "s_new": psf_new_hat.conj() * (abs2_ref * (f_new * f_ref**2) / den),
+        "s_ref": psf_ref_hat.conj() * (abs2_new * (f_ref * f_new**2) / den),
+        "f_d": f_d,
+    }
+    if with_psf_d:
+        filters["psf_d"] = psf_ref_hat * psf_new_hat * ((f_ref * f_new / f_d) / sqrt_den)
+    return filters
+
+
+def _real_kernel(spectrum: np.ndarray) -> np.ndarray:
+    """Centred real-space kernel from a full complex spectrum on a small odd grid."""
+    kernel = np.fft.ifft2(spectrum).real
+    return np.fft.fftshift(kernel)
+
+
+def _zogy_kernels(
+    backend: NumpyBackend | TorchBackend,
+    psf_new: np.ndarray,
+    psf_ref: np.ndarray,
+    shape: tuple[int, int],
+    new_sigma: float,
+    ref_sigma: float,
+    flux_ratio: float,
+) -> _ZogyKernels:
+    psf_new, psf_ref = odd_common_stamps(psf_new, psf_ref)
+    # Real-space kernels on a small grid (they are compact: PSF-sized).
+    side = _kernel_grid(psf_new.shape[0], shape)
+    small_new = np.fft.fft2(np.fft.ifftshift(np.pad(psf_new, (side - psf_new.shape[0]) // 2)))
+    small_ref = np.fft.fft2(np.fft.ifftshift(np.pad(psf_ref, (side - psf_ref.shape[0]) // 2)))
+    small_filters = _zogy_filters(small_new, small_ref, new_sigma, ref_sigma, flux_ratio)
+    f_d = float(small_filters["f_d"])
+    psf_d = _real_kernel(small_filters["psf_d"])
+    f_s = f_d**2 * float((psf_d**2).sum())  # eq. 42: S at a unit-flux source
+    # Full-grid filters (complex64, on the backend's device) for the images themselves.
+    full_new = backend.embed_rfft2(psf_new.astype(np.float32), shape)
+    full_ref = backend.embed_rfft2(psf_ref.astype(np.float32), shape)
+    full_filters = _zogy_filters(
+        full_new, full_ref, new_sigma, ref_sigma, flux_ratio, sqrt=backend.sqrt, with_psf_d=False
+    )
+    crop = psf_new.shape[0]
+    lo = side // 2 - crop // 2
+    return _ZogyKernels(
+        d_new=full_filters["d_new"],
+        d_ref=full_filters["d_ref"],
+        s_new=full_filters["s_new"],
+        s_ref=full_filters["s_ref"],
+        k_new=_real_kernel(small_filters["s_new"]),
+        k_ref=_real_kernel(small_filters["s_ref"]),
+        kd_new=_real_kernel(small_filters["d_new"]),
+        kd_ref=_real_kernel(small_filters["d_ref"]),
+        psf_d=(psf_d[lo : lo + crop, lo : lo + crop] / psf_d[lo : lo + crop, lo : lo + crop].sum()),
+        f_d=f_d,
+        f_s=f_s,
+    )
+
+
+def zogy(
+    new: np.ndarray,
+    ref: np.ndarray,
+    new_psf: PSFModel | np.ndarray,
+    ref_psf: PSFModel | np.ndarray,
+    new_sigma: float,
+    ref_sigma: float,
+    new_var: np.ndarray | None = None,
+    ref_var: np.ndarray | None = None,
+    flux_ratio: float | None = None,
+    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
+    backend: str = "auto",
+    *,
+    mask: np.ndarray | None = None,
+    renormalise: bool = False,
+    flux_ratio_err: float | None = None,
+    background: str = "plane",
+    psf_error: float | str | None = None,
+    star_xy: np.ndarray | None = None,
+    keep_parts: bool = False,
+) -> ZogyResult:
+    """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
+
+    Parameters
+    ----------
+    new, ref : numpy.ndarray
+        Background-subtracted images on one pixel grid, e-, indexed ``[y, x]``.
+    new_psf, ref_psf : PSFModel or numpy.ndarray
+        Their PSFs (:class:`PSFModel` or odd centred stamps; normalised to unit sum here).
+    new_sigma, ref_sigma : float
+        Background noise per pixel, e- (used in the ZOGY filters); must be positive.
+    new_var, ref_var : numpy.ndarray or None, default None
+        Per-pixel variance maps, e-², including source Poisson noise; they
+        give the source-noise terms V(S_N), V(S_R) (eqs. 26–27) and the difference noise map.
+        Without them the variance is taken as uniform ``sigma²`` (no source-noise term).
+    flux_ratio : float or None, default None
+        ``F_n / F_r``; fitted with :func:`fit_flux_ratio` when None (stars from the
+        PSF models if they carry them, else SEP detections on ``ref``).
+    astrometric_sigma : tuple of float, default (0.0, 0.0)
+        Registration noise ``(σ_x, σ_y)``, px, for eqs. 30–33; zero leaves those terms out.
+    backend : str, default "auto"
+        ``"auto"`` (torch on CUDA when available, else numpy), ``"numpy"``,
+        ``"torch"`` or ``"torch-cpu"``. The numpy path never imports torch.
+    mask : numpy.ndarray or None, default None
+        uint16 combined mask of both images on this grid; ``UNUSABLE`` pixels are filled from their
+        neighbours before filtering and 0 in the outputs.
+    flux_ratio_err : float or None, default None
+        Uncertainty of a given ``flux_ratio`` (ignored when it is fitted: the fit's error is used);
+        None or 0 leaves the flux-ratio term out of ``S_corr``'s variance.
+    background : {"plane", "constant", "none"}, default "plane"
+        Differential background removed from ``D`` and ``S`` (module docstring).
+    renormalise : bool, default False
+        Divide ``S_corr`` by its measured robust standard deviation (absorbs noise
+        correlations from resampling that the variance maps do not describe).
+    psf_error : float, "auto" or None, default None
+        Relative PSF-model error ``ε``: ``ε² max(S_N S_R, 0)`` joins the variance of ``S``
+        (the residual a PSF error leaves at a source present in both images, ≈ ``ε S_N``; it
+        vanishes for a new or a vanished source). ``"auto"`` calibrates ``ε`` at bright stars
+        in both images (:func:`~astrid_assets.science.psf.field.calibrate_psf_error`); None or 0 leaves it out.
+    star_xy : numpy.ndarray or None, default None
+        ``(n, 2)`` star positions ``(x, y)``, px, for ``psf_error="auto"``; None: the PSF
+        models' stars, else SEP detections on ``ref``.
+    keep_parts : bool, default False
+        Return ``S_N``, ``S_R`` and the variance of ``S`` in ``ZogyResult.parts``.
+
+    Returns
+    -------
+    ZogyResult
+        Float32 images on the input grid and the scalars of the subtraction.
+
+    Raises
+    ------
+    ValueError
+        Images of different shapes, a non-positive or non-finite ``flux_ratio``, a
+        non-positive ``new_sigma`` / ``ref_sigma``, an unknown ``backend`` or even-sided PSFs.
+    FluxRatioError
+        When ``flux_ratio`` is None and cannot be fitted.
+    """
+    new, ref, new_var, ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var, mask)
+    shape = new.shape
+    if flux_ratio is None:
+        fit = fit_flux_ratio(
+            new,
+            ref,
+            new_psf,
+            ref_psf,
+            new_sigma**2 if new_var is None else np.where(bad, np.inf, new_var),
+            ref_sigma**2 if ref_var is None else np.where(bad, np.inf, ref_var),
+            mask=None,
+            star_xy=psf_star_positions(ref_psf, new_psf),
+        )
+        flux_ratio, flux_ratio_err = fit.ratio, fit.ratio_err
+    else:
+        flux_ratio_err = float(flux_ratio_err or 0.0)
+    if background not in BACKGROUND_MODELS:
+        raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {background!r}")
+    if not (np.isfinite(flux_ratio) and flux_ratio > 0):
+        raise ValueError(f"flux_ratio must be positive and finite, got {flux_ratio}")
+    if not (new_sigma > 0 and ref_sigma > 0):
+        raise ValueError(f"new_sigma and ref_sigma must be positive, got {new_sigma}, {ref_sigma}")
+    engine = select_backend(backend)
+    kernels = _zogy_kernels(
+        engine,
+        as_psf_image(new_psf),
+        as_psf_image(ref_psf),
+        shape,
+        float(new_sigma),
+        float(ref_sigma),
+        float(flux_ratio),
+    )
+    with_parts = keep_parts or (psf_error is not None and psf_error != 0)
+    outputs = _zogy_images(
+        engine, kernels, new, ref, new_var, ref_var, float(new_sigma), float(ref_sigma), astrometric_sigma,
+        flux_ratio_err / float(flux_ratio), background, bad, with_parts,
+    )
+    D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
+    parts = {key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S")} if with_parts else None
+    epsilon = 0.0
+    if with_parts and psf_error is not None and psf_error != 0:
+        if psf_error == "auto":
+            if star_xy is None:
+                star_xy = psf_star_positions(ref_psf, new_psf)
+            epsilon = calibrate_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], ref, ref_sigma, bad,
+                                          star_xy, measure_fwhm(kernels.psf_d))
+        else:
+            epsilon = float(psf_error)
+        if epsilon > 0:
+            S_corr = with_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], epsilon)
+    for image in (D, S, S_corr):
+        image[bad] = 0.0
+    usable = ~bad
+    s_corr_std = robust_std(S_corr, usable)
+    scale = s_corr_std if renormalise and np.isfinite(s_corr_std) and s_corr_std > 0 else 1.0
+    if scale != 1.0:
+        S_corr /= np.float32(scale)
+    to_electrons = np.float32(flux_ratio / kernels.f_d)
+    return ZogyResult(
+        D=D,
+        S=S,
+        S_corr=S_corr,
+        difference=D * to_electrons,
+        difference_var=d_var * to_electrons**2,
+        P_D=kernels.psf_d.astype(np.float32),
+        F_D=kernels.f_d,
+        F_S=kernels.f_s,
+        flux_ratio=float(flux_ratio),
+        flux_ratio_err=float(flux_ratio_err),
+        psf_fwhm=measure_fwhm(kernels.psf_d),
+        s_corr_std=s_corr_std,
+        s_corr_scale=float(scale),
+        mask=out_mask,
+        backend=engine.name,
+        psf_error=float(epsilon),
+        parts=parts if keep_parts else None,
+    )
+
+
+def _zogy_images(
+    engine: NumpyBackend | TorchBackend,
+    kernels: _ZogyKernels,
+    new: np.ndarray,
+    ref: np.ndarray,
+    new_var: np.ndarray | None,
+    ref_var: np.ndarray | None,
+    new_sigma: float,
+    ref_sigma: float,
+    astrometric_sigma: tuple[float, float],
+    relative_ratio_err: float = 0.0,
+    background: str = "none",
+    bad: np.ndarray | None = None,
+    keep_parts: bool = False,
+) -> dict[str, Any]:
+    """D, S, S_corr and var(D) on the chosen backend (see :func:`zogy`)."""
+    shape = new.shape
+    new_hat = engine.rfft2(engine.asarray(new))
+    ref_hat = engine.rfft2(engine.asarray(ref))
+    D = engine.irfft2(kernels.d_new * new_hat - kernels.d_ref * ref_hat, shape)  # eq. 13
+    sigma_x, sigma_y = (float(s) for s in astrometric_sigma)
+    astrometric = sigma_x > 0 or sigma_y > 0
+    if astrometric or relative_ratio_err > 0 or keep_parts:
+        S_new = engine.irfft2(kernels.s_new * new_hat, shape)
+        S_ref = engine.irfft2(kernels.s_ref * ref_hat, shape)
+        S = S_new - S_ref
+    else:
+        S = engine.irfft2(kernels.s_new * new_hat - kernels.s_ref * ref_hat, shape)  # eq. 12
+    del new_hat, ref_hat
+    if new_var is not None or ref_var is not None:
+        new_var_hat = engine.rfft2(
+            engine.asarray(new_sigma**2 * np.ones(shape, np.float32) if new_var is None else new_var)
+        )
+        ref_var_hat = engine.rfft2(
+            engine.asarray(ref_sigma**2 * np.ones(shape, np.float32) if ref_var is None else ref_var)
+        )
+        V_S = filtered_variance(engine, new_var_hat, ref_var_hat, kernels.k_new, kernels.k_ref, shape)
+        D_var = filtered_variance(engine, new_var_hat, ref_var_hat, kernels.kd_new, kernels.kd_ref, shape)
+        del new_var_hat, ref_var_hat
+    else:  # uniform noise: the variances are constants (eqs. 26-27 with V(ε) = σ²)
+        V_S = new_sigma**2 * float((kernels.k_new**2).sum()) + ref_sigma**2 * float((kernels.k_ref**2).sum())
+        D_var = new_sigma**2 * float((kernels.kd_new**2).sum()) + ref_sigma**2 * float((kernels.kd_ref**2).sum())
+        V_S = engine.asarray(np.full(shape, V_S, np.float32))
+        D_var = engine.asarray(np.full(shape, D_var, np.float32))
+    if astrometric:  # eqs. 30-33
+        grad_new_y, grad_new_x = engine.gradient(S_new)
+        grad_ref_y, grad_ref_x = engine.gradient(S_ref)
+        V_S = V_S + sigma_x**2 * (grad_new_x**2 + grad_ref_x**2) + sigma_y**2 * (grad_new_y**2 + grad_ref_y**2)
+    if relative_ratio_err > 0:  # an error in F_n / F_r scales the reference's part of S
+        V_S = V_S + relative_ratio_err**2 * S_ref**2
+    floor = 1e-12 * float(kernels.f_d) ** 2
+    V_S = V_S.clip(min=floor)
+    sigma_S = engine.sqrt(V_S)
+    S_corr = S / sigma_S  # eq. 25
+    D_var = D_var.clip(min=0)
+    for _ in range(2 if background != "none" else 0):  # twice: the first fit's offset biases which pixels are clean
+        plane = background_plane(engine.to_numpy(D), engine.to_numpy(D_var), engine.to_numpy(S_corr), bad,
+                                 background)
+        if plane is None:
+            break
+        plane = engine.asarray(plane)
+        D = D - plane
+        S = S - float(kernels.f_d) * plane
+        S_corr = S / sigma_S
+    outputs = {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var}
+    if keep_parts:
+        outputs.update(S_new=S_new, S_ref=S_ref, V_S=V_S)
+    return outputs
