@@ -351,19 +351,19 @@ def difference_night(
                                    to_fits_bytes(difference.to_hdus(header)))
         rows.append({
             **base, "path": path, "flux_ratio": difference.flux_ratio,
-            "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.score_std,
+            "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.s_corr_std,
             "registration_rms": difference.registration_rms, "registration": difference.registration,
             "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
             "status": "ok", "problem": None,
         })
-        if s_corr_outside_range(difference.score_std):
+        if s_corr_outside_range(difference.s_corr_std):
             rows[-1].update(status="rejected", reason="s_corr_variance", problem=(
-                f"robust std of S_corr {difference.score_std:.3f} outside {S_CORR_STD_RANGE}: "
+                f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: "
                 "subtraction not trusted"))
             context.log.warning(f"night {night}, frame {frame.frame_id}: {rows[-1]['problem']}")
             continue
         if preview is None:
-            preview = difference_preview(difference.new, difference.difference, difference.score,
+            preview = difference_preview(difference.new, difference.difference, difference.s_corr,
                                          f"{frame.frame_id} ({config.method})")
     table = pd.DataFrame(rows, columns=list(schema.difference_images.c.keys()))
     ok = table[table.status == "ok"]

@@ -6,7 +6,7 @@ registration (:mod:`~astrid_assets.science.astrometry.register`), PSF estimation
 (:mod:`~astrid_assets.science.psf.empirical`), the reference co-add
 (:mod:`~astrid_assets.science.reference.coadd`), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830,
 27;
-:mod:`~astrid_assets.science.subtraction.zogy`) or the classic PSF-matched subtraction, and SEP extraction on the score
+:mod:`~astrid_assets.science.subtraction.zogy`) or the classic PSF-matched subtraction, and SEP extraction on S_corr
 (:mod:`~astrid_assets.science.detection.candidates`). The image products are in :mod:`~astrid_assets.science.products`;
 the nightly injection–recovery
 test in :mod:`~astrid_assets.science.injection.inject`. Images are in electrons, pixel coordinates 0-based ``[y, x]``;
@@ -338,9 +338,9 @@ def difference_frame(
         )
         return Difference(
             new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, score=result.S_corr, mask=result.mask, psf=result.P_D,
+            variance=result.difference_var, s_corr=result.S_corr, mask=result.mask, psf=result.P_D,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            score_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
+            s_corr_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
             registration=registration, varying_psf=result.varying_psf, psf_error=result.psf_error,
             psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None,
         )
@@ -352,9 +352,9 @@ def difference_frame(
         )
         return Difference(
             new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, score=result.score, mask=result.mask, psf=result.psf,
+            variance=result.difference_var, s_corr=result.significance, mask=result.mask, psf=result.psf,
             psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            score_std=result.score_std, registration_rms=registration_rms, method="classic",
+            s_corr_std=result.significance_std, registration_rms=registration_rms, method="classic",
             registration=registration,
         )
     raise ValueError(f"unknown subtraction method {method!r} (zogy or classic)")
@@ -363,7 +363,7 @@ def difference_frame(
 def find_candidates(
     difference: Difference, wcs: WCS, threshold: float = 5.0
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Candidates with ``|score| >= threshold`` (S_corr for ZOGY) and their science / reference / difference stamps.
+    """Candidates with ``|S_corr| >= threshold`` and their science / reference / difference stamps.
 
     Stamps are ``(N, 3, 63, 63)`` float32 in e-, NaN beyond the image edge.
 
@@ -374,7 +374,7 @@ def find_candidates(
     wcs : astropy.wcs.WCS
         Celestial WCS of the reference grid (for ``ra``, ``dec``).
     threshold : float, default 5.0
-        Detection threshold on ``|score|``.
+        Detection threshold on ``|S_corr|``.
 
     Returns
     -------
@@ -385,7 +385,7 @@ def find_candidates(
         (the reference multiplied by ``flux_ratio``, i.e. in new-frame e-).
     """
     candidates = detect_candidates(
-        difference.score, difference.difference, difference.variance, difference.mask, wcs,
+        difference.s_corr, difference.difference, difference.variance, difference.mask, wcs,
         difference.psf_fwhm, threshold, difference_psf=difference.psf, difference_psf_tiles=difference.psf_tiles,
     )
     reference_scaled = difference.reference * np.float32(difference.flux_ratio)

@@ -202,18 +202,18 @@ class Difference:
     reference: np.ndarray  #: the reference co-add, reference e- (unscaled; × flux_ratio scales it to the new frame)
     difference: np.ndarray  #: difference in new-frame e- (ZOGY: D · F_n / F_D)
     variance: np.ndarray  #: variance of ``difference``, e-²
-    score: np.ndarray  #: detection significance, unit variance: ZOGY's S_corr, or classic's difference / its noise
+    s_corr: np.ndarray  #: detection significance, unit variance: ZOGY's S_corr, or classic's difference / its noise
     mask: np.ndarray  #: uint16 flags (:mod:`~astrid_assets.science.masks`) on the reference grid
     psf: np.ndarray  #: PSF of ``difference``
     psf_fwhm: float  #: px
     new_fwhm: float  #: PSF FWHM of the registered new frame, px
     flux_ratio: float  #: ``F_n / F_r``: new-frame counts per reference count
-    score_std: float  #: robust std of ``score`` on blank sky (1 when the noise model holds)
+    s_corr_std: float  #: robust std of ``s_corr`` on blank sky (1 when the noise model holds)
     registration_rms: float  #: px, bright-star residuals after registration
     method: str  #: ``zogy`` or ``classic``
     registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
     varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (subtraction.tiles)
-    psf_error: float = 0.0  #: PSF-model error ε in the score's variance (:mod:`~astrid_assets.science.psf.field`)
+    psf_error: float = 0.0  #: PSF-model error ε in the variance of S_corr (:mod:`~astrid_assets.science.psf.field`)
     psf_tiles: np.ndarray | None = None  #: ``(n, n, s, s)`` PSFs of ``difference`` at the tile nodes, or None
 
     def to_hdus(self, header: fits.Header) -> list:
@@ -238,7 +238,7 @@ class Difference:
             ("METHOD", self.method, "subtraction method"), ("FLUXRAT", self.flux_ratio, "F_new / F_ref"),
             ("PSFFWHM", self.psf_fwhm, "FWHM of the difference PSF, px"),
             ("NEWFWHM", self.new_fwhm, "FWHM of the new frame's PSF, px"),
-            ("SCORRSTD", self.score_std, "robust std of the score (S_corr)"),
+            ("SCORRSTD", self.s_corr_std, "robust std of S_corr on blank sky"),
             ("REGRMS", self.registration_rms, "registration residual rms, px"),
             ("REGISTER", self.registration, "wcs or star-pattern"),
             ("VARPSF", bool(self.varying_psf), "PSF varies over the frame: tiled ZOGY"),
@@ -249,7 +249,7 @@ class Difference:
         primary.name = "DIFF"
         return [
             primary,
-            fits.ImageHDU(self.score.astype(np.float32), name="SCORR"),
+            fits.ImageHDU(self.s_corr.astype(np.float32), name="SCORR"),
             fits.ImageHDU(self.variance.astype(np.float32), name="VARIANCE"),
             fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
             fits.ImageHDU(self.new.astype(np.float32), name="NEW"),
@@ -276,10 +276,10 @@ class Difference:
         difference, header = extensions["DIFF"]
         return cls(
             new=extensions["NEW"][0], reference=reference, difference=difference,
-            variance=extensions["VARIANCE"][0], score=extensions["SCORR"][0],
+            variance=extensions["VARIANCE"][0], s_corr=extensions["SCORR"][0],
             mask=extensions["MASK"][0].astype(np.uint16), psf=extensions["PSF"][0],
             psf_fwhm=float(header["PSFFWHM"]), new_fwhm=float(header.get("NEWFWHM", header["PSFFWHM"])),
-            flux_ratio=float(header["FLUXRAT"]), score_std=float(header["SCORRSTD"]),
+            flux_ratio=float(header["FLUXRAT"]), s_corr_std=float(header["SCORRSTD"]),
             registration_rms=float(header["REGRMS"]), method=str(header["METHOD"]),
             registration=str(header.get("REGISTER", "wcs")),
             varying_psf=bool(header.get("VARPSF", False)), psf_error=float(header.get("PSFERR", 0.0)),

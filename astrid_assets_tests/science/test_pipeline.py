@@ -120,10 +120,10 @@ def test_a_difference_keeps_its_scalars_through_fits() -> None:
     from astrid_assets.science.products import Difference
 
     image = np.zeros((8, 8), np.float32)
-    difference = Difference(new=image, reference=image, difference=image, variance=image + 1, score=image,
+    difference = Difference(new=image, reference=image, difference=image, variance=image + 1, s_corr=image,
                             mask=np.zeros((8, 8), np.uint16), psf=render_psf(3.0, 7, "gaussian"), psf_fwhm=3.4,
-                            new_fwhm=2.6, flux_ratio=0.97, score_std=1.01, registration_rms=0.05, method="zogy",
+                            new_fwhm=2.6, flux_ratio=0.97, s_corr_std=1.01, registration_rms=0.05, method="zogy",
                             registration="star-pattern")
     back = Difference.from_extensions(read_extensions(to_fits_bytes(difference.to_hdus(fits.Header()))), image)
-    assert (back.psf_fwhm, back.new_fwhm, back.flux_ratio, back.score_std, back.registration) == (
+    assert (back.psf_fwhm, back.new_fwhm, back.flux_ratio, back.s_corr_std, back.registration) == (
         3.4, 2.6, 0.97, 1.01, "star-pattern")

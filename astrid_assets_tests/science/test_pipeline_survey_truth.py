@@ -77,7 +77,7 @@ def test_static_stars_leave_no_clean_candidates_and_s_corr_is_unit_normal(search
         clean = candidates[candidates["flags"] == 0]
         on_stars = match_catalogues(clean[["x", "y"]].to_numpy(), stars[["ref_x", "ref_y"]].to_numpy(), 1.5)
         assert (on_stars >= 0).sum() <= 1, "static stars must not leave clean detections"
-        assert abs(difference.score_std - 1.0) < 0.05
+        assert abs(difference.s_corr_std - 1.0) < 0.05
 
 
 def test_fitted_flux_ratio_matches_the_unchanged_transparency(searched):

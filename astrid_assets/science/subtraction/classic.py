@@ -45,21 +45,21 @@ class ClassicResult:
         ``F_n / F_r`` used.
     psf_fwhm : float
         FWHM of ``psf``, px.
-    score_std : float
-        Robust standard deviation of ``score`` over usable pixels.
+    significance_std : float
+        Robust standard deviation of ``significance`` over usable pixels.
     mask : numpy.ndarray
         uint16 mask (as for :class:`ZogyResult`).
     """
 
     difference: np.ndarray
     difference_var: np.ndarray
-    score: np.ndarray
+    significance: np.ndarray
     psf: np.ndarray
     kernel: np.ndarray
     convolved: str
     flux_ratio: float
     psf_fwhm: float
-    score_std: float
+    significance_std: float
     mask: np.ndarray
 
 
@@ -214,12 +214,12 @@ def classic_subtraction(
     return ClassicResult(
         difference=difference,
         difference_var=np.clip(diff_var, 0, None).astype(np.float32),
-        score=score,
+        significance=score,
         psf=broad.astype(np.float32),
         kernel=kernel.astype(np.float32),
         convolved="new" if new_is_sharper else "ref",
         flux_ratio=float(flux_ratio),
         psf_fwhm=measure_fwhm(broad),
-        score_std=robust_std(score, ~bad),
+        significance_std=robust_std(score, ~bad),
         mask=out_mask,
     )

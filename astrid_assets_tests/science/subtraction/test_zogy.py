@@ -260,7 +260,7 @@ def test_classic_subtraction_finds_transient_with_unit_variance_score(method, ne
     )
     assert result.flux_ratio == pytest.approx(1.0, abs=0.02)
     assert result.convolved == ("new" if new_fwhm < ref_fwhm else "ref")
-    assert result.score_std == pytest.approx(1.0, abs=0.07)
-    peak = np.unravel_index(np.argmax(result.score), shape)
+    assert result.significance_std == pytest.approx(1.0, abs=0.07)
+    peak = np.unravel_index(np.argmax(result.significance), shape)
     assert abs(peak[0] - 180.7) <= 1 and abs(peak[1] - 200.4) <= 1
-    assert result.score.max() > 10
+    assert result.significance.max() > 10
