@@ -11,7 +11,7 @@ FWHM 4.0 px and deeper, Gaussian-approximated Poisson + read noise, 40 transient
 third frame with a rotated, shifted WCS for the registration timing. Timings are the median
 of ``--repeats`` runs after one warm-up run (which also pays for one-off imports and FFT
 plans). ``zogy_with_psf`` — what the pipeline runs: PSF estimation on both images, the test
-whether either PSF varies over the frame (:func:`~astrid_assets.science.psf.empirical.field.estimate_psf_field`;
+whether either PSF varies over the frame (:func:`~astrid_assets.science.psf.field.estimate_psf_field`;
 it does not here, so one ZOGY pass), ZOGY with the flux ratio fitted and the PSF-model error
 calibrated (:func:`~astrid_assets.science.subtraction.tiles.zogy_field`) — is the figure with targets (issue 12:
 ≤ 0.5 s at 1024², ≤ 1.5 s at 2048²). ``zogy_with_psf_constant`` is the same without the
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from astrid_assets.science.psf.empirical.empirical import estimate_psf
-from astrid_assets.science.psf.empirical.field import estimate_psf_field
-from astrid_assets.science.psf.empirical.profiles import render_psf
 from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
 from astrid_assets.science.astrometry.register import register_to_reference
 from astrid_assets.science.detection.candidates import detect_candidates
+from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.field import estimate_psf_field
+from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets.science.subtraction.tiles import zogy_field
 from astrid_assets.science.subtraction.zogy import zogy
 

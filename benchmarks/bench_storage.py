@@ -154,8 +154,9 @@ def bench_table(name: str, url: str, tables: dict[str, pd.DataFrame]) -> dict:
 
 def fits_frames(count: int, size: int, rng: np.random.Generator) -> list[bytes]:
     """``count`` float32 FITS frames of ``size``² pixels (sky + noise), serialised once."""
-    from astrid_assets.science.frames.files.files import to_fits_bytes
     from astropy.io import fits
+
+    from astrid_assets.science.frames.files import to_fits_bytes
 
     frames = []
     for index in range(count):

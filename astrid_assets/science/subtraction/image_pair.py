@@ -28,7 +28,7 @@ def odd_common_stamps(psf_a: np.ndarray, psf_b: np.ndarray) -> tuple[np.ndarray,
     """Pad two odd centred PSF stamps to a common odd size (float64, unit sum).
 
     The stamps are only zero-padded: they come out float64 with unit sum when they go in so
-    (as from :func:`~astrid_assets.science.psf.empirical.as_psf_image`).
+    (as from :func:`~astrid_assets.science.psf.model.as_psf_image`).
 
     Parameters
     ----------
