@@ -13,6 +13,7 @@ variances e-², masks ``uint16`` bit flags (:mod:`~astrid_assets.science.masks`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from astropy.io import fits
@@ -89,10 +90,10 @@ class CalibratedFrame:
             background_rms=extensions["BKGRMS"][0].astype(np.float32), header=header,
         )
 
-    @property
+    @cached_property
     def wcs(self) -> WCS:
         """Celestial WCS of the header (:func:`~astrid_assets.science.frames.files.header_wcs`; errors on a malformed
-        one propagate)."""
+        one propagate), parsed once: change a frame's WCS with :meth:`with_wcs`, not in its header."""
         return header_wcs(self.header)
 
     @property
@@ -143,9 +144,9 @@ class Reference:
     psf: np.ndarray  #: unit-sum odd PSF stamp of ``image``
     header: fits.Header  #: carries the reference grid's WCS
 
-    @property
+    @cached_property
     def wcs(self) -> WCS:
-        """Celestial WCS of the reference grid (:func:`~astrid_assets.science.frames.files.header_wcs`)."""
+        """Celestial WCS of the reference grid (:func:`~astrid_assets.science.frames.files.header_wcs`), parsed once."""
         return header_wcs(self.header)
 
     @property

@@ -74,7 +74,7 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from astrid_assets.science import masks
-from astrid_assets.science.inpaint import fill_from_neighbours
+from astrid_assets.science.inpaint import fill_images_from_neighbours
 from astrid_assets.science.sources import unusable_pixels
 
 __all__ = ["MASK_SUPPORT", "RegistrationError", "Registered", "PixelMap", "register_to_reference"]
@@ -374,12 +374,12 @@ def register_to_reference(
         )
     input_mask = np.zeros(image.shape, np.uint16) if mask is None else np.asarray(mask, np.uint16)
     bad = unusable_pixels(input_mask, image.shape)
+    image_filled, variance_filled = fill_images_from_neighbours([image, variance], bad)
     coefficients = (
-        ndimage.spline_filter(fill_from_neighbours(image, bad), order=order, output=np.float32, mode="mirror")
+        ndimage.spline_filter(image_filled, order=order, output=np.float32, mode="mirror")
         if order == 3
-        else fill_from_neighbours(image, bad)
+        else image_filled
     )
-    variance_filled = fill_from_neighbours(variance, bad)
     dilated_mask = _or_dilate(input_mask, *MASK_SUPPORT)
 
     out_image = np.empty(ref_shape, np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 from astropy.stats import mad_std
 
 from astrid_assets.science import masks
-from astrid_assets.science.inpaint import fill_from_neighbours
+from astrid_assets.science.inpaint import fill_images_from_neighbours
 from astrid_assets.science.sources import unusable_pixels
 
 __all__ = [
@@ -110,11 +110,11 @@ def sanitise_pair(
     out_mask = np.zeros(new.shape, np.uint16) if mask is None else np.array(mask, np.uint16)
     out_mask[nonfinite] |= masks.NO_DATA
     if bad.any():
-        new, ref = fill_from_neighbours(new, bad), fill_from_neighbours(ref, bad)
-        if new_var is not None:
-            new_var = fill_from_neighbours(new_var, bad)
-        if ref_var is not None:
-            ref_var = fill_from_neighbours(ref_var, bad)
+        images = [image for image in (new, ref, new_var, ref_var) if image is not None]
+        filled = iter(fill_images_from_neighbours(images, bad))
+        new, ref = next(filled), next(filled)
+        new_var = next(filled) if new_var is not None else None
+        ref_var = next(filled) if ref_var is not None else None
     return new, ref, new_var, ref_var, bad, out_mask
 
 
