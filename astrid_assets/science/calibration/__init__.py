@@ -1,11 +1,10 @@
-"""CCD reduction: master calibrations, the detector and data state, bias/dark/flat, cosmic rays, frame quality."""
+"""CCD reduction: master calibrations, the detector and data state, bias/dark/flat, noise maps, cosmic rays, frame
+quality."""
 
 from astrid_assets.science.calibration.calibrate import (
     BRIGHT_STAR_DEFAULT_FWHM,
     calibrate_frame,
     edge_mask,
-    empirical_variance,
-    variance_map,
 )
 from astrid_assets.science.calibration.cosmics import (
     COSMIC_NITER,
@@ -62,6 +61,11 @@ from astrid_assets.science.calibration.masters import (
     hot_pixels,
     sigma_clipped_combine,
 )
+from astrid_assets.science.calibration.noise import (
+    NoiseModel,
+    empirical_variance,
+    variance_map,
+)
 from astrid_assets.science.calibration.quality import (
     DETECT_MIN_AREA,
     DETECT_SIGMA,
@@ -85,6 +89,7 @@ __all__ = [
     "variance_map",
     "empirical_variance",
     "calibrate_frame",
+    "NoiseModel",
     "COSMIC_PAD",
     "COSMIC_SIGCLIP",
     "COSMIC_SIGFRAC",

@@ -2,12 +2,15 @@
 each candidate (the stamp contract: :data:`~astrid_assets.science.products.STAMP_SIZE`,
 :data:`~astrid_assets.science.products.STAMP_CHANNELS`).
 
-Images in e-, ``[y, x]``, 0-based; NaN beyond the image edge.
+Images in e-, ``[y, x]``, 0-based; NaN beyond the image edge.  The windows are
+:func:`~astrid_assets.science.cutouts.cutout_window` (its pixel and rounding convention).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from astrid_assets.science.cutouts import cutout_window
 
 __all__ = ["cut_stamps"]
 
@@ -15,7 +18,7 @@ __all__ = ["cut_stamps"]
 def cut_stamps(
     images: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int = 63, fill: float = np.nan
 ) -> np.ndarray:
-    """Cut-outs centred on ``(x, y)`` (rounded to the nearest pixel) from each image.
+    """Cut-outs centred on ``(x, y)`` (rounded to the nearest pixel, half to even) from each image.
 
     Parameters
     ----------
@@ -49,18 +52,11 @@ def cut_stamps(
         raise ValueError("all images must have the same shape")
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))
-    half = size // 2
-    ny, nx = shape
     stamps = np.full((x.size, len(arrays), size, size), fill, dtype=np.float32)
     for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        if not (np.isfinite(xk) and np.isfinite(yk)):
+        window = cutout_window(shape, xk, yk, size // 2)
+        if window is None:
             continue
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
-        y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        sx, sy = x0 - (ic - half), y0 - (jc - half)
         for channel, image in enumerate(arrays):
-            stamps[k, channel, sy : sy + (y1 - y0), sx : sx + (x1 - x0)] = image[y0:y1, x0:x1]
+            stamps[k, channel][window.stamp] = image[window.image]
     return stamps

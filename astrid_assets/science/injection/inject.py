@@ -11,7 +11,8 @@ Gal-Yam 2016, ApJ 830, 27, §2), summed over the PSF stamp. The variance is the 
 (background, read noise and whatever sources it already includes); the injected source's
 own Poisson noise is added to the image (and to the returned variance) when ``poisson``.
 
-Pixel convention: arrays ``[y, x]``, 0-based; a stamp's centre pixel is ``[size//2, size//2]``.
+Pixel convention: arrays ``[y, x]``, 0-based; a stamp's centre pixel is ``[size//2, size//2]``, placed on the
+pixel nearest the position and clipped at the image edges (:func:`~astrid_assets.science.cutouts.cutout_window`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from astrid_assets.science.cutouts import cutout_window
 from astrid_assets.science.psf.model import PSFModel, ShiftablePSF, as_psf_image
 
 __all__ = [
@@ -98,15 +100,6 @@ class Completeness:
     snr_50: float
 
 
-def _stamp_window(shape: tuple[int, int], ic: int, jc: int, half: int) -> tuple[slice, slice, slice, slice]:
-    """Image and stamp slices of a (2 half + 1)² stamp centred on pixel (ic, jc), clipped."""
-    ny, nx = shape
-    x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
-    y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
-    sx, sy = x0 - (ic - half), y0 - (jc - half)
-    return (slice(y0, y1), slice(x0, x1), slice(sy, sy + (y1 - y0)), slice(sx, sx + (x1 - x0)))
-
-
 def psf_optimal_snr(
     flux: np.ndarray,
     psf: PSFModel | np.ndarray,
@@ -165,10 +158,11 @@ def _optimal_weight(
     x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
     weight = np.zeros(x.size)
     for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        iy, ix, sy, sx = _stamp_window(variance_map.shape, ic, jc, half)
-        model = shiftable.at(xk - ic, yk - jc)[sy, sx]
-        pixel_var = np.asarray(variance_map[iy, ix], float)
+        window = cutout_window(variance_map.shape, xk, yk, half)
+        if window is None:  # no stamp pixel on the image
+            continue
+        model = shiftable.at(xk - window.x, yk - window.y)[window.stamp]
+        pixel_var = np.asarray(variance_map[window.image], float)
         usable = np.isfinite(pixel_var) & (pixel_var > 0)
         weight[k] = np.sqrt(np.sum(model[usable] ** 2 / pixel_var[usable]))
     return weight
@@ -246,15 +240,17 @@ def inject_sources(
     positive = variance[np.isfinite(variance) & (variance > 0)]
     floor = np.float32(positive.min()) if positive.size else np.float32(0.0)  # the faintest sky pixel's variance
     for xk, yk, fk in zip(x, y, flux_values, strict=True):
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        iy, ix, sy, sx = _stamp_window(out_image.shape, ic, jc, half)
-        expected = fk * np.clip(shiftable.at(xk - ic, yk - jc)[sy, sx], 0.0, None)
+        window = cutout_window(out_image.shape, xk, yk, half)
+        if window is None:  # wholly off the image: nothing to add
+            continue
+        box = window.image
+        expected = fk * np.clip(shiftable.at(xk - window.x, yk - window.y)[window.stamp], 0.0, None)
         counts = rng.poisson(expected).astype(np.float64) if poisson and fk > 0 else expected
-        out_image[iy, ix] += counts.astype(np.float32)
+        out_image[box] += counts.astype(np.float32)
         if poisson:
-            out_variance[iy, ix] += expected.astype(np.float32)
+            out_variance[box] += expected.astype(np.float32)
             if fk < 0:  # a fading source takes away its own shot noise, never the sky's and read noise
-                np.maximum(out_variance[iy, ix], floor, out=out_variance[iy, ix])
+                np.maximum(out_variance[box], floor, out=out_variance[box])
     return Injection(out_image, out_variance, x, y, flux_values, snr_values)
 
 

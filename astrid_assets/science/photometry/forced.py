@@ -3,7 +3,8 @@
 Images are background-subtracted, in e- (``float32``), indexed ``[y, x]``, 0-based: pixel
 ``[j, i]`` has its centre at ``(x, y) = (i, j)``. The PSF is a :class:`~astrid_assets.science.psf.empirical.PSFModel`
 or a stamp
-summing to 1 (:mod:`~astrid_assets.science.psf.empirical`): a flux is the flux inside the PSF stamp's footprint.
+summing to 1 (:mod:`~astrid_assets.science.psf.empirical`): a flux is the flux inside the PSF stamp's footprint,
+the stamp centred on the pixel nearest each position (:func:`~astrid_assets.science.cutouts.cutout_window`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from astrid_assets.science import masks
+from astrid_assets.science.cutouts import cutout_window
 from astrid_assets.science.psf.model import PSFModel, ShiftablePSF, as_psf_image
 
 __all__ = ["psf_photometry"]
@@ -64,22 +66,16 @@ def psf_photometry(
     y = np.atleast_1d(np.asarray(y, dtype=np.float64))
     flux = np.full(x.shape, np.nan)
     flux_err = np.full(x.shape, np.nan)
-    ny, nx = image.shape
     for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        if not (np.isfinite(xk) and np.isfinite(yk)):
+        window = cutout_window(image.shape, xk, yk, half)
+        if window is None:
             continue
-        ic, jc = int(np.rint(xk)), int(np.rint(yk))
-        model = shiftable.at(xk - ic, yk - jc)
-        x0, x1 = max(ic - half, 0), min(ic + half + 1, nx)
-        y0, y1 = max(jc - half, 0), min(jc + half + 1, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        model = model[y0 - (jc - half) : y1 - (jc - half), x0 - (ic - half) : x1 - (ic - half)]
-        pixels = image[y0:y1, x0:x1].astype(np.float64)
-        pixel_var = variance_map[y0:y1, x0:x1].astype(np.float64)
+        model = shiftable.at(xk - window.x, yk - window.y)[window.stamp]
+        pixels = image[window.image].astype(np.float64)
+        pixel_var = variance_map[window.image].astype(np.float64)
         usable = np.isfinite(pixels) & np.isfinite(pixel_var)
         if mask is not None:
-            usable &= (mask[y0:y1, x0:x1] & masks.UNUSABLE) == 0
+            usable &= (mask[window.image] & masks.UNUSABLE) == 0
         norm = float((model[usable] ** 2).sum())
         if norm <= 0 or model[usable].sum() < 0.5:
             continue

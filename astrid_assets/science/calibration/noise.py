@@ -1,0 +1,151 @@
+"""Noise maps of a calibrated frame: the Poisson model, the measured-noise model, and the choice
+between them for the frame's state (step 6 of
+:func:`~astrid_assets.science.calibration.calibrate.calibrate_frame`).
+
+Conventions
+-----------
+* Frames are electrons (e-) per pixel with the sky included (or their own units when the gain is
+  unknown); pixel arrays are indexed ``[y, x]`` (0-based).
+* Variance is e-², background and its rms are e-; the maps are float32.
+
+References
+----------
+* CCD noise model (sky, sources, dark current and read noise through the flat field): Howell
+  2006, *Handbook of CCD Astronomy*, 2nd ed., §4.4 (the CCD equation); Janesick 2007, *Photon
+  Transfer* (SPIE Press).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["variance_map", "empirical_variance", "NoiseModel"]
+
+
+def variance_map(
+    science: np.ndarray,
+    background: np.ndarray,
+    flat: np.ndarray,
+    dark_electrons: np.ndarray,
+    read_noise: float,
+) -> np.ndarray:
+    """Per-pixel variance (e-²) of a calibrated raw frame (Poisson model).
+
+    ``(read_noise² + dark + flat · S) / flat²`` with ``S = background + max(science -
+    background, 0)``: photon noise of sky (from the smooth background map, so the noise does
+    not follow its own fluctuations) plus sources, dark-current shot noise and read noise,
+    propagated through the flat-field division.  Noise of the master calibrations is neglected.
+
+    Parameters
+    ----------
+    science : numpy.ndarray
+        Calibrated frame, e- (flat-fielded, sky included).
+    background : numpy.ndarray
+        Its smooth sky background, e-.
+    flat : numpy.ndarray
+        Master flat the frame was divided by (dimensionless, median 1; positive).
+    dark_electrons : numpy.ndarray
+        Dark current subtracted from the frame, e- per pixel (before the flat division).
+    read_noise : float
+        Read noise, e- rms.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 variance map, e-².
+    """
+    signal = background + np.clip(science - background, 0.0, None)
+    raw_variance = read_noise**2 + np.clip(dark_electrons, 0.0, None) + np.clip(flat * signal, 0.0, None)
+    return (raw_variance / flat**2).astype(np.float32)
+
+
+def empirical_variance(
+    science: np.ndarray, background: np.ndarray, background_rms: np.ndarray, gain: float | None = None
+) -> np.ndarray:
+    """Variance from the measured noise: the sky variance ``background_rms²`` plus the sources'
+    Poisson noise ``max(science - background, 0) / gain``.
+
+    ``gain`` is in electrons per unit of ``science`` (1 for a frame in electrons; ``math.inf``
+    leaves the source term out, as for sky-subtracted data of unknown gain: sky-limited
+    approximation).  Without ``gain`` the effective gain ``median(background) /
+    median(background_rms²)`` is used, which assumes the sky noise is Poisson; when the sky
+    level is not positive (a sky-subtracted image) the source term is then left out.
+
+    Parameters
+    ----------
+    science : numpy.ndarray
+        Frame with sky, e- (or its own units).
+    background, background_rms : numpy.ndarray
+        Sky level and its per-pixel noise, units of ``science`` (rms floored at 1e-12).
+    gain : float or None, default None
+        Electrons per unit of ``science``; None estimates it from the sky; ``math.inf``,
+        non-finite or non-positive values leave the source term out.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 variance map, units of ``science`` squared (e-²).
+    """
+    sky_variance = np.maximum(background_rms.astype(np.float64), 1e-12) ** 2
+    if gain is None:
+        sky_level = float(np.median(background))
+        if sky_level <= 0:
+            return sky_variance.astype(np.float32)
+        gain = sky_level / float(np.median(sky_variance))
+    if not np.isfinite(gain) or gain <= 0:
+        return sky_variance.astype(np.float32)
+    source = np.clip(science - background, 0.0, None)
+    return (sky_variance + source / gain).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The variance model of one calibrated frame, for any background maps of it.
+
+    The Poisson model (:func:`variance_map`) when ``poisson`` (a raw frame calibrated with the
+    night's masters, gain and read noise known); else the measured sky variance plus the sources'
+    Poisson noise (:func:`empirical_variance` with ``source_gain``).  Called twice by
+    :func:`~astrid_assets.science.calibration.calibrate.calibrate_frame`: with the first-pass
+    background (for the cosmic-ray search) and with the final one.
+
+    Attributes
+    ----------
+    science : numpy.ndarray
+        Calibrated frame, e- (sky included), ``[y, x]``.
+    flat : numpy.ndarray
+        Flat the frame was divided by (dimensionless; 1 where left undivided).
+    dark_electrons : numpy.ndarray
+        Dark current subtracted, e- per pixel (before the flat division).
+    read_noise : float or None
+        Read noise, e- rms; None when unknown (then ``poisson`` is False).
+    poisson : bool
+        Use the Poisson model.
+    source_gain : float
+        Electrons per unit of ``science`` for the sources' Poisson term of the measured model: 1,
+        or ``math.inf`` (term left out) when the gain is unknown.
+    """
+
+    science: np.ndarray
+    flat: np.ndarray
+    dark_electrons: np.ndarray
+    read_noise: float | None
+    poisson: bool
+    source_gain: float
+
+    def variance(self, background: np.ndarray, background_rms: np.ndarray) -> np.ndarray:
+        """float32 variance map, e-², for sky ``background`` and its noise ``background_rms`` (e-)."""
+        if self.poisson:
+            return variance_map(self.science, background, self.flat, self.dark_electrons, self.read_noise)
+        return empirical_variance(self.science, background, background_rms, self.source_gain)
+
+    @property
+    def description(self) -> str:
+        """The model in words (``CalibratedFrame.info["noise_model"]``)."""
+        if self.poisson:
+            return "Poisson model: sky + sources + dark + read noise (header or photon-transfer gain)"
+        if math.isinf(self.source_gain):
+            return "measured background variance (source Poisson noise left out: gain unknown)"
+        return "measured sky variance + source Poisson noise"
