@@ -1,17 +1,14 @@
 """One frame through differencing and detection: the science the nightly assets run.
 
-Composes the core steps — star-pattern alignment of frames without a WCS
-(:mod:`~astrid_assets.science.astrometry.align`), WCS
-registration (:mod:`~astrid_assets.science.astrometry.register`), PSF estimation
-(:mod:`~astrid_assets.science.psf.empirical`), the reference co-add
-(:mod:`~astrid_assets.science.reference.coadd`), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830,
-27;
-:mod:`~astrid_assets.science.subtraction.zogy`) or the classic PSF-matched subtraction, and SEP extraction on S_corr
-(:mod:`~astrid_assets.science.detection.candidates`). The image products are in :mod:`~astrid_assets.science.products`;
-the nightly injection–recovery
-test in :mod:`~astrid_assets.science.injection.inject`. Images are in electrons, pixel coordinates 0-based ``[y, x]``;
-every
-array lives on the reference's pixel grid once registered.
+Composes the stages: each image's stars and PSF measured once (:func:`measure_frame`,
+:func:`measure_reference`), star-pattern alignment of frames without a WCS (``astrometry.align``),
+resampling onto the reference grid (``astrometry.register``), the reference co-add
+(``reference.coadd``), ZOGY proper image subtraction (Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27;
+``subtraction.zogy`` and ``subtraction.tiles``) or the classic PSF-matched subtraction, and SEP
+extraction on S_corr (``detection.candidates``). The image products are in
+:mod:`~astrid_assets.science.products`; the nightly injection–recovery test in ``injection.fakes``.
+Images are in electrons, pixel coordinates 0-based ``[y, x]``; every array lives on the
+reference's pixel grid once registered.
 """
 
 from __future__ import annotations
@@ -30,19 +27,27 @@ from astrid_assets.science.astrometry.align import (
     placeholder_wcs,
 )
 from astrid_assets.science.astrometry.register import RegistrationError, register_to_reference
-from astrid_assets.science.astrometry.residuals import measure_registration_residuals
+from astrid_assets.science.astrometry.residuals import (
+    RegistrationResiduals,
+    bright_star_centroids,
+    residuals_between,
+)
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.empirical import estimate_psf
-from astrid_assets.science.psf.field import estimate_psf_field
+from astrid_assets.science.psf.field import PSFField, estimate_psf_field
 from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
+from astrid_assets.science.sources import Sources
 from astrid_assets.science.subtraction.classic import classic_subtraction
 from astrid_assets.science.subtraction.tiles import zogy_field
 
 __all__ = [
     "PSF_STAR_LIMITS",
+    "measure_frame",
+    "measure_reference",
+    "pointing_offset",
     "on_reference_sky",
     "build_reference",
     "RESIDUAL_STAR_SNR",
@@ -54,6 +59,57 @@ __all__ = [
 #: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
 #: at high latitude holds only a handful of stars above the estimator's stricter defaults.
 PSF_STAR_LIMITS = {"min_snr": 15.0, "min_stars": 3}
+
+
+def measure_frame(frame: CalibratedFrame) -> CalibratedFrame:
+    """The frame with its star catalogue and PSF, measured once (when it is calibrated) and stored with it.
+
+    One SEP extraction at 5σ of ``science − background`` (noise ``background_rms``) gives the
+    catalogue (:class:`~astrid_assets.science.sources.Sources`); the PSF is estimated from it
+    (:func:`~astrid_assets.science.psf.empirical.estimate_psf` with :data:`PSF_STAR_LIMITS`). Reference
+    building (zero points), the first registration check and the injection check reuse both.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The calibrated frame (e-, sky included).
+
+    Returns
+    -------
+    CalibratedFrame
+        A copy with ``stars`` and ``psf`` (None when the PSF cannot be estimated: too few stars).
+    """
+    sources = Sources.extract(frame.science, frame.background, frame.background_rms, frame.mask)
+    try:
+        psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
+                           objects=sources.objects, **PSF_STAR_LIMITS)
+    except PSFError:
+        psf = None
+    return replace(frame, stars=sources.objects, psf=psf)
+
+
+def measure_reference(reference: Reference) -> Reference:
+    """The reference with its star catalogue and PSF field, measured once (when it is built); as it is if
+    it carries them already.
+
+    Detections at 5σ with the noise :attr:`~astrid_assets.science.products.Reference.sky_sigma`; the PSF
+    field (:func:`~astrid_assets.science.psf.field.estimate_psf_field`) around the co-add's own PSF stamp.
+
+    Parameters
+    ----------
+    reference : Reference
+
+    Returns
+    -------
+    Reference
+    """
+    if reference.stars is not None and reference.psf_field is not None:
+        return reference
+    sources = reference.sources()
+    psf_field = estimate_psf_field(
+        reference.image, 0.0, reference.sky_sigma, reference.mask, size=reference.psf.shape[0],
+        constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0), sources=sources, **PSF_STAR_LIMITS)
+    return replace(reference, stars=sources.objects, psf_field=psf_field)
 
 
 def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[CalibratedFrame, str]:
@@ -198,32 +254,30 @@ def build_reference(
         header["EXPTIME"] = anchor.header["EXPTIME"]
     image = np.nan_to_num(stack.image, nan=0.0).astype(np.float32)
     variance = np.where(np.isfinite(stack.variance), stack.variance, np.nanmax(stack.variance)).astype(np.float32)
-    return Reference(image, variance, stack.mask, stack.psf.image, header), chosen
+    return measure_reference(Reference(image, variance, stack.mask, stack.psf.image, header)), chosen
 
 #: Star S/N thresholds tried in turn for the registration check: bright stars first; a sparse or
 #: shallow frame falls back to fainter ones rather than failing.
 RESIDUAL_STAR_SNR = (50.0, 20.0, 10.0)
 
 
-def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma: float, min_stars: int):
+def star_residuals(
+    sources: Sources, reference_sources: Sources, min_stars: int, to_grid=None,
+) -> RegistrationResiduals:
     """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
 
-    Raises :class:`RegistrationError` naming the last threshold tried when none does.
-
-    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn.
+    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn, on the same detections.
 
     Parameters
     ----------
-    registered : Registered
-        The frame on the reference grid (background-subtracted image, e-, and mask).
-    new_sigma : float
-        Background noise per pixel of the frame, e-.
-    reference : Reference
-        The reference (background-subtracted, e-).
-    ref_sigma : float
-        Background noise per pixel of the reference, e-.
+    sources : Sources
+        The new frame's detections: on the reference grid, or on its own grid with ``to_grid``.
+    reference_sources : Sources
+        The reference's detections.
     min_stars : int
         Fewest matched stars accepted.
+    to_grid : callable or None, default None
+        Maps ``(n, 2)`` positions of ``sources`` onto the reference grid (None: they are on it).
 
     Returns
     -------
@@ -237,10 +291,11 @@ def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma
     """
     problem = ""
     for min_snr in RESIDUAL_STAR_SNR:
+        stars = bright_star_centroids(sources, min_snr)
+        if to_grid is not None and len(stars):
+            stars = to_grid(stars)
         try:
-            residuals = measure_registration_residuals(
-                registered.image, new_sigma, reference.image, ref_sigma, registered.mask, reference.mask,
-                min_snr=min_snr)
+            residuals = residuals_between(stars, bright_star_centroids(reference_sources, min_snr), min_snr)
         except RegistrationError as error:
             problem = str(error)
             continue
@@ -250,29 +305,50 @@ def star_residuals(registered, new_sigma: float, reference: Reference, ref_sigma
     raise RegistrationError(problem)
 
 
+def pointing_offset(frame: CalibratedFrame, reference: Reference, reference_sources: Sources,
+                    min_stars: int) -> tuple[float, float]:
+    """The frame's WCS error on the reference grid, ``(dx, dy)`` px, from its stored stars.
+
+    The frame's bright-star centroids, measured on its own pixels from its stored catalogue
+    (:func:`measure_frame`), are mapped through the two WCS onto the reference grid and matched with
+    the reference's; their median offset is what resampling with the WCS alone would leave.
+
+    Raises
+    ------
+    RegistrationError
+        Too few stars matched (:func:`star_residuals`).
+    """
+    def to_grid(xy: np.ndarray) -> np.ndarray:
+        x, y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
+        return np.column_stack([x, y])
+
+    residuals = star_residuals(frame.sources(), reference_sources, min_stars, to_grid)
+    return residuals.dx, residuals.dy
+
+
 def difference_frame(
-    frame: CalibratedFrame, reference: Reference, method: str = "zogy", min_matched_stars: int = 5
+    frame: CalibratedFrame, reference: Reference, method: str = "zogy", min_matched_stars: int = 5,
+    *, like: Difference | None = None,
 ) -> Difference:
     """Register ``frame`` onto the reference grid, estimate its PSF and subtract.
 
     The flux ratio ``F_n / F_r`` is fitted from PSF photometry of the stars in both images
-    (:func:`astrid_assets.science.photometry.flux_ratio.fit_flux_ratio`), not taken from ``MAGZP`` / ``EXPTIME``:
-    the fit follows transparency changes that nominal header zero points miss, and it uses the
-    same PSF models as the subtraction, so a static star cancels even where a model's
-    normalisation is off by a per cent. On the simulated survey (exact, equal zero points) the
-    fitted ratios lie within 1.1 % of 1.
+    (:func:`~astrid_assets.science.photometry.flux_ratio.fit_flux_ratio`), not taken from ``MAGZP`` /
+    ``EXTIME``: the fit follows transparency changes that nominal header zero points miss, and it uses
+    the same PSF models as the subtraction, so a static star cancels even where a model's
+    normalisation is off by a per cent.
 
-    Raises :class:`RegistrationError` (no overlap, WCS off by more than the field, too few
-    matched stars, a median star offset above 5 px) or :class:`PSFError` (PSF cannot be estimated).
-
-    A median star offset above 0.1 px is removed by registering again with that offset.
+    Measured once: the reference's stars and PSF field come with it (:func:`measure_reference`);
+    the frame's stored stars (:func:`measure_frame`) give its WCS error on the grid
+    (:func:`pointing_offset`), removed when it exceeds 0.1 px as the frame is resampled (above 5 px
+    the registration is refused); the resampled frame is extracted once, and those detections serve
+    the registration check, its PSF field and, with the reference's stored ones, the flux ratio.
 
     ZOGY: whether either PSF varies over the frame is measured
-    (:func:`~astrid_assets.science.psf.field.estimate_psf_field`,
-    a plane of FWHM in x, y through the stars); if one does, the frame is differenced on blended
+    (:func:`~astrid_assets.science.psf.field.estimate_psf_field`, a plane of FWHM in x, y through the
+    stars); if one does, the frame is differenced on blended
     tiles with PSFEx-like spatial PSF models (:func:`~astrid_assets.science.subtraction.tiles.zogy_field`), otherwise
-    in one pass
-    with the frame PSFs as before. The PSF-model error ``ε`` is calibrated at bright stars and
+    in one pass with the frame PSFs. The PSF-model error ``ε`` is calibrated at bright stars and
     enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice.
 
     Parameters
@@ -286,6 +362,10 @@ def difference_frame(
         (:func:`~astrid_assets.science.subtraction.classic.classic_subtraction`).
     min_matched_stars : int, default 5
         Fewest stars matched for the registration check.
+    like : Difference or None, default None
+        A difference of the same frame (before fakes were injected into it): its registration offset
+        and scatter, the new frame's PSF field and the flux ratio are reused instead of measured
+        again (the injection check: :func:`~astrid_assets.science.injection.fakes.injection_recovery`).
 
     Returns
     -------
@@ -296,68 +376,87 @@ def difference_frame(
     Raises
     ------
     RegistrationError
-        As above.
+        No overlap, WCS off by more than the field, too few matched stars, a median star offset above 5 px.
     PSFError
         The frame's PSF cannot be estimated.
     ValueError
         Unknown ``method``, or a flux ratio that cannot be fitted (``FluxRatioError``).
     """
+    if method not in ("zogy", "classic"):
+        raise ValueError(f"unknown subtraction method {method!r} (zogy or classic)")
+    reference = measure_reference(reference)
     frame, registration = on_reference_sky(frame, reference)
-    registered = register_to_reference(
-        frame.science - frame.background, frame.variance, frame.mask, frame.wcs, reference.wcs,
-        reference.image.shape,
-    )
-    # the frame's sky noise per reference pixel: resampling scales the noise power by the area ratio
-    area = float(np.nanmedian(registered.variance) / np.nanmedian(frame.variance))
-    new_sigma = frame.sky_sigma * np.sqrt(area if np.isfinite(area) and area > 0 else 1.0)
+
+    def register(pixel_offset=(0.0, 0.0)):
+        return register_to_reference(frame.science - frame.background, frame.variance, frame.mask, frame.wcs,
+                                     reference.wcs, reference.image.shape, pixel_offset=pixel_offset)
+
     ref_sigma = reference.sky_sigma
+    ref_sources = reference.sources()
+    if like is not None and like.new_psf_field is not None:
+        registered = register(like.pixel_offset)
+        new_sigma = _sigma_on_grid(frame, registered)
+        pixel_offset, astrometric_sigma, new_field = like.pixel_offset, like.astrometric_sigma, like.new_psf_field
+        flux_ratio = like.flux_ratio
+    else:
+        dx, dy = pointing_offset(frame, reference, ref_sources, min_matched_stars)
+        if max(abs(dx), abs(dy)) > 5:
+            raise RegistrationError(f"WCS off by ({dx:.1f}, {dy:.1f}) px from the reference")
+        # an offset above 0.1 px is removed when resampling
+        pixel_offset = (dx, dy) if max(abs(dx), abs(dy)) > 0.1 else (0.0, 0.0)
+        registered = register(pixel_offset)
+        new_sigma = _sigma_on_grid(frame, registered)
+        new_sources = Sources.extract(registered.image, 0.0, new_sigma, registered.mask)  # its one extraction
+        residuals = star_residuals(new_sources, ref_sources, min_matched_stars)
+        astrometric_sigma = (residuals.rms_x, residuals.rms_y)
+        flux_ratio = None
+        if method == "zogy":
+            new_field = estimate_psf_field(registered.image, 0.0, new_sigma, registered.mask, sources=new_sources,
+                                           **PSF_STAR_LIMITS)
+            # a bare stamp: the flux ratio is fitted at the reference's stored stars (flux_ratio_stars)
+            new_field = replace(new_field, constant=PSFModel(new_field.constant.image, new_field.constant.fwhm,
+                                                             new_field.constant.n_stars))
+        else:
+            new_psf = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, objects=new_sources.objects,
+                                   **PSF_STAR_LIMITS)
+            new_field = PSFField(new_psf, registered.image.shape, (new_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
     combined_mask = registered.mask | reference.mask
-    residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
-    if max(abs(residuals.dx), abs(residuals.dy)) > 0.1:  # WCS pointing error: re-register with the measured offset
-        if max(abs(residuals.dx), abs(residuals.dy)) > 5:
-            raise RegistrationError(f"WCS off by ({residuals.dx:.1f}, {residuals.dy:.1f}) px from the reference")
-        registered = register_to_reference(
-            frame.science - frame.background, frame.variance, frame.mask, frame.wcs, reference.wcs,
-            reference.image.shape, pixel_offset=(residuals.dx, residuals.dy),
-        )
-        combined_mask = registered.mask | reference.mask
-        residuals = star_residuals(registered, new_sigma, reference, ref_sigma, min_matched_stars)
-    registration_rms = float(np.hypot(residuals.rms_x, residuals.rms_y))
+    common = {"new": registered.image, "reference": reference.image, "new_fwhm": new_field.constant.fwhm,
+              "registration_rms": float(np.hypot(*astrometric_sigma)), "registration": registration,
+              "pixel_offset": pixel_offset, "astrometric_sigma": astrometric_sigma, "new_psf_field": new_field}
     if method == "zogy":
-        new_field = estimate_psf_field(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
-        new_psf = new_field.constant
-        # a bare stamp (no star list): the flux ratio is fitted on SEP detections in the reference, as before
-        new_field = replace(new_field, constant=PSFModel(new_psf.image, new_psf.fwhm, new_psf.n_stars))
-        ref_field = estimate_psf_field(reference.image, 0.0, ref_sigma, reference.mask, size=reference.psf.shape[0],
-                                       constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0),
-                                       **PSF_STAR_LIMITS)
         result = zogy_field(
-            registered.image, reference.image, new_field, ref_field, new_sigma, ref_sigma,
-            new_var=registered.variance, ref_var=reference.variance,
-            astrometric_sigma=(residuals.rms_x, residuals.rms_y), mask=combined_mask,
+            registered.image, reference.image, new_field, reference.psf_field, new_sigma, ref_sigma,
+            new_var=registered.variance, ref_var=reference.variance, flux_ratio=flux_ratio,
+            astrometric_sigma=astrometric_sigma, mask=combined_mask,
+            flux_ratio_stars=_positions(ref_sources.unflagged()),
         )
         return Difference(
-            new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, s_corr=result.S_corr, mask=result.mask, psf=result.P_D,
-            psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            s_corr_std=result.s_corr_std, registration_rms=registration_rms, method="zogy",
-            registration=registration, varying_psf=result.varying_psf, psf_error=result.psf_error,
-            psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None,
+            difference=result.difference, variance=result.difference_var, s_corr=result.S_corr, mask=result.mask,
+            psf=result.P_D, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio, s_corr_std=result.s_corr_std,
+            method="zogy", varying_psf=result.varying_psf, psf_error=result.psf_error,
+            psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None, **common,
         )
-    if method == "classic":
-        new_psf: PSFModel = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, **PSF_STAR_LIMITS)
-        result = classic_subtraction(
-            registered.image, reference.image, new_psf, reference.psf, registered.variance,
-            reference.variance, mask=combined_mask,
-        )
-        return Difference(
-            new=registered.image, reference=reference.image, difference=result.difference,
-            variance=result.difference_var, s_corr=result.significance, mask=result.mask, psf=result.psf,
-            psf_fwhm=result.psf_fwhm, new_fwhm=new_psf.fwhm, flux_ratio=result.flux_ratio,
-            s_corr_std=result.significance_std, registration_rms=registration_rms, method="classic",
-            registration=registration,
-        )
-    raise ValueError(f"unknown subtraction method {method!r} (zogy or classic)")
+    result = classic_subtraction(
+        registered.image, reference.image, new_field.constant, reference.psf, registered.variance,
+        reference.variance, flux_ratio=flux_ratio, mask=combined_mask,
+    )
+    return Difference(
+        difference=result.difference, variance=result.difference_var, s_corr=result.significance, mask=result.mask,
+        psf=result.psf, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio,
+        s_corr_std=result.significance_std, method="classic", **common,
+    )
+
+
+def _positions(objects: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` positions ``(x, y)`` of a catalogue, px."""
+    return np.column_stack([objects["x"], objects["y"]]).astype(np.float64).reshape(-1, 2)
+
+
+def _sigma_on_grid(frame: CalibratedFrame, registered) -> float:
+    """The frame's sky noise per reference pixel, e-: resampling scales the noise power by the area ratio."""
+    area = float(np.nanmedian(registered.variance) / np.nanmedian(frame.variance))
+    return frame.sky_sigma * np.sqrt(area if np.isfinite(area) and area > 0 else 1.0)
 
 
 def find_candidates(

@@ -21,6 +21,17 @@ from astropy.wcs import WCS
 
 from astrid_assets.science import masks
 from astrid_assets.science.frames.files import astropy_warnings_silenced, header_wcs
+from astrid_assets.science.measurements import (
+    psf_field_from,
+    psf_field_hdus,
+    psf_model_from,
+    psf_model_hdus,
+    stars_from,
+    stars_hdu,
+)
+from astrid_assets.science.psf.field import PSFField
+from astrid_assets.science.psf.model import PSFModel
+from astrid_assets.science.sources import Sources
 
 __all__ = ["STAMP_SIZE", "STAMP_CHANNELS", "CalibratedFrame", "Reference", "Difference"]
 
@@ -57,6 +68,11 @@ class CalibratedFrame:
         WCS and cards of the frame.
     info : dict
         What the reduction found and assumed (keys above); not stored in the FITS file.
+    stars : numpy.ndarray or None
+        The frame's star catalogue, measured once when it was calibrated (SEP detections at 5σ of
+        ``science − background``, :data:`~astrid_assets.science.sources.STARS_COLUMNS`; ``STARS``).
+    psf : PSFModel or None
+        The frame's PSF, measured once from those detections (``PSF``); None when it has too few stars.
     """
 
     science: np.ndarray
@@ -66,6 +82,8 @@ class CalibratedFrame:
     background_rms: np.ndarray
     header: fits.Header = field(default_factory=fits.Header)
     info: dict = field(default_factory=dict)
+    stars: np.ndarray | None = field(default=None, repr=False)
+    psf: PSFModel | None = field(default=None, repr=False)
 
     @classmethod
     def from_extensions(cls, extensions: dict) -> CalibratedFrame:
@@ -75,7 +93,7 @@ class CalibratedFrame:
         ----------
         extensions : dict
             ``EXTNAME`` → ``(data, header)`` with ``SCI`` (whose header becomes the frame's),
-            ``MASK``, ``VARIANCE``, ``BKG`` and ``BKGRMS``.
+            ``MASK``, ``VARIANCE``, ``BKG`` and ``BKGRMS``, and ``STARS``, ``PSF`` when measured.
 
         Returns
         -------
@@ -88,7 +106,25 @@ class CalibratedFrame:
             variance=extensions["VARIANCE"][0].astype(np.float32),
             background=extensions["BKG"][0].astype(np.float32),
             background_rms=extensions["BKGRMS"][0].astype(np.float32), header=header,
+            stars=stars_from(extensions), psf=psf_model_from(extensions),
         )
+
+    def measurement_hdus(self) -> list:
+        """``STARS`` and ``PSF`` / ``PSFSTARS`` HDUs of what was measured (none when nothing was).
+
+        Returns
+        -------
+        list of astropy.io.fits HDUs
+        """
+        return ([stars_hdu(self.stars)] if self.stars is not None else []) + (
+            psf_model_hdus(self.psf) if self.psf is not None else [])
+
+    def sources(self) -> Sources:
+        """The frame's stored detections with its pixels (:class:`~astrid_assets.science.sources.Sources`), or a
+        new extraction when the frame was stored without them."""
+        if self.stars is None:
+            return Sources.extract(self.science, self.background, self.background_rms, self.mask)
+        return Sources.from_catalogue(self.stars, self.science, self.background, self.background_rms, self.mask)
 
     @cached_property
     def wcs(self) -> WCS:
@@ -131,18 +167,23 @@ class CalibratedFrame:
         header.update(wcs.to_header(relax=True))
         header["WCSALIGN"] = (how, "how this frame's WCS was obtained")
         return CalibratedFrame(self.science, self.mask, self.variance, self.background, self.background_rms, header,
-                               self.info)
+                               self.info, self.stars, self.psf)
 
 
 @dataclass
 class Reference:
-    """A field's deep reference: background-subtracted co-add (e-), variance, mask and PSF."""
+    """A field's deep reference: background-subtracted co-add (e-), variance, mask and PSF, and its
+    stars and PSF field measured once when it was built (:func:`~astrid_assets.science.pipeline.measure_reference`)."""
 
     image: np.ndarray  #: float32 background-subtracted co-add, e- of the anchor frame, ``[y, x]``
     variance: np.ndarray  #: float32 variance of ``image``, e-²
     mask: np.ndarray  #: uint16 flags (:mod:`~astrid_assets.science.masks`)
     psf: np.ndarray  #: unit-sum odd PSF stamp of ``image``
     header: fits.Header  #: carries the reference grid's WCS
+    #: SEP detections at 5σ of ``image`` (noise :attr:`sky_sigma`), ``STARS``; None until measured
+    stars: np.ndarray | None = field(default=None, repr=False)
+    #: the PSF and its variation over the grid (``psf`` its frame PSF); None until measured
+    psf_field: PSFField | None = field(default=None, repr=False)
 
     @cached_property
     def wcs(self) -> WCS:
@@ -155,21 +196,32 @@ class Reference:
         usable = (self.mask & masks.UNUSABLE) == 0
         return float(np.sqrt(np.nanmedian(self.variance[usable])))
 
+    def sources(self) -> Sources:
+        """The stored detections with the reference's pixels (:class:`~astrid_assets.science.sources.Sources`);
+        a new extraction when it was stored without them."""
+        if self.stars is None:
+            return Sources.extract(self.image, 0.0, self.sky_sigma, self.mask)
+        return Sources.from_catalogue(self.stars, self.image, 0.0, self.sky_sigma, self.mask)
+
     def to_hdus(self) -> list:
-        """FITS HDUs: primary ``REF`` (image, with ``header``), ``VARIANCE``, ``MASK`` and ``PSF``.
+        """FITS HDUs: primary ``REF`` (image, with ``header``), ``VARIANCE``, ``MASK`` and ``PSF``, and
+        once measured ``STARS`` and the PSF field (:func:`~astrid_assets.science.measurements.psf_field_hdus`).
 
         Returns
         -------
-        list of astropy.io.fits.PrimaryHDU or astropy.io.fits.ImageHDU
-            float32 images (mask uint16).
+        list of astropy.io.fits HDUs
+            float32 images (mask uint16), tables.
         """
         primary = fits.PrimaryHDU(self.image.astype(np.float32), self.header)
         primary.name = "REF"
+        psf = (psf_field_hdus(self.psf_field) if self.psf_field is not None
+               else [fits.ImageHDU(self.psf.astype(np.float32), name="PSF")])
         return [
             primary,
             fits.ImageHDU(self.variance.astype(np.float32), name="VARIANCE"),
             fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
-            fits.ImageHDU(self.psf.astype(np.float32), name="PSF"),
+            *psf,
+            *([stars_hdu(self.stars)] if self.stars is not None else []),
         ]
 
     @classmethod
@@ -180,7 +232,7 @@ class Reference:
         ----------
         extensions : dict
             ``EXTNAME`` → ``(data, header)`` with ``REF`` (whose header becomes the reference's),
-            ``VARIANCE``, ``MASK`` and ``PSF``.
+            ``VARIANCE``, ``MASK`` and ``PSF``, and ``STARS`` and the PSF field once measured.
 
         Returns
         -------
@@ -191,7 +243,7 @@ class Reference:
         return cls(
             image=image.astype(np.float32), variance=extensions["VARIANCE"][0].astype(np.float32),
             mask=extensions["MASK"][0].astype(np.uint16), psf=extensions["PSF"][0].astype(np.float32),
-            header=header,
+            header=header, stars=stars_from(extensions), psf_field=psf_field_from(extensions, image.shape),
         )
 
 
@@ -216,13 +268,20 @@ class Difference:
     varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (subtraction.tiles)
     psf_error: float = 0.0  #: PSF-model error ε in the variance of S_corr (:mod:`~astrid_assets.science.psf.field`)
     psf_tiles: np.ndarray | None = None  #: ``(n, n, s, s)`` PSFs of ``difference`` at the tile nodes, or None
+    #: ``(dx, dy)`` px added to the WCS mapping when the frame was resampled (its measured pointing offset)
+    pixel_offset: tuple[float, float] = (0.0, 0.0)
+    #: ``(σ_x, σ_y)`` px, the bright-star registration scatter ZOGY's astrometric terms used
+    astrometric_sigma: tuple[float, float] = (0.0, 0.0)
+    #: PSF field of the registered new frame the subtraction used (stored as ``NEWPSF…``), or None
+    new_psf_field: PSFField | None = field(default=None, repr=False)
 
     def to_hdus(self, header: fits.Header) -> list:
         """FITS HDUs: primary ``DIFF`` (difference), ``SCORR``, ``VARIANCE``, ``MASK``, ``NEW``, ``PSF``.
 
         The scalars go into the primary header as ``METHOD``, ``FLUXRAT``, ``PSFFWHM``,
-        ``NEWFWHM``, ``SCORRSTD``, ``REGRMS``, ``REGISTER``, ``VARPSF`` and ``PSFERR``. With a
-        varying PSF the per-node difference PSFs follow as ``PSFTILES``. The reference is not stored.
+        ``NEWFWHM``, ``SCORRSTD``, ``REGRMS``, ``REGISTER``, ``VARPSF``, ``PSFERR``, ``REGDX`` /
+        ``REGDY`` and ``ASTSIGX`` / ``ASTSIGY``. With a varying PSF the per-node difference PSFs follow
+        as ``PSFTILES``; the new frame's PSF field as ``NEWPSF…``. The reference is not stored.
 
         Parameters
         ----------
@@ -244,6 +303,10 @@ class Difference:
             ("REGISTER", self.registration, "wcs or star-pattern"),
             ("VARPSF", bool(self.varying_psf), "PSF varies over the frame: tiled ZOGY"),
             ("PSFERR", float(self.psf_error), "PSF-model error in the S_corr variance"),
+            ("REGDX", float(self.pixel_offset[0]), "x offset added to the WCS mapping, px"),
+            ("REGDY", float(self.pixel_offset[1]), "y offset added to the WCS mapping, px"),
+            ("ASTSIGX", float(self.astrometric_sigma[0]), "registration scatter in x, px"),
+            ("ASTSIGY", float(self.astrometric_sigma[1]), "registration scatter in y, px"),
         ]:
             header[key] = (value, comment)
         primary = fits.PrimaryHDU(self.difference.astype(np.float32), header)
@@ -255,7 +318,8 @@ class Difference:
             fits.ImageHDU(self.mask.astype(np.uint16), name="MASK"),
             fits.ImageHDU(self.new.astype(np.float32), name="NEW"),
             fits.ImageHDU(self.psf.astype(np.float32), name="PSF"),
-        ] + ([fits.ImageHDU(self.psf_tiles.astype(np.float32), name="PSFTILES")] if self.psf_tiles is not None else [])
+        ] + ([fits.ImageHDU(self.psf_tiles.astype(np.float32), name="PSFTILES")] if self.psf_tiles is not None else []
+             ) + (psf_field_hdus(self.new_psf_field, "NEWPSF") if self.new_psf_field is not None else [])
 
     @classmethod
     def from_extensions(cls, extensions: dict, reference: np.ndarray) -> Difference:
@@ -285,4 +349,7 @@ class Difference:
             registration=str(header.get("REGISTER", "wcs")),
             varying_psf=bool(header.get("VARPSF", False)), psf_error=float(header.get("PSFERR", 0.0)),
             psf_tiles=extensions["PSFTILES"][0] if "PSFTILES" in extensions else None,
+            pixel_offset=(float(header.get("REGDX", 0.0)), float(header.get("REGDY", 0.0))),
+            astrometric_sigma=(float(header.get("ASTSIGX", 0.0)), float(header.get("ASTSIGY", 0.0))),
+            new_psf_field=psf_field_from(extensions, difference.shape, "NEWPSF"),
         )

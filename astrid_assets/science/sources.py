@@ -10,6 +10,8 @@ Frames searched are background-subtracted ``float32`` in e- (or the frame's own 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import sep
 
@@ -21,6 +23,8 @@ __all__ = [
     "noise_for_sep",
     "unusable_pixels",
     "find_sources",
+    "Sources",
+    "STARS_COLUMNS",
     "star_catalogue",
     "star_positions",
     "BACKGROUND_MESH",
@@ -143,9 +147,87 @@ def find_sources(
     return sep.extract(frame, threshold, err=rms, mask=np.ascontiguousarray(bad), minarea=min_area)
 
 
+#: Columns of SEP's object array a stored star catalogue keeps (what PSF star selection, registration
+#: and photometry read: position, isophotal flux, shape, flags).
+STARS_COLUMNS = ("x", "y", "flux", "a", "b", "theta", "flag", "npix")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """One image's SEP extraction at 5σ, made once and handed to every step that needs its stars.
+
+    PSF estimation (:func:`~astrid_assets.science.psf.field.estimate_psf_field`), the registration
+    residuals (:func:`~astrid_assets.science.astrometry.residuals.measure_registration_residuals`), the
+    flux-ratio stars and the zero-point stars all start from these detections; each step then
+    re-measures at their positions (windowed centroids, apertures) on ``frame``.
+
+    Attributes
+    ----------
+    frame : numpy.ndarray
+        Background-subtracted C-contiguous float32 image the detections were made on
+        (:func:`frame_for_sep`), indexed ``[y, x]``.
+    rms : numpy.ndarray or float
+        Per-pixel noise of ``frame`` (:func:`noise_for_sep`), map or scalar.
+    bad : numpy.ndarray of bool
+        Pixels excluded (``UNUSABLE`` or non-finite).
+    objects : numpy.ndarray
+        SEP's structured object array (:func:`find_sources` at 5σ; 0-based ``x``, ``y``).
+    """
+
+    frame: np.ndarray
+    rms: np.ndarray | float
+    bad: np.ndarray
+    objects: np.ndarray
+
+    @classmethod
+    def extract(cls, image: np.ndarray, background, rms, mask: np.ndarray | None) -> Sources:
+        """Detect the sources of ``image − background`` at 5σ (the one extraction of that image).
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            Image, e- (or its own units), indexed ``[y, x]``.
+        background, rms : numpy.ndarray or float
+            Background and per-pixel noise, image units (maps or scalars).
+        mask : numpy.ndarray or None
+            ``uint16`` mask (``UNUSABLE`` pixels excluded), or None.
+
+        Returns
+        -------
+        Sources
+        """
+        frame, nonfinite = frame_for_sep(image, background)
+        bad = unusable_pixels(mask, frame.shape) | nonfinite
+        noise = noise_for_sep(rms, frame.shape)
+        return cls(frame, noise, bad, find_sources(frame, noise, bad, threshold=5.0))
+
+    @classmethod
+    def from_catalogue(cls, objects: np.ndarray, image: np.ndarray, background, rms, mask: np.ndarray | None
+                       ) -> Sources:
+        """Detections made earlier (a stored catalogue, positions on ``image``'s grid) with ``image``'s pixels.
+
+        Parameters
+        ----------
+        objects : numpy.ndarray
+            Structured array with at least :data:`STARS_COLUMNS`.
+        image, background, rms, mask
+            As for :meth:`extract`.
+
+        Returns
+        -------
+        Sources
+        """
+        frame, nonfinite = frame_for_sep(image, background)
+        return cls(frame, noise_for_sep(rms, frame.shape), unusable_pixels(mask, frame.shape) | nonfinite, objects)
+
+    def unflagged(self) -> np.ndarray:
+        """The detections SEP did not flag (``flag == 0``)."""
+        return self.objects[self.objects["flag"] == 0]
+
+
 def star_catalogue(
     image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS,
-    aperture: float | None = None,
+    aperture: float | None = None, sources: Sources | None = None,
 ) -> np.ndarray:
     """``(x, y, flux)`` rows of the ``n`` brightest unflagged SEP detections at 5σ, brightest first.
 
@@ -167,15 +249,17 @@ def star_catalogue(
         Most rows returned.
     aperture : float or None, default None
         Aperture radius, px; None keeps SEP's isophotal fluxes and all unflagged detections.
+    sources : Sources or None, default None
+        The image's extraction when already made (then ``image``, ``background``, ``rms`` and
+        ``mask`` are not read again).
 
     Returns
     -------
     numpy.ndarray
         ``(m, 3)`` float64 rows ``(x, y, flux)``, ``m ≤ n``, brightest first; ``(0, 3)`` if none.
     """
-    frame, nonfinite = frame_for_sep(image, background)
-    bad = unusable_pixels(mask, frame.shape) | nonfinite
-    objects = find_sources(frame, noise_for_sep(rms, frame.shape), bad, threshold=5.0)
+    sources = sources or Sources.extract(image, background, rms, mask)
+    frame, bad, objects = sources.frame, sources.bad, sources.objects
     if objects.size == 0:
         return np.empty((0, 3))
     objects = objects[objects["flag"] == 0]

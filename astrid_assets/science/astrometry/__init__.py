@@ -18,8 +18,10 @@ from astrid_assets.science.astrometry.register import (
 )
 from astrid_assets.science.astrometry.residuals import (
     RegistrationResiduals,
+    bright_star_centroids,
     match_positions,
     measure_registration_residuals,
+    residuals_between,
 )
 
 __all__ = [
@@ -38,4 +40,6 @@ __all__ = [
     "RegistrationResiduals",
     "match_positions",
     "measure_registration_residuals",
+    "bright_star_centroids",
+    "residuals_between",
 ]

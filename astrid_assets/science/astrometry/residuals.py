@@ -15,9 +15,15 @@ from scipy.spatial import cKDTree
 
 from astrid_assets.science.astrometry.register import RegistrationError
 from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA
-from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
+from astrid_assets.science.sources import Sources
 
-__all__ = ["RegistrationResiduals", "match_positions", "measure_registration_residuals"]
+__all__ = [
+    "RegistrationResiduals",
+    "bright_star_centroids",
+    "match_positions",
+    "measure_registration_residuals",
+    "residuals_between",
+]
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,22 @@ class RegistrationResiduals:
     n_stars: int
 
 
-def _bright_stars(frame: np.ndarray, rms: np.ndarray | float, bad: np.ndarray, min_snr: float) -> np.ndarray:
-    """Windowed centroids ``(x, y)`` of unflagged sources with isophotal S/N ≥ ``min_snr``."""
+def bright_star_centroids(sources: Sources, min_snr: float) -> np.ndarray:
+    """Windowed centroids ``(x, y)``, px, of unflagged detections with S/N ≥ ``min_snr`` in a 3 px circle.
 
-    objects = find_sources(frame, rms, bad, threshold=5.0)
+    Parameters
+    ----------
+    sources : Sources
+        An image's detections and pixels (:class:`~astrid_assets.science.sources.Sources`).
+    min_snr : float
+        Aperture S/N cut.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` centroids on the image's grid (``sep.winpos`` with σ from each star's half-light radius).
+    """
+    objects, frame, rms, bad = sources.objects, sources.frame, sources.rms, sources.bad
     if objects.size == 0:
         return np.empty((0, 2))
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
@@ -98,6 +116,8 @@ def measure_registration_residuals(
     *,
     min_snr: float = 50.0,
     match_radius: float = 2.0,
+    sources: Sources | None = None,
+    reference_sources: Sources | None = None,
 ) -> RegistrationResiduals:
     """Compare bright-star centroids of a registered frame with the reference's.
 
@@ -121,6 +141,9 @@ def measure_registration_residuals(
         Minimum S/N of a star (unflagged SEP detection at 5σ, flux in a circle of radius 3 px).
     match_radius : float, default 2.0
         Largest separation of a pair, px.
+    sources, reference_sources : Sources or None, default None
+        Each image's extraction when already made (:class:`~astrid_assets.science.sources.Sources`,
+        on this grid); None extracts it here.
 
     Returns
     -------
@@ -132,12 +155,35 @@ def measure_registration_residuals(
     RegistrationError
         Fewer than 3 stars could be matched.
     """
-    frame, nonfinite = frame_for_sep(image, 0.0)
-    ref_frame, ref_nonfinite = frame_for_sep(reference, 0.0)
-    bad = unusable_pixels(mask, frame.shape) | nonfinite
-    ref_bad = unusable_pixels(reference_mask, ref_frame.shape) | ref_nonfinite
-    stars = _bright_stars(frame, noise_for_sep(image_rms, frame.shape), bad, min_snr)
-    ref_stars = _bright_stars(ref_frame, noise_for_sep(reference_rms, ref_frame.shape), ref_bad, min_snr)
+    stars = bright_star_centroids(sources or Sources.extract(image, 0.0, image_rms, mask), min_snr)
+    ref_stars = bright_star_centroids(
+        reference_sources or Sources.extract(reference, 0.0, reference_rms, reference_mask), min_snr)
+    return residuals_between(stars, ref_stars, min_snr, match_radius)
+
+
+def residuals_between(
+    stars: np.ndarray, ref_stars: np.ndarray, min_snr: float, match_radius: float = 2.0
+) -> RegistrationResiduals:
+    """Median offset and robust scatter of ``stars − ref_stars`` over mutual nearest pairs.
+
+    Parameters
+    ----------
+    stars, ref_stars : numpy.ndarray
+        ``(n, 2)`` and ``(m, 2)`` star centroids ``(x, y)`` on the reference grid, px.
+    min_snr : float
+        The S/N cut they were chosen with (named in the error).
+    match_radius : float, default 2.0
+        Largest separation of a pair, px.
+
+    Returns
+    -------
+    RegistrationResiduals
+
+    Raises
+    ------
+    RegistrationError
+        Fewer than 3 pairs.
+    """
     index, ref_index = match_positions(stars, ref_stars, match_radius)
     if index.size < 3:
         raise RegistrationError(

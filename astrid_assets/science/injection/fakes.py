@@ -16,7 +16,7 @@ candidate's nearest pixel, in new-frame e-.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import pandas as pd
 from astrid_assets.science import masks
 from astrid_assets.science.injection.inject import inject_sources, match_catalogues, psf_optimal_snr
 from astrid_assets.science.pipeline import PSF_STAR_LIMITS, difference_frame, find_candidates, on_reference_sky
-from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Reference
+from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.sources import star_catalogue
 
@@ -185,7 +185,7 @@ def injection_recovery(
     frame: CalibratedFrame, reference: Reference, original: pd.DataFrame, rng: np.random.Generator,
     n_fakes: int = 60, snr_range: tuple[float, float] = (3.0, 30.0), match_radius: float = 1.5,
     threshold: float = 5.0, method: str = "zogy", host_fraction: float = 0.0, log_snr: bool = False,
-    change_fraction: float = 0.0, min_change: float = 0.2,
+    change_fraction: float = 0.0, min_change: float = 0.2, like: Difference | None = None,
 ) -> InjectionRecovery:
     """Inject fakes with the frame's measured PSF into a copy of it, difference, detect, match.
 
@@ -213,7 +213,7 @@ def injection_recovery(
     match_radius : float, default 1.5
         Match radius, reference px.
     threshold : float, default 5.0
-        Detection threshold on ``|score|``.
+        Detection threshold on ``|S_corr|`` (``Difference.s_corr``).
     method : {"zogy", "classic"}, default "zogy"
         Subtraction method (:func:`~astrid_assets.science.pipeline.difference_frame`).
     host_fraction : float, default 0.0
@@ -229,6 +229,10 @@ def injection_recovery(
         flux in the image; its variance map is lowered by the flux taken away.
     min_change : float, default 0.2
         Smallest change of a star, as a fraction of its flux.
+    like : Difference or None, default None
+        The untouched frame's difference: its registration, new-frame PSF field and flux ratio are
+        reused for the frame with fakes (:func:`~astrid_assets.science.pipeline.difference_frame`), so
+        the fakes change nothing but the pixels; None measures them again on the frame with fakes.
 
     Returns
     -------
@@ -243,9 +247,11 @@ def injection_recovery(
         :func:`~astrid_assets.science.psf.empirical.estimate_psf` raise them.
     """
     frame, _ = on_reference_sky(frame, reference)
-    psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask, **PSF_STAR_LIMITS)
+    psf = frame.psf or estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
+                                    **PSF_STAR_LIMITS)
     stars = (star_catalogue(frame.science, frame.background, frame.background_rms, frame.mask, n=500,
-                            aperture=2.0 * psf.fwhm) if host_fraction > 0 or change_fraction > 0 else np.empty((0, 3)))
+                            aperture=2.0 * psf.fwhm, sources=frame.sources())
+             if host_fraction > 0 or change_fraction > 0 else np.empty((0, 3)))
     n_changes = int(rng.binomial(n_fakes, change_fraction)) if len(stars) else 0
     changeable = stars[[clean_position(frame, reference, x, y) for x, y in stars[:, :2]]] if n_changes else stars
     n_changes = min(n_changes, len(changeable))
@@ -273,9 +279,8 @@ def injection_recovery(
         hosted = np.concatenate([hosted, np.ones(len(chosen), bool)])
         flux, sign = np.concatenate([flux, change]), np.concatenate([sign, np.sign(change)])
     injected = inject_sources(frame.science, frame.variance, psf, xy[:, 0], xy[:, 1], flux=flux, rng=rng)
-    fake_frame = CalibratedFrame(injected.image, frame.mask, injected.variance, frame.background,
-                                 frame.background_rms, frame.header)
-    difference = difference_frame(fake_frame, reference, method=method)
+    fake_frame = replace(frame, science=injected.image, variance=injected.variance)
+    difference = difference_frame(fake_frame, reference, method=method, like=like)
     candidates, stamps = find_candidates(difference, reference.wcs, threshold)
     ref_x, ref_y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
     truth_xy = np.column_stack([ref_x, ref_y])

@@ -56,7 +56,7 @@ MIN_MATCHED = 3
 MATCH_RADIUS = 2.0
 
 
-def zero_point_stars(science, background, background_rms, mask, fwhm_px: float) -> np.ndarray:
+def zero_point_stars(science, background, background_rms, mask, fwhm_px: float, sources=None) -> np.ndarray:
     """``(x, y, flux)`` of a frame's :data:`MAX_STARS` brightest clean stars, flux (e-) in an aperture
     of :data:`APERTURE_FWHM` × ``fwhm_px``; empty where the FWHM is unknown.
 
@@ -70,6 +70,8 @@ def zero_point_stars(science, background, background_rms, mask, fwhm_px: float) 
         ``uint16`` mask (``UNUSABLE`` pixels excluded), or None.
     fwhm_px : float
         The frame's PSF FWHM, px; None, NaN or non-positive gives an empty catalogue.
+    sources : Sources or None, default None
+        The frame's stored detections (:class:`~astrid_assets.science.sources.Sources`); None extracts them.
 
     Returns
     -------
@@ -79,7 +81,8 @@ def zero_point_stars(science, background, background_rms, mask, fwhm_px: float) 
     """
     if not (fwhm_px and np.isfinite(fwhm_px) and fwhm_px > 0):
         return np.empty((0, 3))
-    return star_catalogue(science, background, background_rms, mask, MAX_STARS, APERTURE_FWHM * fwhm_px)
+    return star_catalogue(science, background, background_rms, mask, MAX_STARS, APERTURE_FWHM * fwhm_px,
+                          sources=sources)
 
 
 def encode(stars: np.ndarray) -> str | None:

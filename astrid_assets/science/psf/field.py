@@ -41,7 +41,7 @@ from astrid_assets.science.psf.empirical import (
 )
 from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
 from astrid_assets.science.psf.profile_fit import fit_moffat
-from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, star_catalogue, unusable_pixels
+from astrid_assets.science.sources import Sources, star_catalogue
 
 __all__ = [
     "CALIBRATION_MIN_RATIO",
@@ -344,6 +344,7 @@ def estimate_psf_field(
     vary_fraction: float = VARY_FRACTION,
     constant: PSFModel | None = None,
     force: bool = False,
+    sources: Sources | None = None,
 ) -> PSFField:
     """The frame's PSF and, when its FWHM varies over the frame, a PSFEx-like spatial model.
 
@@ -372,6 +373,9 @@ def estimate_psf_field(
         The frame PSF if already estimated.
     force : bool, default False
         Fit the spatial model whatever the FWHM plane says (tests, diagnostics).
+    sources : Sources or None, default None
+        The image's extraction when already made (:class:`~astrid_assets.science.sources.Sources`
+        of ``image − background``); None extracts it here.
 
     Returns
     -------
@@ -382,11 +386,9 @@ def estimate_psf_field(
     PSFError
         When the frame PSF cannot be estimated.
     """
-    frame, nonfinite = frame_for_sep(image, background)
-    bad = unusable_pixels(mask, frame.shape) | nonfinite
-    rms = noise_for_sep(background_rms, frame.shape)
+    sources = sources or Sources.extract(image, background, background_rms, mask)
+    frame, rms, bad, objects = sources.frame, sources.rms, sources.bad, sources.objects
     shape = frame.shape
-    objects = find_sources(frame, rms, bad, threshold=5.0)  # shared with the frame PSF's estimate
     measured = None
     if constant is None:
         measured = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)

@@ -241,17 +241,17 @@ def zogy_field(
     *,
     mask: np.ndarray | None = None,
     psf_error: float | str | None = "auto",
+    flux_ratio_stars: np.ndarray | None = None,
 ) -> ZogyResult:
     """ZOGY with each image's :class:`~astrid_assets.science.psf.field.PSFField`: one pass, or tiles where a PSF varies.
 
-    When neither PSF varies this is :func:`~astrid_assets.science.subtraction.zogy.zogy` with the frame PSFs (the flux
-    ratio
-    fitted by PSF photometry when None). Otherwise the flux ratio is fitted once from
-    large-aperture photometry (:func:`aperture_flux_ratio`, radius 3 × the largest FWHM) and
-    :func:`zogy_tiled` differences the frame with the PSFs at each node. ``psf_error`` as for
-    :func:`~astrid_assets.science.subtraction.zogy.zogy`, calibrated at the fields' stars (the reference's first; SEP
-    detections
-    on ``ref`` when neither has 3). With ``psf_error="auto"`` the tiled result is kept only when its
+    When neither PSF varies this is :func:`~astrid_assets.science.subtraction.zogy.zogy` with the frame
+    PSFs (the flux ratio fitted by PSF photometry of ``flux_ratio_stars`` when None). Otherwise the
+    flux ratio is fitted once from large-aperture photometry (:func:`aperture_flux_ratio`, radius 3 ×
+    the largest FWHM) and :func:`zogy_tiled` differences the frame with the PSFs at each node.
+    ``psf_error`` as for :func:`~astrid_assets.science.subtraction.zogy.zogy`, calibrated at the fields'
+    stars (the reference's first; SEP detections on ``ref`` when neither has 3). With
+    ``psf_error="auto"`` the tiled result is kept only when its
     calibrated PSF-model error ε is below the one-pass result's: the model that leaves less at the
     stars wins, and a tie keeps the frame PSFs (on the real ESO 085-030 pair, whose FWHM changes by
     26 % over the frame in both images, the tiles' PSFs, each from fewer stars, left 8 candidates
@@ -261,7 +261,8 @@ def zogy_field(
     if star_xy is None:
         star_xy = star_catalogue(ref, 0.0, ref_sigma, mask, n=300)[:, :2]
     one_pass = zogy(new, ref, new_field.constant, ref_field.constant, new_sigma, ref_sigma, new_var, ref_var,
-                    flux_ratio, astrometric_sigma, backend, mask=mask, psf_error=psf_error, star_xy=star_xy)
+                    flux_ratio, astrometric_sigma, backend, mask=mask, psf_error=psf_error, star_xy=star_xy,
+                    flux_ratio_stars=flux_ratio_stars)
     if not (new_field.varies or ref_field.varies):
         return one_pass
     flux_ratio_err = 0.0

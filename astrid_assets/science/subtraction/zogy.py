@@ -272,6 +272,7 @@ def zogy(
     background: str = "plane",
     psf_error: float | str | None = None,
     star_xy: np.ndarray | None = None,
+    flux_ratio_stars: np.ndarray | None = None,
     keep_parts: bool = False,
 ) -> ZogyResult:
     """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
@@ -315,6 +316,9 @@ def zogy(
     star_xy : numpy.ndarray or None, default None
         ``(n, 2)`` star positions ``(x, y)``, px, for ``psf_error="auto"``; None: the PSF
         models' stars, else SEP detections on ``ref``.
+    flux_ratio_stars : numpy.ndarray or None, default None
+        ``(n, 2)`` star positions ``(x, y)``, px, for the flux-ratio fit (e.g. the reference's stored
+        detections); None: the PSF models' stars, else SEP detections on ``ref``.
     keep_parts : bool, default False
         Return ``S_N``, ``S_R`` and the variance of ``S`` in ``ZogyResult.parts``.
 
@@ -342,7 +346,7 @@ def zogy(
             new_sigma**2 if new_var is None else np.where(bad, np.inf, new_var),
             ref_sigma**2 if ref_var is None else np.where(bad, np.inf, ref_var),
             mask=None,
-            star_xy=psf_star_positions(ref_psf, new_psf),
+            star_xy=flux_ratio_stars if flux_ratio_stars is not None else psf_star_positions(ref_psf, new_psf),
         )
         flux_ratio, flux_ratio_err = fit.ratio, fit.ratio_err
     else:
