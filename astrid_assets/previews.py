@@ -81,14 +81,14 @@ def completeness_curve(bin_centres: list[float], fraction: list[float], snr_50: 
 def training_curves(history: list[dict]) -> bytes:
     """Train and validation loss, and validation ROC AUC, F1 and dice, per epoch of a training run."""
     epochs = [h["epoch"] for h in history]
-    figure, (losses, scores) = plt.subplots(1, 2, figsize=(8, 3))
+    figure, (losses, metrics) = plt.subplots(1, 2, figsize=(8, 3))
     losses.plot(epochs, [h["train_loss"] for h in history], label="train")
     losses.plot(epochs, [h["val_loss"] for h in history], label="validation")
     losses.set_xlabel("epoch")
     losses.set_ylabel("loss")
     losses.legend()
     for key in ("val_roc_auc", "val_f1", "val_dice"):
-        scores.plot(epochs, [h[key] for h in history], label=key.removeprefix("val_"))
-    scores.set_xlabel("epoch")
-    scores.legend()
+        metrics.plot(epochs, [h[key] for h in history], label=key.removeprefix("val_"))
+    metrics.set_xlabel("epoch")
+    metrics.legend()
     return _png(figure)

@@ -24,6 +24,8 @@ variable                       meaning                                         e
                                or ``MLFLOW_TRACKING_TOKEN``) (secret)
 ``MAST_TOKEN``                 MAST token for proprietary data (secret)        unset
 ``ASTRID_TEST_POSTGRES``       server the integration tests make databases on  ``postgres@127.0.0.1:5432``
+``ASTRID_REAL_DATA``           folder of real frames the tests read (**)       ``../shared/data/real``
+``ASTRID_REQUIRE_REAL_DATA``   ``1``: tests fail, not skip, without them (**)  unset: they are skipped
 =============================  ==============================================  ==============================
 
 Values are read when called, never cached at import, so a test or a deployment can change
@@ -31,7 +33,10 @@ them without reloading the code. The ones marked (*) are called when the definit
 (a partitions definition, a schedule's hour and a sensor's interval are fixed for the life of a
 code location), so they take effect when the code location is (re)loaded. Secrets (passwords in
 URLs, AWS keys, the alert webhook's token) live only in these variables and are never logged;
-:func:`redact_url` is how a URL is shown to people.
+:func:`redact_url` is how a URL is shown to people. The ones marked (**) are read by the tests only:
+frames AstrID did not make (:func:`real_data_dir`, relative to the project root) are used where they
+are, and a checkout without them skips those tests with a message naming the folder, unless
+:func:`real_data_required` (CI sets it: ``.ci/run``).
 """
 
 import os
@@ -191,3 +196,19 @@ def test_postgres_admin_url() -> str:
     """PostgreSQL server where integration tests create their throw-away databases (``ASTRID_TEST_POSTGRES``,
     default the machine's server on 127.0.0.1:5432 as ``postgres``, trust authentication)."""
     return os.environ.get("ASTRID_TEST_POSTGRES") or "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+#: The project root: the folder holding ``pyproject.toml`` and ``astrid_assets/``.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path:
+    """Folder of real frames the tests read (``ASTRID_REAL_DATA``, default ``../shared/data/real``); a relative
+    path is taken from the project root (:data:`PROJECT_ROOT`). Subfolders: ``eso085-030/``, ``m51-raw/``."""
+    return (PROJECT_ROOT / Path(os.environ.get("ASTRID_REAL_DATA") or "../shared/data/real").expanduser()).resolve()
+
+
+def real_data_required() -> bool:
+    """Whether a missing :func:`real_data_dir` fails the tests that read it rather than skipping them
+    (``ASTRID_REQUIRE_REAL_DATA`` = ``1``/``true``/``yes``; CI sets it)."""
+    return os.environ.get("ASTRID_REQUIRE_REAL_DATA", "").strip().lower() in {"1", "true", "yes"}

@@ -1,4 +1,4 @@
-"""Shared fixtures: an empty embedded AstrID home per test, and real servers for integration tests.
+"""Shared fixtures: an empty embedded AstrID home per test, real frames, and real servers for integration tests.
 
 Every test that starts a server carries the ``integration`` marker, so ``pytest -m "not integration"``
 is a fast loop that starts none. Two checks keep it so: collection fails naming any test that uses a
@@ -96,6 +96,23 @@ def astrid_home(tmp_path, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     yield home
     engine_for.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of real frames (:func:`astrid_assets.settings.real_data_dir`: ``ASTRID_REAL_DATA``, default
+    ``../shared/data/real`` beside the project). Where it is absent the test is skipped with a message naming
+    the folder and the variable, or fails when ``ASTRID_REQUIRE_REAL_DATA=1`` (as in CI)."""
+    from astrid_assets import settings
+
+    folder = settings.real_data_dir()
+    if not folder.is_dir():
+        message = (f"the real frames are not in {folder}: set ASTRID_REAL_DATA to their folder "
+                   "(default ../shared/data/real, relative to the project root)")
+        if settings.real_data_required():
+            pytest.fail(f"{message}; ASTRID_REQUIRE_REAL_DATA is set, so their absence is a failure", pytrace=False)
+        pytest.skip(f"{message}; ASTRID_REQUIRE_REAL_DATA=1 makes this a failure")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -65,20 +65,20 @@ def skygen_truth(root: Path, nights: int, frames: int, reuse: bool = False) -> t
         truth.to_csv(root / "truth.csv", index=False)
         run = run_chain(root / "drop", cell.first_night, last, DagsterInstance.get())
     seconds = time.perf_counter() - started
-    score = matrix.score(cell, truth, run)
-    print(f"skygen chain: {seconds:.0f} s, completeness S/N>=10 {score.completeness:.3f}, "
-          f"differenced {score.differenced}/{score.frames_after_first_night}", flush=True)
+    evaluation = matrix.evaluate(cell, truth, run)
+    print(f"skygen chain: {seconds:.0f} s, completeness S/N>=10 {evaluation.completeness:.3f}, "
+          f"differenced {evaluation.differenced}/{evaluation.frames_after_first_night}", flush=True)
     labelled = matrix.candidate_truth(cell, truth, run)
     return labelled.assign(truth_snr=labelled.difference_snr), seconds
 
 
 def demo_truth(root: Path) -> tuple[pd.DataFrame, float]:
     """Run the demo's nights; their candidates with the simulator's ``real`` verdict and measured ``truth_snr``."""
-    from astrid_assets.cli import curate_nights, night_window, run_nightly
+    from astrid_assets.cli.commands import curate_nights, night_window, run_nightly
     from astrid_assets.io.tables import read_nights
+    from astrid_assets.labels import labelled_candidates
     from astrid_assets.settings import database_url
     from astrid_assets.surveys.simulated import DEMO_NIGHTS
-    from astrid_assets.validations import labelled_candidates
 
     nights = night_window(*DEMO_NIGHTS)
     started = time.perf_counter()
@@ -92,7 +92,7 @@ def demo_truth(root: Path) -> tuple[pd.DataFrame, float]:
 
 def build_dataset(version: str, config: dict) -> tuple[dict, dict, float]:
     """Materialize ``training_datasets`` partition ``version``; its arrays, metadata and seconds."""
-    from astrid_assets.cli import embedded_instance
+    from astrid_assets.cli.commands import embedded_instance
     from astrid_assets.definitions import defs
 
     instance = embedded_instance()

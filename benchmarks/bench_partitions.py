@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from astrid_assets.cli.trigger import graphql
 from astrid_assets.testing import servers
-from astrid_assets.trigger import graphql
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = {

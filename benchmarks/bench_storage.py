@@ -16,6 +16,12 @@ Objects: float32 FITS frames (512² by default) through ``put_versioned`` (conte
 the assets write) and ``get``, on a local folder and on moto's S3 server, started on loopback in its
 own process group and stopped after (:mod:`astrid_assets.testing.servers`). MB/s counts FITS bytes
 (1 MB = 10⁶ bytes).
+
+Unreachable backends (``--backends unreachable``): how long a write takes to fail, retries and backoff
+included, against a port on loopback that refuses connections — an S3 ``put`` (boto3's standard retries,
+then :class:`~astrid_assets.io.object_store.ObjectStoreError`) and a PostgreSQL connection
+(:func:`~astrid_assets.io.tables.connect_with_retry`, then ``DatabaseUnavailableError``). The storage-fault
+tests check that such a run fails cleanly and names the backend; how long that takes is measured here.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def candidate_rows(night: str, count: int, rng: np.random.Generator) -> pd.DataF
             "flux": flux,
             "flux_err": flux_err,
             "snr": np.abs(flux) / flux_err,
-            "score": rng.uniform(0, 1, count),
+            "rule_score": rng.uniform(0, 1, count),
             "flags": rng.integers(0, 1 << 10, count),
             "sign": np.where(flux >= 0, 1, -1),
             "stamp_path": [f"candidate_detections/{night}/C{compact}-{i:06d}.npz" for i in range(count)],
@@ -199,6 +205,57 @@ def bench_objects(name: str, store, frames: list[bytes]) -> dict:
     }
 
 
+def bench_unreachable() -> list[dict]:
+    """Seconds for a write to fail against a closed port: an S3 put, a PostgreSQL connection (median of 3)."""
+    import logging
+    import socket
+    import statistics
+
+    from astrid_assets.io.object_store import ObjectStoreError, S3ObjectStore
+    from astrid_assets.io.tables import (
+        CONNECT_ATTEMPTS,
+        CONNECT_BACKOFF_S,
+        DatabaseUnavailableError,
+        connect_with_retry,
+    )
+
+    closed = socket.socket()  # bound, never listening: connections are refused and no one else takes the port
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    saved = {name: os.environ.get(name) for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+                                                     "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "astrid-bench",
+                       "AWS_SECRET_ACCESS_KEY": "astrid-bench", "AWS_DEFAULT_REGION": "us-east-1"})
+
+    def fails(action: Callable[[], object], error: type[Exception]) -> float:
+        started = time.perf_counter()
+        try:
+            action()
+        except error:
+            return time.perf_counter() - started
+        raise AssertionError(f"{action} did not fail with {error.__name__}")
+
+    try:
+        store = S3ObjectStore("s3://astrid-bench/astrid")
+        s3 = statistics.median(fails(lambda: store.put("bench/probe", b"x"), ObjectStoreError) for _ in range(3))
+        url = f"postgresql+psycopg2://astrid@127.0.0.1:{port}/astrid"
+        quiet = logging.getLogger("astrid-bench-unreachable")  # not the retry warnings: the time they take
+        quiet.disabled = True
+        database = statistics.median(fails(lambda: connect_with_retry(url, log=quiet), DatabaseUnavailableError)
+                                     for _ in range(3))
+    finally:
+        closed.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    backoff = sum(CONNECT_BACKOFF_S * 2**n for n in range(CONNECT_ATTEMPTS - 1))
+    return [{"backend": "s3 (closed port)", "kind": "unreachable", "fail_s": round(s3, 3)},
+            {"backend": "postgresql (closed port)", "kind": "unreachable", "fail_s": round(database, 3),
+             "backoff_s": backoff}]
+
+
 def environment() -> dict:
     import dagster
     import sqlalchemy
@@ -215,7 +272,9 @@ def environment() -> dict:
 def print_table(results: list[dict]) -> None:
     print(f"\n{'backend':12s} {'what':26s} {'write':>12s} {'rewrite':>12s} {'read':>12s}")
     for entry in results:
-        if entry["kind"] == "table":
+        if entry["kind"] == "unreachable":
+            print(f"{entry['backend']:24s} a write fails after {entry['fail_s']:.2f} s")
+        elif entry["kind"] == "table":
             print(
                 f"{entry['backend']:12s} {str(entry['rows']) + ' rows, ' + str(entry['nights']) + ' nights':26s}"
                 f" {entry['write_rows_per_s']:>8,d} r/s {entry['rewrite_rows_per_s']:>8,d} r/s"
@@ -237,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends",
         nargs="+",
-        default=["sqlite", "postgresql", "folder", "s3"],
-        choices=["sqlite", "postgresql", "folder", "s3"],
+        default=["sqlite", "postgresql", "folder", "s3", "unreachable"],
+        choices=["sqlite", "postgresql", "folder", "s3", "unreachable"],
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
@@ -272,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["AWS_ENDPOINT_URL_S3"] = stack.enter_context(servers.s3_server(scratch / "servers"))
                 boto3.client("s3").create_bucket(Bucket="astrid-bench")
                 results.append(bench_objects("s3 (moto)", S3ObjectStore("s3://astrid-bench/astrid"), frames))
+    if "unreachable" in args.backends:
+        results.extend(bench_unreachable())
     print_table(results)
     report = {"environment": environment(), "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 The sensor reads the registry's champion aliases: each candidate is scored by the champion of its
 frame's instrument (``champion-<slug>``, else the plain ``champion``; :func:`~astrid_assets.ml.champions.
 assign_champions`). Among the last ``ASTRID_RESCORE_NIGHTS`` (default 7) nights with candidate
-detections, a night is *stale* when some of its candidates have no probability from the champion that
+detections, a night is *stale* when some of its candidates have no real probability from the champion that
 applies to them (never scored, scored before any champion existed, or scored by an earlier one). The
 stale nights are re-scored in one run of ``scored_detections`` over their range. The run key names the
 champion versions and the range, so a repeated tick, or a rollback to a champion that already scored

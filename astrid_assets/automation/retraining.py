@@ -40,7 +40,7 @@ def passed_its_gates(instance, version: str) -> bool:
         description="Builds a dataset version and trains a model version once ASTRID_RETRAIN_MIN_LABELS new "
                     "labels have landed.")
 def retrain_on_new_labels(context: SensorEvaluationContext, database: DatabaseResource):
-    from astrid_assets.validations import count_labels
+    from astrid_assets.labels import count_labels
 
     labels = count_labels(database.resolved_url())
     last = int(context.cursor or 0)

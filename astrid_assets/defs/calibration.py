@@ -16,6 +16,7 @@ from astrid_assets.science.calibration.quality import mark_seeing_outliers, meas
 from astrid_assets.science.frames.files import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
 from astrid_assets.science.frames.headers import CALIBRATION_KINDS, exposure_time
 from astrid_assets.science.photometry import zeropoints
+from astrid_assets.science.pipeline import measure_frame
 from astrid_assets.science.products import CalibratedFrame
 
 #: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found
@@ -95,7 +96,8 @@ def _card_text(text: str | None) -> str:
 
 
 def calibrated_hdus(calibrated: CalibratedFrame, header: fits.Header, night: str) -> list:
-    """SCI (e-), MASK (bit flags), VARIANCE (e-²), BKG and BKGRMS (e-) extensions with the WCS.
+    """SCI (e-), MASK (bit flags), VARIANCE (e-²), BKG and BKGRMS (e-) extensions with the WCS, and the
+    frame's stars and PSF (``STARS``, ``PSF``, ``PSFSTARS``: :func:`~astrid_assets.science.pipeline.measure_frame`).
 
     The SCI header records the data state and the gain, read noise and saturation used, with
     where they came from (``DATASTAT``, ``CALGAIN``/``GAINSRC``, ``CALRDN``/``RDNSRC``,
@@ -127,6 +129,7 @@ def calibrated_hdus(calibrated: CalibratedFrame, header: fits.Header, night: str
         fits.ImageHDU(calibrated.variance.astype(np.float32), name="VARIANCE"),
         fits.ImageHDU(calibrated.background.astype(np.float32), name="BKG"),
         fits.ImageHDU(calibrated.background_rms.astype(np.float32), name="BKGRMS"),
+        *calibrated.measurement_hdus(),
     ]
     extensions[0].name = "SCI"
     return extensions
@@ -180,7 +183,7 @@ def calibrate_night(
             if frame_masters.bias.shape != raw_image.shape:
                 raise FrameError(night, frame.frame_id, f"shape {raw_image.shape} differs from the "
                                  f"night's calibration frames {frame_masters.bias.shape}")
-            calibrated = calibrate_frame(raw_image, header, frame_masters)
+            calibrated = measure_frame(calibrate_frame(raw_image, header, frame_masters))
             quality = measure_quality(calibrated, header)
             usable, reasons = verdict(quality)
         except Exception as error:  # one bad frame must not sink the night
@@ -207,7 +210,7 @@ def calibrate_night(
             "zero_point": header.get("MAGZP"), "usable": usable,
             "stars": zeropoints.encode(zeropoints.zero_point_stars(
                 calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,
-                quality.get("fwhm_px"))), "reasons": "; ".join(reasons) or None,
+                quality.get("fwhm_px"), sources=calibrated.sources())), "reasons": "; ".join(reasons) or None,
             "status": "ok", "problem": None,
         })
     table = mark_seeing_outliers(pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys())))

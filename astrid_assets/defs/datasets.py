@@ -12,6 +12,7 @@ from astrid_assets.defs.quality_checks import TRAINING_DATASETS_CHECKS, training
 from astrid_assets.io import schema
 from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
+from astrid_assets.labels import labelled_candidates
 from astrid_assets.ml.dataset import CHANNELS, SPLITS, STAMP_SIZE, content_digest, split_by_night, split_codes
 from astrid_assets.ml.injection_set import (
     Examples,
@@ -25,7 +26,6 @@ from astrid_assets.partitions import dataset_versions
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science.frames.files import read_extensions
 from astrid_assets.science.products import CalibratedFrame, Reference
-from astrid_assets.validations import labelled_candidates
 
 #: where a dataset's examples come from (``DatasetConfig.source``)
 DATASET_SOURCES = ("labels", "injections", "mixed")

@@ -79,7 +79,7 @@ def candidate_detections(
 
     SEP extraction on S_corr (Barbary 2016), PSF-fit flux and error on the difference, FWHM,
     elongation and sharpness; flags for masked pixels, edges, bright stars, dipoles and shapes far from the
-    PSF; a rule-based score in [0, 1]; RA/Dec from the reference WCS. Science, reference and
+    PSF; a rule score in [0, 1] (``rule_score``); RA/Dec from the reference WCS. Science, reference and
     difference stamps (63×63) of every candidate go to the object store, one stack per frame.
     """
     store = object_store.open()
@@ -96,12 +96,12 @@ def candidate_detections(
 
 def detect_night(
     night: str, config: DetectionConfig, differences: pd.DataFrame, store: ObjectStore
-) -> tuple[pd.DataFrame, dict, list[tuple[str, Reference, pd.DataFrame, str]]]:
+) -> tuple[pd.DataFrame, dict, list[tuple[str, Reference, pd.DataFrame, str, str]]]:
     """One night's candidates, their metadata, and per searched frame what the injection test needs."""
     differences = differences[differences.status == "ok"]
     references: dict[str, Reference] = {}
     tables, previews = [], []
-    searched: list[tuple[str, Reference, pd.DataFrame, str]] = []
+    searched: list[tuple[str, Reference, pd.DataFrame, str, str]] = []
     for row in differences.itertuples():
         if row.reference_path not in references:
             references[row.reference_path] = Reference.from_extensions(read_extensions(store.get(row.reference_path)))
@@ -119,9 +119,9 @@ def detect_night(
             stamp_path=stamp_path, stamp_index=np.arange(len(found)),
         )
         tables.append(found)
-        searched.append((row.frame_id, reference, found, row.calibrated_path))
+        searched.append((row.frame_id, reference, found, row.calibrated_path, row.path))
         if len(found):
-            best = found.sort_values("score", ascending=False).head(3)
+            best = found.sort_values("rule_score", ascending=False).head(3)
             previews += [(stamps[i], f"{cid} S/N {snr:.0f}") for i, cid, snr in
                          zip(best.stamp_index, best.candidate_id, best.snr, strict=True)]
     columns = list(schema.candidate_detections.c.keys())
@@ -158,12 +158,14 @@ def inject_night(context, config: DetectionConfig, searched, store: ObjectStore,
     if config.injection_frames == 0 or not searched:
         return None
     snr, recovered, errors, false_detections, frames, stamps = [], [], [], [], [], []
-    for frame_id, reference, found, calibrated_path in searched[: config.injection_frames]:
+    for frame_id, reference, found, calibrated_path, difference_path in searched[: config.injection_frames]:
         frame = CalibratedFrame.from_extensions(read_extensions(store.get(calibrated_path)))
+        # the untouched frame's registration, PSF field and flux ratio serve the frame with fakes
+        difference = Difference.from_extensions(read_extensions(store.get(difference_path)), reference.image)
         rng = np.random.default_rng(frame_seed(night, frame_id))
         try:
             outcome = injection_recovery(frame, reference, found, rng, n_fakes=config.injection_fakes,
-                                         threshold=config.threshold)
+                                         threshold=config.threshold, like=difference)
         except Exception as error:
             context.log.warning(f"night {night}, frame {frame_id}: injection test failed: {error}")
             continue

@@ -40,7 +40,7 @@ from astrid_assets.science.astrometry.align import PLACEHOLDER_CARD, is_placehol
 from astrid_assets.science.astrometry.register import RegistrationError
 from astrid_assets.science.frames.files import provenance_cards, read_extensions, to_fits_bytes
 from astrid_assets.science.photometry import zeropoints
-from astrid_assets.science.pipeline import build_reference, difference_frame
+from astrid_assets.science.pipeline import build_reference, difference_frame, measure_reference
 from astrid_assets.science.products import CalibratedFrame, Reference
 from astrid_assets.science.psf.model import PSFError
 
@@ -327,7 +327,9 @@ def difference_night(
         base = {**base, "reference_path": reference_path, "reference_version": version}
         try:
             if frame.field not in loaded:
-                loaded[frame.field] = Reference.from_extensions(read_extensions(store.get(reference_path)))
+                # measured when built; a reference stored before it carried its stars is measured once here
+                loaded[frame.field] = measure_reference(
+                    Reference.from_extensions(read_extensions(store.get(reference_path))))
             reference = loaded[frame.field]
             calibrated = load_calibrated(store, frame.path)
             difference = difference_frame(calibrated, reference, method=config.method)

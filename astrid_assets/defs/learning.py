@@ -34,6 +34,7 @@ from astrid_assets.ml.dataset import (
     StampSet,
     split_sets,
 )
+from astrid_assets.ml.metrics import OPERATING_COMPLETENESS, OPERATING_MIN_SNR
 from astrid_assets.partitions import model_versions
 from astrid_assets.previews import markdown_image, training_curves
 from astrid_assets.resources import DatabaseResource, ModelRegistryResource, ObjectStoreResource
@@ -58,8 +59,8 @@ TrainingRunConfig = create_model(
     resume=(bool, False),  # continue from the version's last checkpoint in the object store
     roc_auc_floor=(float, 0.90),  # absolute floor on the frozen benchmark set for promotion
     promotion_margin=(float, 0.0),  # ROC AUC by which a challenger must beat the champion
-    operating_completeness=(float, 0.95),  # fraction of validation reals (S/N >= operating_min_snr) kept
-    operating_min_snr=(float, 6.0),  # reals from this expected S/N count for completeness (when S/N is known)
+    operating_completeness=(float, OPERATING_COMPLETENESS),  # fraction of validation reals (S/N >= min S/N) kept
+    operating_min_snr=(float, OPERATING_MIN_SNR),  # reals from this expected S/N count for completeness
 )
 
 
@@ -121,20 +122,24 @@ def unet_models(
     run id), artifacts (config YAML, dataset manifest, reproducibility manifest, training curves)
     and the model registered as ``astrid-unet``. A version trained on one instrument's frames competes
     for ``champion-<slug>`` on that instrument's frozen benchmark; one trained across instruments (or on
-    a dataset that does not record them) for ``champion`` on the shared one (:mod:`astrid_assets.registry`).
+    a dataset that does not record them) for ``champion`` on the shared one (:mod:`astrid_assets.ml.champions`).
     It becomes the alias's challenger, and champion only past the guardrails (floor and margin).
-    The operating threshold keeps ``operating_completeness`` of the validation reals with S/N ≥
-    ``operating_min_snr`` (all validation reals when the dataset records no S/N); it is recorded with
-    the version (tags ``operating_threshold``, ``instruments``) with its completeness and bogus
+    The operating threshold is chosen on the validation split (:func:`astrid_assets.ml.metrics.operating_threshold`);
+    it is recorded with the version (tags ``operating_threshold``, ``instruments``) with its completeness and bogus
     rejection on the test split, and scoring uses it.
     """
-    from astrid_assets.ml.champions import choose_operating_point, dataset_instruments, split_values
+    from astrid_assets.ml.champions import (
+        alias_for_instruments,
+        choose_operating_point,
+        dataset_instruments,
+        split_values,
+    )
     from astrid_assets.ml.checkpoints import download_checkpoints, upload_checkpoints
     from astrid_assets.ml.manifest import reproducibility_manifest
     from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
     from astrid_assets.ml.training import evaluate, predict, train
     from astrid_assets.ml.unet import save_weights
-    from astrid_assets.registry import alias_for_instruments, promote, record_operating_point, register_model
+    from astrid_assets.resources.mlflow_registry import promote, record_operating_point, register_model
 
     version = context.partition_key
     store = object_store.open()
@@ -251,8 +256,8 @@ def scored_detections(
     The instrument comes from the frame's ``raw_observations`` row; the champion is the registry's
     ``champion-<slug>`` of that instrument when there is one, else ``champion`` (models loaded by MLflow
     alias). ``real`` says whether the probability reaches the operating threshold recorded with that
-    version (0.5 for a version without one). Candidates with no champion to score them pass through
-    unscored (probability, version and ``real`` null) and the metadata says so. Every row records the
+    version (:func:`astrid_assets.ml.metrics.recorded_threshold`). Candidates with no champion to score them pass
+    through unscored (probability, version and ``real`` null) and the metadata says so. Every row records the
     registry version of the model that scored it.
     """
     from astrid_assets.ml.champions import assign_champions, score_with_champions

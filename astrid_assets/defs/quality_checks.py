@@ -163,7 +163,7 @@ def candidate_detections_checks(nights: list[str], table: pd.DataFrame) -> Itera
 
 
 SCORED_DETECTIONS_CHECKS = [
-    spec("scored_detections", "scores_valid",
+    spec("scored_detections", "real_probabilities_valid",
          "Once a champion model exists, every candidate has a real/bogus probability in [0, 1]."),
 ]
 
@@ -175,8 +175,8 @@ def scored_detections_checks(nights: list[str], table: pd.DataFrame) -> Iterator
             return None
         return float((~scored.real_probability.between(0, 1)).sum())
 
-    yield result("scores_valid", by_night(nights, table, invalid), lambda n: n > 0, AssetCheckSeverity.ERROR,
-                 "nights with missing or invalid probabilities")
+    yield result("real_probabilities_valid", by_night(nights, table, invalid), lambda n: n > 0,
+                 AssetCheckSeverity.ERROR, "nights with missing or invalid probabilities")
 
 
 TRAINING_DATASETS_CHECKS = [

@@ -1,4 +1,6 @@
-"""Alembic migrations of the tables people write (``validations``), run programmatically."""
+"""Alembic migrations, run programmatically: they create the tables people write (``validations``)
+and rename the columns of nightly tables written by an older AstrID (``candidate_detections.score``
+→ ``rule_score``), which the table IO manager otherwise only extends with missing columns."""
 
 from pathlib import Path
 

@@ -148,7 +148,7 @@ candidate_detections = _nightly_table(
     Column("fwhm", Float),  # px
     Column("elongation", Float),
     Column("sharpness", Float),
-    Column("score", Float),  # [0, 1], rule-based real/bogus score
+    Column("rule_score", Float),  # [0, 1], from the measurements and flags (science.detection.candidates)
     Column("flags", Integer),  # detect.FLAG_* bits
     Column("stamp_path", Text),  # object-store key of the (N, 3, 63, 63) stamp stack of the frame
     Column("stamp_index", Integer),  # row of this candidate in that stack

@@ -1,11 +1,22 @@
-"""Per-instrument champions and the operating point, without Dagster or MLflow.
+"""Per-instrument champions, promotion and the operating point, without Dagster or MLflow.
+
+MLflow 3 aliases name the roles of the registered U-Net. A version trained on the frames of one
+instrument competes for that instrument's alias ``champion-<slug>`` (:func:`champion_alias`; the slug of
+the instrument key, :func:`~astrid_assets.science.frames.headers.instrument_slug`), measured on that
+instrument's frozen benchmark; a version trained across instruments, or on data whose instruments are
+unknown, competes for the plain ``champion`` (:func:`alias_for_instruments`). Every new version becomes
+its alias's challenger (``challenger`` or ``challenger-<slug>``, :func:`challenger_alias`); it becomes
+champion only if its ROC AUC on the frozen benchmark set meets an absolute floor and beats the current
+holder's, measured on that same set now, by a margin (:func:`judge_promotion`). Scoring picks, per
+candidate, the champion of its frame's instrument, else the plain champion (:func:`choose_alias`,
+:func:`assign_champions`, :func:`score_with_champions`). The registry calls that record these decisions:
+:mod:`astrid_assets.resources.mlflow_registry`.
 
 * which instruments a dataset holds (:func:`dataset_instruments`), hence which alias a model trained
-  on it competes for (:func:`astrid_assets.registry.alias_for_instruments`);
+  on it competes for;
 * the operating point of a trained model: the threshold chosen on the validation split for a stated
-  completeness and what it gives on the test split (:func:`choose_operating_point`);
-* scoring candidates with the champion of each one's frame instrument (:func:`assign_champions`,
-  :func:`score_with_champions`).
+  completeness and what it gives on the test split (:func:`choose_operating_point`; the rule itself:
+  :func:`astrid_assets.ml.metrics.operating_threshold`).
 
 Dataset arrays (``load_arrays`` of a ``training_datasets`` npz) may hold two optional keys:
 ``snr`` (float per example: the expected S/N of an injected fake, NaN otherwise) and
@@ -16,6 +27,7 @@ every real validation example counts for completeness.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,8 +35,70 @@ import numpy as np
 import pandas as pd
 
 from astrid_assets.ml.dataset import SPLITS
-from astrid_assets.ml.metrics import operating_point, operating_threshold
-from astrid_assets.registry import DEFAULT_THRESHOLD, choose_alias
+from astrid_assets.ml.metrics import DEFAULT_THRESHOLD, operating_point, operating_threshold
+from astrid_assets.science.frames.headers import instrument_slug
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def champion_alias(instrument: str | None = None) -> str:
+    """``champion-<slug>`` of an instrument key (or slug); the plain ``champion`` for None or ""."""
+    return f"{CHAMPION}-{instrument_slug(instrument)}" if instrument else CHAMPION
+
+
+def challenger_alias(alias: str) -> str:
+    """The challenger alias that goes with a champion alias (``challenger``, ``challenger-<slug>``)."""
+    return CHALLENGER + alias[len(CHAMPION):]
+
+
+def alias_for_instruments(instruments: Sequence[str]) -> str:
+    """The alias a version trained on ``instruments`` competes for: one instrument's own, else ``champion``."""
+    distinct = sorted({key for key in instruments if key})
+    return champion_alias(distinct[0]) if len(distinct) == 1 else CHAMPION
+
+
+def choose_alias(instrument: str | None, aliases: Mapping[str, str]) -> str | None:
+    """The alias that scores a frame of ``instrument``: its ``champion-<slug>`` when ``aliases`` (alias →
+    version, as the registry holds them) has it, else ``champion`` when it has that, else None."""
+    own = champion_alias(instrument) if isinstance(instrument, str) and instrument else None
+    for alias in (own, CHAMPION):
+        if alias is not None and alias in aliases:
+            return alias
+    return None
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    champion_before: str | None  #: registry version that held the alias before the decision
+    champion_metric: float | None
+
+
+def judge_promotion(
+    metric: float, current: str | None, champion_metric: float | None, floor: float, margin: float,
+    alias: str = CHAMPION,
+) -> PromotionDecision:
+    """Whether a challenger whose frozen-set ROC AUC is ``metric`` takes ``alias`` from ``current`` (the
+    registry version holding it, None: nobody), whose ROC AUC on the same set is ``champion_metric``.
+
+    It does when ``metric`` meets ``floor`` and, against a holder, is at least ``champion_metric + margin``;
+    an undefined (NaN) ROC AUC never promotes. With ``margin ≥ 0`` the holder's ROC AUC on the frozen set
+    therefore never drops through a promotion.
+    """
+    if math.isnan(metric):
+        return PromotionDecision(False, "frozen-set ROC AUC is undefined (the benchmark holds one class)",
+                                 current, champion_metric)
+    if metric < floor:
+        return PromotionDecision(False, f"frozen-set ROC AUC {metric:.4f} is below the floor {floor:.4f}",
+                                 current, champion_metric)
+    if current is not None and champion_metric is not None and metric < champion_metric + margin:
+        return PromotionDecision(
+            False, f"frozen-set ROC AUC {metric:.4f} does not beat {alias} v{current} "
+                   f"({champion_metric:.4f}) by the margin {margin:.4f}", current, champion_metric)
+    measured = "" if champion_metric is None else f" ({champion_metric:.4f})"
+    why = f"first {alias}" if current is None else f"beats {alias} v{current}{measured}"
+    return PromotionDecision(True, f"frozen-set ROC AUC {metric:.4f}: {why}", current, champion_metric)
 
 
 def _keys(values) -> list[str]:
@@ -73,9 +147,9 @@ def choose_operating_point(
     completeness: float, min_snr: float,
 ) -> OperatingPoint:
     """The threshold keeping ``completeness`` of the validation split's reals of S/N ≥ ``min_snr`` (every
-    real when no S/N is known; :func:`~astrid_assets.ml.metrics.operating_threshold`), with the completeness
-    and bogus rejection it gives on the test split. With no qualifying validation real the threshold is
-    :data:`~astrid_assets.registry.DEFAULT_THRESHOLD` and the note says why."""
+    real when no S/N is known), with the completeness and bogus rejection it gives on the test split.
+    The threshold is chosen by :func:`astrid_assets.ml.metrics.operating_threshold` (the one place); with no
+    qualifying validation real it is :data:`~astrid_assets.ml.metrics.DEFAULT_THRESHOLD` and the note says why."""
     snr_known = val_snr is not None and bool(np.isfinite(np.asarray(val_snr, float)[np.asarray(val_labels) == 1]).any())
     try:
         threshold = operating_threshold(val_labels, val_probabilities, completeness, val_snr, min_snr)
@@ -125,7 +199,7 @@ def score_with_champions(
 
     ``versions`` (aligned with ``table``) names the registry version that scores each candidate (None:
     unscored, all three null). Each version's candidates are scored together: ``stamps_of(positions)``
-    gives their stamps, ``model_of(version)`` its model, ``predict(model, stamps)`` the probabilities and
+    gives their stamps, ``model_of(version)`` its model, ``predict(model, stamps)`` their real probabilities and
     ``threshold_of(version)`` the threshold at which ``real`` is true. Returns the table and each used
     version's threshold.
     """

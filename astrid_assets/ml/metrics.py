@@ -10,6 +10,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logit
 
+#: The operating point, chosen here and nowhere else (:func:`operating_threshold`): the fraction of the
+#: qualifying reals a model's threshold keeps, and the expected S/N from which a real qualifies.
+OPERATING_COMPLETENESS, OPERATING_MIN_SNR = 0.95, 6.0
+#: The threshold of a model version that records none, or whose validation split has no qualifying real.
+DEFAULT_THRESHOLD = 0.5
+
 
 def _binary(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
@@ -50,6 +56,18 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         return float("nan")
     rank_sum = average_ranks(scores)[positive].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_auc_standard_error(auc: float, n_real: int, n_bogus: int) -> float:
+    """Standard error of a ROC AUC measured on ``n_real`` real and ``n_bogus`` bogus examples (Hanley &
+    McNeil 1982, Radiology 143, 29): ``√[(A(1−A) + (n₊−1)(Q₁−A²) + (n₋−1)(Q₂−A²)) / (n₊n₋)]`` with
+    ``Q₁ = A/(2−A)`` and ``Q₂ = 2A²/(1+A)``. How far a set of that size lets a measured AUC stray from the
+    model's: one misordered pair alone moves it by ``1/(n₊n₋)``. ``nan`` when either class is absent."""
+    if n_real <= 0 or n_bogus <= 0 or not np.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc**2 / (1.0 + auc)
+    variance = (auc * (1.0 - auc) + (n_real - 1) * (q1 - auc**2) + (n_bogus - 1) * (q2 - auc**2)) / (n_real * n_bogus)
+    return float(np.sqrt(max(variance, 0.0)))
 
 
 def confusion_counts(labels: np.ndarray, predictions: np.ndarray) -> dict[str, int]:
@@ -117,10 +135,15 @@ def _operating_reals(labels: np.ndarray, snr: np.ndarray | None, min_snr: float)
 
 
 def operating_threshold(
-    labels: np.ndarray, probabilities: np.ndarray, completeness: float = 0.95, snr: np.ndarray | None = None,
-    min_snr: float = 6.0, mid_gap: bool = True,
+    labels: np.ndarray, probabilities: np.ndarray, completeness: float = OPERATING_COMPLETENESS,
+    snr: np.ndarray | None = None, min_snr: float = OPERATING_MIN_SNR, mid_gap: bool = True,
 ) -> float:
     """A probability threshold that keeps a stated fraction of the real examples, placed mid-gap.
+
+    The one place where a model's real/bogus operating threshold is chosen: training
+    (:func:`astrid_assets.ml.champions.choose_operating_point`, for ``unet_models``) calls it on the
+    validation split, the registry records the result with the version and scoring reads it back
+    (:func:`recorded_threshold`; :data:`DEFAULT_THRESHOLD` for a version without one).
 
     With ``p₁ ≥ p₂ ≥ … ≥ pₙ`` the probabilities of the *qualifying* reals and ``k = ⌈c·n⌉``, a
     candidate is called real when its probability is ``≥`` the threshold, so any threshold up to
@@ -187,9 +210,19 @@ def operating_threshold(
     return float(expit((edge_odds + level_odds) / 2))
 
 
+def recorded_threshold(value: object) -> float:
+    """The operating threshold a model version recorded (a registry tag's text, a number or None): the value
+    when it is a finite number, else :data:`DEFAULT_THRESHOLD`."""
+    try:
+        threshold = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return DEFAULT_THRESHOLD
+    return threshold if np.isfinite(threshold) else DEFAULT_THRESHOLD
+
+
 def operating_point(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, snr: np.ndarray | None = None,
-    min_snr: float = 6.0,
+    min_snr: float = OPERATING_MIN_SNR,
 ) -> dict[str, float]:
     """Completeness and bogus rejection at ``threshold`` (a candidate is real when ``probability ≥ threshold``).
 

@@ -2,7 +2,7 @@
 
 Loss
 ----
-``mask_bce_weight · BCE(mask) + dice_weight · (1 − soft dice(mask)) + label_weight · BCE(score)``:
+``mask_bce_weight · BCE(mask) + dice_weight · (1 − soft dice(mask)) + label_weight · BCE(real/bogus logit)``:
 per-pixel BCE and soft dice (pooled over the batch, smoothing 1) of the predicted transient mask
 against :func:`~astrid_assets.ml.dataset.transient_masks`, plus BCE of the candidate logit
 (:func:`~astrid_assets.ml.unet.real_bogus_logit`, derived from the mask) against the label.
@@ -143,7 +143,7 @@ def _augment(inputs: torch.Tensor, masks: torch.Tensor, generator: torch.Generat
     """Per-stamp random element of the square's symmetry group (flips and a transpose).
 
     The stamps are odd-sized with the candidate on the central pixel, which every such
-    operation keeps in place; labels and the centre-based score are invariant."""
+    operation keeps in place; labels and the real probability (from the centre) are invariant."""
     n = inputs.shape[0]
     flags = torch.rand((3, n), generator=generator) < 0.5
     for k, transform in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):

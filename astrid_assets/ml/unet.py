@@ -1,4 +1,4 @@
-"""A compact U-Net that segments the transient in a candidate stamp, and the real/bogus score from it.
+"""A compact U-Net that segments the transient in a candidate stamp, and the real probability from it.
 
 Architecture
 ------------
@@ -14,14 +14,15 @@ Weights and activations are kept channels-last (NHWC), which is faster on CPU (o
 
 Real/bogus probability
 ----------------------
-The candidate's score is derived from the mask alone, with no extra parameters
-(:func:`real_bogus_logit`): the log-sum-exp mean ("LSE pooling") of the mask logits within
-:data:`CENTRAL_RADIUS` px of the stamp centre, ``τ · log(mean(exp(l / τ)))`` with τ = 1 —
-a smooth maximum, close to the largest central logit when one stands out and to the mean when
-the map is flat.  A candidate is real when the network finds a transient footprint at the
-candidate's position.  The same score is trained end to end: the loss is BCE + soft dice on the
-mask plus BCE of this logit against the candidate label (see :mod:`astrid_assets.ml.training`),
-so the mask and the score cannot disagree and every score can be explained by its mask.
+The candidate's real probability is derived from the mask alone, with no extra parameters: it is
+the sigmoid (:func:`real_bogus_probability`) of the real/bogus logit (:func:`real_bogus_logit`),
+the log-sum-exp mean ("LSE pooling") of the mask logits within :data:`CENTRAL_RADIUS` px of the
+stamp centre, ``τ · log(mean(exp(l / τ)))`` with τ = 1 — a smooth maximum, close to the largest
+central logit when one stands out and to the mean when the map is flat.  A candidate is real
+when the network finds a transient footprint at the candidate's position.  The same logit is
+trained end to end: the loss is BCE + soft dice on the mask plus BCE of this logit against the
+candidate label (see :mod:`astrid_assets.ml.training`), so the mask and the real probability
+cannot disagree and every real probability can be explained by its mask.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CENTRAL_RADIUS = 4.0  #: px; the mask logits within this radius of the centre decide the score
+CENTRAL_RADIUS = 4.0  #: px; the mask logits within this radius of the centre decide the real probability
 LSE_TEMPERATURE = 1.0  #: τ of the log-sum-exp pooling
 WEIGHTS_FORMAT = "astrid-unet/1"
 

@@ -1,14 +1,19 @@
-"""Dagster resources: the object store, the survey sources and their settings.
+"""Dagster resources: the object store, the database, the survey sources and MLflow.
 
 Every secret comes from the environment (see :mod:`astrid_assets.settings`); nothing here holds one.
+MLflow — the tracking run and the model registry (:class:`ModelRegistryResource`, :func:`mlflow_run`) — is in
+:mod:`astrid_assets.resources.mlflow_registry`.
 """
 
-from dagster import ConfigurableResource, resource
-from dagster_mlflow import mlflow_tracking
+from dagster import ConfigurableResource
 
 from astrid_assets import settings
 from astrid_assets.io.object_store import ObjectStore, open_object_store
+from astrid_assets.resources.mlflow_registry import ModelRegistryResource, mlflow_run, prepare_experiment
 from astrid_assets.testing.simulate import SurveyConfig
+
+__all__ = ["DatabaseResource", "ModelRegistryResource", "ObjectStoreResource", "SimulatedSurveyResource",
+           "mlflow_run", "prepare_experiment"]
 
 
 class ObjectStoreResource(ConfigurableResource):
@@ -60,84 +65,3 @@ class DatabaseResource(ConfigurableResource):
         from astrid_assets.io.tables import read_night_range
 
         return read_night_range(table, first, last, self.resolved_url(), **equal)
-
-
-class ModelRegistryResource(ConfigurableResource):
-    """The MLflow tracking server and model registry (``MLFLOW_TRACKING_URI`` or a local store)."""
-
-    tracking_uri: str | None = None
-
-    def uri(self) -> str:
-        return self.tracking_uri or settings.mlflow_tracking_uri()
-
-    def client(self):
-        import mlflow
-
-        mlflow.set_tracking_uri(self.uri())
-        return mlflow.MlflowClient(self.uri())
-
-    def aliases(self) -> dict[str, str]:
-        """Every alias of the registered U-Net → its registry version (empty before the first version)."""
-        from astrid_assets.registry import registered_aliases
-
-        return registered_aliases(self.client())
-
-    def champion_version(self, instrument: str | None = None) -> str | None:
-        """Registry version of the champion that scores ``instrument``'s frames: under ``champion-<slug>``
-        when that alias exists, else under ``champion``; None when neither does. No instrument: ``champion``."""
-        from astrid_assets.registry import choose_alias
-
-        aliases = self.aliases()
-        alias = choose_alias(instrument, aliases)
-        return aliases[alias] if alias is not None else None
-
-    def load_version(self, version: str):
-        """The U-Net of registry ``version`` (on the CPU)."""
-        import mlflow.pytorch
-
-        from astrid_assets.registry import MODEL_NAME
-
-        self.client()  # sets the tracking URI that the model URI resolves against
-        return mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu")
-
-    def load_alias(self, alias: str):
-        """(model, registry version) under ``alias`` exactly, or (None, None) when no version holds it."""
-        from astrid_assets.registry import version_by_alias
-
-        version = version_by_alias(self.client(), alias)
-        return (None, None) if version is None else (self.load_version(version), version)
-
-    def load_champion(self, instrument: str | None = None):
-        """(model, registry version) of the champion for ``instrument`` (see :meth:`champion_version`), or
-        (None, None) when there is none."""
-        version = self.champion_version(instrument)
-        return (None, None) if version is None else (self.load_version(version), version)
-
-    def operating_threshold(self, version: str) -> float:
-        """The real/bogus probability threshold recorded with registry ``version`` (0.5 when none is)."""
-        from astrid_assets.registry import version_threshold
-
-        return version_threshold(self.client(), version)
-
-
-def prepare_experiment(tracking_uri: str, name: str) -> None:
-    """Create the experiment with its artifacts under ``ASTRID_HOME`` on the embedded SQLite store.
-
-    (MLflow would otherwise put a local store's artifacts in ``./mlruns`` of the working folder.)
-    A tracking server decides its own artifact location.
-    """
-    if not tracking_uri.startswith("sqlite:"):
-        return
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=settings.mlflow_local_artifacts())
-
-
-@resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
-def mlflow_run(context):
-    """dagster-mlflow's ``mlflow_tracking`` run, with the embedded store's experiment prepared first."""
-    config = context.resource_config
-    prepare_experiment(config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri(), config["experiment_name"])
-    yield from mlflow_tracking.resource_fn(context)

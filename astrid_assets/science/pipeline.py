@@ -39,7 +39,7 @@ from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import PSFField, estimate_psf_field
 from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
-from astrid_assets.science.sources import Sources
+from astrid_assets.science.sources import Sources, star_positions
 from astrid_assets.science.subtraction.classic import classic_subtraction
 from astrid_assets.science.subtraction.tiles import zogy_field
 
@@ -143,8 +143,11 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
     if frame.has_wcs and (not is_placeholder(reference.header) or frame.header.get("WCSALIGN")):
         return frame, str(frame.header.get("WCSALIGN", "wcs"))
     try:
-        wcs, _ = align_to_reference(frame.science, frame.background, frame.background_rms, frame.mask,
-                                    reference.image, reference.sky_sigma, reference.mask, reference.wcs)
+        wcs, _ = align_to_reference(
+            frame.science, frame.background, frame.background_rms, frame.mask,
+            reference.image, reference.sky_sigma, reference.mask, reference.wcs,
+            frame_xy=star_positions(None, None, None, None, sources=frame.sources()),
+            reference_xy=star_positions(None, None, None, None, sources=reference.sources()))
     except AlignmentError as error:
         raise RegistrationError(f"frame has no WCS and {error}") from None
     return frame.with_wcs(wcs, "star-pattern"), "star-pattern"

@@ -275,7 +275,8 @@ def star_catalogue(
 
 
 def star_positions(
-    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS
+    image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS,
+    sources: Sources | None = None,
 ) -> np.ndarray:
     """``(x, y)`` of the ``n`` brightest unflagged SEP detections at 5σ (0-based pixels).
 
@@ -289,13 +290,15 @@ def star_positions(
         ``uint16`` mask (``UNUSABLE`` pixels excluded), or None.
     n : int, default MAX_CONTROL_POINTS
         Most positions returned.
+    sources : Sources or None, default None
+        The image's detections when already made (the other arguments are then not read).
 
     Returns
     -------
     numpy.ndarray
         ``(m, 2)`` float64 positions ``(x, y)``, px, brightest (isophotal flux) first.
     """
-    return star_catalogue(image, background, rms, mask, n)[:, :2]
+    return star_catalogue(image, background, rms, mask, n, sources=sources)[:, :2]
 
 
 #: SEP background mesh (pixels) and median-filter size (meshes).

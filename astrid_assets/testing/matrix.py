@@ -1,12 +1,12 @@
-"""Score a run of the chain on a :mod:`skygen` cell against the generator's truth.
+"""Evaluate a run of the chain on a :mod:`skygen` cell against the generator's truth.
 
 Figures per cell: the share of science frames differenced (of those on nights after the field's
 first, which have no earlier frame to build a reference from), and the completeness at S/N ≥ 10
 counting all candidates (flagged or not) of the transient's change since the reference (see
-:func:`score`): it is recovered when a candidate of the right sign in its frame lies within
+:func:`evaluate`): it is recovered when a candidate of the right sign in its frame lies within
 ``max(1.5, 0.5 FWHM)`` px of its true position on the reference grid. The grid is
 the reference's anchor frame (the first of its input frames): its true pixels come from the
-generator, so frames without a WCS are scored exactly like the others.
+generator, so frames without a WCS are evaluated exactly like the others.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from astrid_assets.testing.chain import ChainRun
 
 
 @dataclass
-class CellScore:
+class CellEvaluation:
     cell: str
     frames_after_first_night: int
     differenced: int
@@ -128,8 +128,8 @@ def candidate_truth(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> pd
     return candidates.assign(real=real, difference_snr=snr)
 
 
-def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
-    """Score a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10
+def evaluate(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellEvaluation:
+    """Evaluate a run against the truth: differenced share and completeness of the *differences* at S/N ≥ 10
     (:func:`transient_changes`): a transient counts at difference S/N ≥ 10, and is recovered by a
     candidate of the right sign within ``max(1.5, 0.5 FWHM)`` px."""
     differences, candidates = run.tables["difference_images"], run.tables["candidate_detections"]
@@ -143,11 +143,11 @@ def score(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellScore:
         distance = np.hypot(found.x.to_numpy(float) - change.x, found.y.to_numpy(float) - change.y)
         recovered += int(len(found) > 0 and distance.min() <= radius)
     reasons = later[later.status != "ok"].reason.fillna("other").value_counts().to_dict()
-    return CellScore(cell.name, len(later), int((later.status == "ok").sum()), len(bright), recovered, reasons)
+    return CellEvaluation(cell.name, len(later), int((later.status == "ok").sum()), len(bright), recovered, reasons)
 
 
-def run_cell(cell: skygen.Cell, root) -> tuple[CellScore, ChainRun]:
-    """Write ``cell`` as a drop folder under ``root``, run the chain over its nights and score it.
+def run_cell(cell: skygen.Cell, root) -> tuple[CellEvaluation, ChainRun]:
+    """Write ``cell`` as a drop folder under ``root``, run the chain over its nights and evaluate it.
 
     The caller provides ``ASTRID_HOME`` / ``DAGSTER_HOME`` (and ``ASTRID_FIRST_NIGHT`` for old nights).
     """
@@ -160,11 +160,11 @@ def run_cell(cell: skygen.Cell, root) -> tuple[CellScore, ChainRun]:
     truth = skygen.write_drop(Path(root) / "drop", cell)
     last = (pd.Timestamp(cell.first_night) + pd.Timedelta(days=cell.n_nights - 1)).date().isoformat()
     run = run_chain(Path(root) / "drop", cell.first_night, last, DagsterInstance.get())
-    return score(cell, truth, run), run
+    return evaluate(cell, truth, run), run
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m astrid_assets.testing.matrix CELL_NAME ROOT``: one cell's score as a JSON line."""
+    """``python -m astrid_assets.testing.matrix CELL_NAME ROOT``: one cell's evaluation as a JSON line."""
     import json
     import sys
     from dataclasses import asdict

@@ -137,7 +137,7 @@ LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name load
 
 def wait_for_code_location(url: str, timeout: float = 180, process: subprocess.Popen | None = None) -> None:
     """Wait until the webserver has loaded every code location; a load error, or ``process`` exiting, raises."""
-    from astrid_assets.trigger import TriggerError, graphql
+    from astrid_assets.cli.trigger import TriggerError, graphql
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

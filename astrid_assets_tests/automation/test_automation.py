@@ -16,8 +16,8 @@ from dagster import (
 from astrid_assets.definitions import defs
 from astrid_assets.io.schema import candidate_detections, metadata, raw_observations
 from astrid_assets.io.tables import engine_for
+from astrid_assets.labels import record_labels
 from astrid_assets.resources import DatabaseResource
-from astrid_assets.validations import record_labels
 
 
 def test_the_schedule_processes_the_night_that_just_ended():

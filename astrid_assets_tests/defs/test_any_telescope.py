@@ -19,6 +19,8 @@ import pytest
 from astrid_assets.testing import skygen
 from astrid_assets.testing.matrix import run_cell
 
+pytestmark = pytest.mark.slow  # generated surveys through the nightly chain
+
 REASONS = {"no_reference", "unusable", "calibration_failed", "registration", "psf", "subtraction", "s_corr_variance"}
 
 

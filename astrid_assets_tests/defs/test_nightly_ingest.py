@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from dagster import materialize
 
@@ -46,6 +47,7 @@ def write_drop_folder(root: Path, night: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a simulated night through the nightly chain
 def test_simulated_night_is_ingested_and_calibrated(astrid_home):
     result = materialize_night(NIGHT)
     assert result.success
@@ -58,13 +60,15 @@ def test_simulated_night_is_ingested_and_calibrated(astrid_home):
     truth_seeing = [fits.getheader(Path(os.environ["ASTRID_HOME"]) / "objects" / p)["SEEING"] for p in calibrated.path]
     assert np.allclose(calibrated.fwhm_arcsec, truth_seeing, rtol=0.10)
     with fits.open(Path(os.environ["ASTRID_HOME"]) / "objects" / calibrated.path.iloc[0]) as hdus:
-        assert [h.name for h in hdus] == ["SCI", "MASK", "VARIANCE", "BKG", "BKGRMS"]
+        assert [h.name for h in hdus] == ["SCI", "MASK", "VARIANCE", "BKG", "BKGRMS", "STARS", "PSF", "PSFSTARS"]
+        assert len(hdus["STARS"].data) > 10 and hdus["PSF"].header["FWHM"] > 1  # measured once, stored with it
         assert hdus["SCI"].header["PARTITN"] == NIGHT and hdus["SCI"].header["CTYPE1"].startswith("RA")
         assert hdus["MASK"].data.dtype == np.uint16 and hdus["SCI"].data.dtype.str[1:] == "f4"
     metadata = result.asset_materializations_for_node("calibrated_frames")[0].metadata
     assert metadata["frames_calibrated"].value == 2
 
 
+@pytest.mark.slow  # a simulated night through the nightly chain
 def test_bad_frames_are_quarantined_and_the_night_goes_on(astrid_home, tmp_path):
     expected = write_drop_folder(tmp_path / "drop", NIGHT)
     config = {"ops": {"raw_observations": {"config": {"fits_drop": str(tmp_path / "drop")}}}}
@@ -94,6 +98,7 @@ def test_a_night_without_frames_is_an_empty_partition(astrid_home, tmp_path):
     assert read_nights("calibrated_frames", ["2024-01-09"]).empty
 
 
+@pytest.mark.slow  # a simulated night through the nightly chain
 def test_fits_drop_is_chosen_by_environment_variable(astrid_home, tmp_path, monkeypatch):
     write_drop_folder(tmp_path / "drop", NIGHT)
     monkeypatch.setenv("ASTRID_FITS_DROP", str(tmp_path / "drop"))
@@ -101,6 +106,7 @@ def test_fits_drop_is_chosen_by_environment_variable(astrid_home, tmp_path, monk
     assert set(read_nights("raw_observations", [NIGHT]).source) == {"fits_drop"}
 
 
+@pytest.mark.slow  # a simulated night through the nightly chain
 def test_the_cli_materialises_a_night_from_an_empty_home_and_a_rerun_keeps_the_counts(astrid_home):
     command = [
         str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "astrid_assets.definitions",

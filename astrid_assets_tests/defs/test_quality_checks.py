@@ -70,9 +70,9 @@ def test_candidate_flood_and_scores():
     assert not by_name(qc.candidate_detections_checks(NIGHTS, flood))["candidate_density"].passed
     scored = pd.DataFrame({"night": ["2024-01-05"] * 3, "candidate_id": list("abc"),
                            "real_probability": [0.2, None, 0.9], "model_version": ["3", "3", "3"]})
-    assert not by_name(qc.scored_detections_checks(NIGHTS, scored))["scores_valid"].passed
+    assert not by_name(qc.scored_detections_checks(NIGHTS, scored))["real_probabilities_valid"].passed
     unscored = scored.assign(real_probability=None, model_version=None)  # no champion yet: nothing to check
-    assert by_name(qc.scored_detections_checks(NIGHTS, unscored))["scores_valid"].passed
+    assert by_name(qc.scored_detections_checks(NIGHTS, unscored))["real_probabilities_valid"].passed
 
 
 def test_range_metadata_sums_counts_and_keeps_each_night():

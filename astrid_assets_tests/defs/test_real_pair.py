@@ -7,7 +7,6 @@ day in the copy), as ``../shared/tools/real-pair-smoke`` does.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,16 +18,15 @@ from astrid_assets.science.frames.files import read_extensions
 from astrid_assets.science.masks import UNUSABLE
 from astrid_assets.testing.chain import run_chain
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "eso085-030"
+pytestmark = pytest.mark.slow  # two nights of real frames through the nightly chain
 
 
 @pytest.fixture
-def real_pair_drop(tmp_path):
-    if not REAL.is_dir():
-        pytest.fail(f"the real frames are missing: {REAL} (shared/data/real of the workspace)")
+def real_pair_drop(tmp_path, real_data):
     for night, name in [("2015-12-26", "004"), ("2015-12-27", "005")]:
         (tmp_path / "drop" / night).mkdir(parents=True)
-        shutil.copy(REAL / f"aligned_eso085-030-{name}.fit", tmp_path / "drop" / night / f"eso085-030-{name}.fits")
+        shutil.copy(real_data / "eso085-030" / f"aligned_eso085-030-{name}.fit",
+                    tmp_path / "drop" / night / f"eso085-030-{name}.fits")
     with fits.open(tmp_path / "drop/2015-12-27/eso085-030-005.fits", mode="update") as hdus:
         hdus[0].header["DATE-OBS"] = "2015-12-28T06:27:38"
         hdus[0].header["JD"] = 2457384.7691898

@@ -4,7 +4,7 @@
 (runs, events and schedules in PostgreSQL, queued runs), AstrID's tables in the same database,
 images in the S3 test server and models in the MLflow test server. A three-night backfill is
 launched with a raw ``launchPartitionBackfill`` mutation, one night with ``DagsterGraphQLClient``
-(through :func:`astrid_assets.trigger.trigger_night`), and the retraining sensor is switched on
+(through :func:`astrid_assets.cli.trigger.trigger_night`), and the retraining sensor is switched on
 through GraphQL after labels land.
 """
 
@@ -20,11 +20,11 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
+from astrid_assets.cli.trigger import backfill_state, graphql, trigger_night, trigger_window
 from astrid_assets.io.tables import read_nights
 from astrid_assets.testing import servers
-from astrid_assets.trigger import backfill_state, graphql, trigger_night, trigger_window
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -140,7 +140,7 @@ def test_the_retraining_sensor_trains_once_for_new_labels_and_not_again(deployme
     curated = subprocess.run([str(Path(sys.executable).with_name("astrid")), "curate", "--start", WINDOW[1],
                               "--end", NIGHT, "--error-rate", "0"], capture_output=True, text=True, env=os.environ)
     assert curated.returncode == 0, curated.stderr[-2000:]
-    from astrid_assets.validations import count_labels
+    from astrid_assets.labels import count_labels
 
     labels = count_labels(url)
     assert labels >= MIN_LABELS, f"only {labels} labels from the simulated curator"

@@ -165,5 +165,23 @@ def test_dagsters_alembic_version_in_the_same_database_is_left_alone(astrid_home
     assert "OK" in lines["database"], lines["database"]
     with engine_for(url).connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "29b539ebc72a"
-        assert connection.execute(sa.text("SELECT version_num FROM astrid_alembic_version")).scalar_one() == "0001"
+        revision = connection.execute(sa.text("SELECT version_num FROM astrid_alembic_version")).scalar_one()
+        assert revision == alembic_head()
         assert sa.inspect(connection).has_table("validations")
+
+
+def test_doctor_migrate_renames_the_candidate_score_column_of_an_older_astrid(astrid_home, capsys):
+    """An older AstrID stored the rule score in ``candidate_detections.score``; ``--migrate`` renames it."""
+    from astrid_assets_tests.io.test_migrations import old_candidate_table
+
+    url = f"sqlite:///{astrid_home / 'astrid.db'}"
+    old = old_candidate_table()
+    with engine_for(url).begin() as connection:
+        old.create(connection)
+        connection.execute(old.insert(), [{"night": "2024-01-06", "candidate_id": "c", "frame_id": "F", "field": "F01",
+                                           "score": 0.75}])
+    code, lines, _ = doctor(capsys, "--migrate")
+    assert "OK" in lines["database"], lines["database"]
+    with engine_for(url).connect() as connection:
+        assert connection.execute(sa.text("SELECT rule_score FROM candidate_detections")).scalar_one() == 0.75
+        assert "score" not in {column["name"] for column in sa.inspect(connection).get_columns("candidate_detections")}

@@ -299,11 +299,9 @@ def test_an_unreachable_object_store_is_retried_then_fails_cleanly(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{closed_port()}")
     attempts = []
     s3_requests.register("before-send.s3", lambda **_kwargs: attempts.append(time.monotonic()))
-    started = time.monotonic()
-    result = materialize([raw_observations], partition_key=NIGHT,
+    result = materialize([raw_observations], partition_key=NIGHT,  # how long it takes: benchmarks/bench_storage.py
                          resources=resources(database, f"s3://{bucket}/astrid"), instance=pg_instance,
                          raise_on_error=False)
-    elapsed = time.monotonic() - started
     assert not result.success
     assert len(attempts) == s3_attempts()  # one request, retried with boto3's exponential backoff
     error = result.get_step_failure_events()[0].event_specific_data.error
@@ -312,17 +310,14 @@ def test_an_unreachable_object_store_is_retried_then_fails_cleanly(
     assert f"in s3://{bucket}/astrid failed: EndpointConnectionError" in cause.message
     assert cause.cause is None and cause.context is None  # no chained boto exception ...
     assert not any("botocore" in frame for frame in cause.stack)  # ... and no boto frames
-    assert elapsed < 30
 
 
 def test_an_unreachable_database_is_retried_then_fails_naming_it(pg_instance, bucket, closed_port):
     port = closed_port()
     url = f"postgresql+psycopg2://astrid:{DB_PASSWORD}@127.0.0.1:{port}/astrid"
-    started = time.monotonic()
     result = materialize([raw_observations], partition_key=NIGHT,
                          resources=resources(url, f"s3://{bucket}/astrid"), instance=pg_instance,
                          raise_on_error=False)
-    elapsed = time.monotonic() - started
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     cause = error.cause
@@ -337,8 +332,8 @@ def test_an_unreachable_database_is_retried_then_fails_naming_it(pg_instance, bu
     retries = [entry.user_message for entry in pg_instance.all_logs(result.run_id)
                if "connection attempt" in entry.user_message]
     assert len(retries) == tables.CONNECT_ATTEMPTS - 1
-    backoff = sum(tables.CONNECT_BACKOFF_S * 2**n for n in range(tables.CONNECT_ATTEMPTS - 1))
-    assert elapsed >= backoff
+    backoff = [f"retrying in {tables.CONNECT_BACKOFF_S * 2**n:.2f} s" for n in range(tables.CONNECT_ATTEMPTS - 1)]
+    assert [message[-len(wait):] for message, wait in zip(retries, backoff, strict=True)] == backoff  # doubling
     assert DB_PASSWORD not in failure_text(result) and DB_PASSWORD not in "".join(retries)
 
 

@@ -11,22 +11,22 @@ from mlflow.exceptions import MlflowException
 from astrid_assets.defs.learning import FROZEN_BENCHMARK_KEY, frozen_benchmark, frozen_benchmark_key
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.ml.champions import (
+    CHALLENGER,
+    CHAMPION,
+    alias_for_instruments,
     assign_champions,
+    challenger_alias,
+    champion_alias,
+    choose_alias,
     choose_operating_point,
     dataset_instruments,
     score_with_champions,
     split_values,
 )
 from astrid_assets.ml.dataset import SPLITS
-from astrid_assets.registry import (
-    CHALLENGER,
-    CHAMPION,
-    DEFAULT_THRESHOLD,
+from astrid_assets.ml.metrics import DEFAULT_THRESHOLD
+from astrid_assets.resources.mlflow_registry import (
     MODEL_NAME,
-    alias_for_instruments,
-    challenger_alias,
-    champion_alias,
-    choose_alias,
     promote,
     record_operating_point,
     registered_aliases,

@@ -24,12 +24,11 @@ from astrid_assets.io import schema
 from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.io.tables import engine_for, read_nights
+from astrid_assets.ml.champions import CHAMPION, champion_alias
 from astrid_assets.ml.dataset import SPLITS, content_digest, split_by_night, split_codes
 from astrid_assets.ml.unet import UNet
-from astrid_assets.registry import (
-    CHAMPION,
+from astrid_assets.resources.mlflow_registry import (
     MODEL_NAME,
-    champion_alias,
     promote,
     register_model,
     registered_aliases,
@@ -168,7 +167,7 @@ def test_each_candidate_is_scored_by_its_instruments_champion(deployment):
     assert metadata["scored"].value == len(candidates) and metadata["likely_real"].value == int(at_threshold.sum())
 
     # a rollback moves one instrument's alias only
-    from astrid_assets.cli import rollback
+    from astrid_assets.cli.commands import rollback
 
     mlflow.set_tracking_uri(mlflow_uri)
     with mlflow.start_run():  # a new version of A, registered and promoted through the registry functions

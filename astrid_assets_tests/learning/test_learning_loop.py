@@ -23,15 +23,20 @@ from astrid_assets.definitions import (
 )
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.io.tables import engine_for, read_nights
+from astrid_assets.labels import count_labels
+from astrid_assets.ml.champions import challenger_alias, champion_alias
+from astrid_assets.ml.metrics import roc_auc_standard_error
 from astrid_assets.ml.rerun import rerun_from_manifest
-from astrid_assets.registry import challenger_alias, champion_alias, rollback, version_by_alias
 from astrid_assets.resources import SimulatedSurveyResource
+from astrid_assets.resources.mlflow_registry import rollback, version_by_alias
 from astrid_assets.testing import servers
-from astrid_assets.validations import count_labels
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NIGHTS = [f"2024-01-0{day}" for day in range(1, 8)]
+#: train / val / test of the mixed dataset: a test split of two or three nights, so that the frozen benchmark of
+#: people's labels it becomes holds enough pairs of a real and a bogus example to judge a ROC AUC on
+MIXED_SPLIT = [0.5, 0.15, 0.35]
 SMALL_MODEL = {"epochs": 10, "base_channels": 8, "batch_size": 32}  # a CI-sized U-Net
 #: every frame of the simulated survey comes from one instrument (TELESCOP = AstrID-sim): its models compete for
 #: that instrument's champion alias
@@ -58,7 +63,7 @@ def loop(tmp_path_factory, s3_endpoint, mlflow_uri):
         for night in NIGHTS:
             assert defs.resolve_job_def("nightly_pipeline").execute_in_process(
                 partition_key=night, instance=instance).success
-        from astrid_assets.cli import curate
+        from astrid_assets.cli.commands import curate
 
         curate(argparse.Namespace(start=NIGHTS[0], end=NIGHTS[-1], fraction=1.0,
                                                  error_rate=0.0, seed=0))  # truth labels: the AUC claim
@@ -164,17 +169,18 @@ def test_injection_and_mixed_datasets_are_judged_on_human_labels(loop):
         rows = pd.read_sql("SELECT * FROM training_datasets WHERE dataset_version = 'inj'", connection)
     assert set(rows.source) == {"injections"} and (rows.n_real > 0).all() and (rows.n_bogus > 0).all()
     mixed = run(defs, instance, "build_training_dataset", "mix",
-                {**injection, "source": "mixed", "human_weight": 3.0})
+                {**injection, "source": "mixed", "human_weight": 3.0, "split_fractions": MIXED_SPLIT})
     mixed_metadata = mixed.asset_materializations_for_node("training_datasets")[0].metadata
     assert mixed.success and mixed_metadata["by_origin"].value["human"] > 300
 
     store = open_object_store(os.environ["ASTRID_OBJECT_STORE"])
     client = mlflow.MlflowClient()
-    models, champions = {}, {}
+    models, champions, registered = {}, {}, {}
     for version in ("inj", "mix"):
         champions[version] = version_by_alias(client, CHAMPION)  # the champion this version must beat
         trained = run(defs, instance, "train_unet", version, {**SMALL_MODEL, "roc_auc_floor": 0.0})
         assert trained.success
+        registered[version] = model_metadata(trained)["registry_version"]
         with engine_for(url).connect() as connection:
             path = pd.read_sql(f"SELECT weights_path FROM unet_models WHERE model_version = '{version}'",
                                connection).weights_path.iloc[0]
@@ -189,12 +195,22 @@ def test_injection_and_mixed_datasets_are_judged_on_human_labels(loop):
     from astrid_assets.resources import ModelRegistryResource
 
     frozen = split_sets(load_arrays(store.get(human_key)))["train"]
+    n_real, n_bogus = int((frozen.labels == 1).sum()), int((frozen.labels == 0).sum())
     auc = {version: evaluate(model, frozen)["roc_auc"] for version, model in models.items()}
     registry = ModelRegistryResource()
     champion_auc = {when: evaluate(registry.load_version(v), frozen)["roc_auc"] for when, v in champions.items()
                     if v is not None}
-    print(f"frozen human-labelled benchmark ROC AUC: models {auc}, {CHAMPION} before each and after {champion_auc}")
-    assert auc["inj"] >= 0.9 and auc["mix"] >= 0.95, auc  # both vet what people label
-    # the mixed model scores on people's labels only if it beats the champion there: mixing in human labels
-    # never lowers the frozen-benchmark ROC AUC of the model that vets the night's candidates
+    print(f"frozen human-labelled benchmark ({n_real} real, {n_bogus} bogus) ROC AUC: models {auc}, "
+          f"{CHAMPION} before each and after {champion_auc}")
+    # What the product guarantees, on any machine: the mixed version is promoted only if its ROC AUC on this
+    # frozen set of people's labels is at least the champion's there (floor 0, margin 0), so mixing in human
+    # labels never lowers the frozen-benchmark ROC AUC of the model that vets the night's candidates.
+    assert champions["after"] in {champions["mix"], registered["mix"]}, champions
     assert champion_auc["after"] >= champion_auc["mix"], champion_auc
+    # Both vet what people label: each AUC within two standard errors (at the claimed AUC, for a set of this
+    # size) of the claim. Trained models differ from machine to machine in their last bits; on a set this size
+    # one misordered pair moves the AUC by 1 / (n_real n_bogus), so the set must hold enough pairs to judge on.
+    assert n_real >= 20 and n_bogus >= 20 and n_real * n_bogus >= 1000, (n_real, n_bogus)  # 46 x 65 on 2026-12-07
+    for version, claim in (("inj", 0.90), ("mix", 0.95)):
+        allowance = 2 * roc_auc_standard_error(claim, n_real, n_bogus)
+        assert auc[version] >= claim - allowance, (version, auc, claim, allowance)

@@ -11,10 +11,11 @@ from astrid_assets.defs.learning import FROZEN_BENCHMARK_KEY, RUN_PARAMETERS, Tr
 from astrid_assets.defs.quality_checks import TRAINING_DATASETS_CHECKS, training_datasets_checks
 from astrid_assets.io.arrays import load_arrays, save_arrays
 from astrid_assets.io.object_store import open_object_store
+from astrid_assets.ml.champions import CHALLENGER, CHAMPION
 from astrid_assets.ml.config import TrainingConfig
 from astrid_assets.ml.dataset import SPLITS
 from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
-from astrid_assets.registry import CHALLENGER, CHAMPION, MODEL_NAME, promote, register_model
+from astrid_assets.resources.mlflow_registry import MODEL_NAME, promote, register_model
 
 
 def test_run_configuration_takes_its_parameters_and_defaults_from_training_config():

@@ -14,6 +14,7 @@ from astrid_assets.ml.metrics import (
     dice,
     precision_recall_f1,
     roc_auc,
+    roc_auc_standard_error,
 )
 
 
@@ -40,6 +41,18 @@ def test_roc_auc_edge_cases():
         roc_auc([0, 1], [0.1, np.nan])
     with pytest.raises(ValueError):
         roc_auc([0, 2], [0.1, 0.2])
+
+
+def test_roc_auc_standard_error_matches_the_mann_whitney_null_and_the_spread_of_small_sets():
+    # at AUC 0.5 Hanley & McNeil's formula gives the Mann-Whitney null: sqrt((n+ + n- + 1) / (12 n+ n-))
+    assert roc_auc_standard_error(0.5, 50, 50) == pytest.approx(np.sqrt(101 / (12 * 50 * 50)), rel=0.01)
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(8, int), np.zeros(14, int)]
+    aucs = [roc_auc(labels, rng.normal(labels * 2.0, 1.0)) for _ in range(2000)]  # true AUC ≈ 0.92
+    assert roc_auc_standard_error(float(np.mean(aucs)), 8, 14) == pytest.approx(np.std(aucs), rel=0.25)
+    assert roc_auc_standard_error(0.95, 40, 70) < roc_auc_standard_error(0.95, 8, 14)
+    assert roc_auc_standard_error(1.0, 8, 14) == 0.0
+    assert np.isnan(roc_auc_standard_error(0.9, 0, 14))
 
 
 def test_average_ranks():

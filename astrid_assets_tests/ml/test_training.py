@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -45,22 +44,16 @@ def test_model_reaches_auc_095_on_held_out_nights(stamp_set, night_split, tmp_pa
     )
     train_set, val_set = stamp_set.subset(night_split.train), stamp_set.subset(night_split.val)
     test_set = stamp_set.subset(night_split.test)
-    seen = []
-    cpu_started = time.thread_time()  # this thread only: torch trains on it (one intra-op thread, see conftest)
+    seen = []  # how long this training takes: benchmarks/bench_training.py (--reference-run)
     result = train(train_set, val_set, config, tmp_path / "run", on_epoch=lambda e, m: seen.append((e, m)))
-    cpu_seconds = time.thread_time() - cpu_started
     metrics = evaluate(result.model, test_set)
     print(
-        f"\ntrain {len(train_set)} stamps, {config.epochs} epochs: {result.train_seconds:.1f} s wall, "
-        f"{cpu_seconds:.1f} s CPU; test ROC AUC {metrics['roc_auc']:.4f}, F1 {metrics['f1']:.3f}, "
-        f"dice {metrics['dice']:.3f}"
+        f"\ntrain {len(train_set)} stamps, {config.epochs} epochs: test ROC AUC {metrics['roc_auc']:.4f}, "
+        f"F1 {metrics['f1']:.3f}, dice {metrics['dice']:.3f}"
     )
     assert metrics["roc_auc"] >= 0.95
     assert metrics["f1"] >= 0.85 and metrics["dice"] > 0.3
     assert metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"] == len(test_set)
-    # The CPU budget for CI (CPU time of this thread, so other processes do not count). Measured 32.6 s on the
-    # 2-core CI machine of 2026-11-22; machines differ, so the budget leaves room without hiding a slowdown of 2x.
-    assert cpu_seconds <= 60.0
     assert [e for e, _ in seen] == [1, 2]
     expected = {"train_loss", "val_loss", "val_precision", "val_recall", "val_f1", "val_roc_auc", "val_dice"}
     assert expected | {"learning_rate"} <= set(seen[0][1])

@@ -1,4 +1,4 @@
-"""U-Net shapes, the mask-derived real/bogus score, weight files."""
+"""U-Net shapes, the mask-derived real probability, weight files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_unet_maps_stamps_to_mask_logits_of_the_same_size():
         assert out.shape == (2, 1, size, size)
 
 
-def test_score_is_a_smooth_maximum_of_the_central_mask_and_trains_end_to_end():
+def test_real_probability_is_a_smooth_maximum_of_the_central_mask_and_trains_end_to_end():
     logits = torch.full((3, 1, 63, 63), -8.0)
     logits[1, 0, 31, 31] = 6.0  # a confident transient at the centre
     logits[2, 0, 2, 2] = 6.0  # the same far from the centre does not count

@@ -76,7 +76,7 @@ def test_registered_frame_to_candidates() -> None:
     assert len(clean) == 1, clean[["x", "y", "s_corr_peak", "flags"]]
     found = clean.iloc[0]
     assert np.hypot(found["x"] - transient_xy[0], found["y"] - transient_xy[1]) < 0.5
-    assert found["sign"] == 1 and found["flags"] == 0 and found["score"] > 0.9
+    assert found["sign"] == 1 and found["flags"] == 0 and found["rule_score"] > 0.9
     assert found["flux"] == pytest.approx(transient_flux, rel=0.15)
     assert found["ra"] == pytest.approx(transient_world[0], abs=0.5 / 3600)
     assert found["dec"] == pytest.approx(transient_world[1], abs=0.5 / 3600)

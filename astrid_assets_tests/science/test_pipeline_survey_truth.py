@@ -11,6 +11,8 @@ from astrid_assets.science.pipeline import build_reference, difference_frame, fi
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.testing.simulate import SurveyConfig, simulate_night
 
+pytestmark = pytest.mark.slow  # a simulated survey through the science pipeline over six nights
+
 SURVEY = SurveyConfig(fields=("F01",), frames_per_night=2)
 REFERENCE_NIGHTS = ["2024-01-01", "2024-01-02"]
 SEARCH_NIGHTS = ["2024-02-01", "2024-02-15", "2024-03-01", "2024-03-15"]

@@ -20,7 +20,7 @@ import pytest
 
 from astrid_assets_tests.ui.conftest import NIGHTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NIGHT = NIGHTS[-1]
 ASSET = "candidate_detections"

@@ -161,6 +161,7 @@ def wcs_through(reference_wcs: WCS, matrix: np.ndarray) -> WCS:
 def align_to_reference(
     image: np.ndarray, background, rms, mask: np.ndarray | None,
     reference: np.ndarray, reference_rms, reference_mask: np.ndarray | None, reference_wcs: WCS,
+    *, frame_xy: np.ndarray | None = None, reference_xy: np.ndarray | None = None,
 ) -> tuple[WCS, int]:
     """A WCS for a frame without one, on the reference's sky (or placeholder) grid, and the stars matched.
 
@@ -180,6 +181,9 @@ def align_to_reference(
         The reference's uint16 mask, or None.
     reference_wcs : astropy.wcs.WCS
         The reference's celestial WCS.
+    frame_xy, reference_xy : numpy.ndarray or None, default None
+        Control stars ``(x, y)`` of each image, brightest first, when already measured
+        (:func:`~astrid_assets.science.sources.star_positions` of their stored detections); None finds them.
 
     Returns
     -------
@@ -193,7 +197,9 @@ def align_to_reference(
     AlignmentError
         The star patterns could not be matched.
     """
-    frame_xy = star_positions(image, background, rms, mask)
-    reference_xy = star_positions(reference, 0.0, reference_rms, reference_mask)
+    if frame_xy is None:
+        frame_xy = star_positions(image, background, rms, mask)
+    if reference_xy is None:
+        reference_xy = star_positions(reference, 0.0, reference_rms, reference_mask)
     matrix, n_matched = pixel_transform(frame_xy, reference_xy)
     return wcs_through(reference_wcs, matrix), n_matched

@@ -1,4 +1,4 @@
-"""Candidate detection on S_corr: extraction, measurements, flags, and cut-out stamps."""
+"""Candidate detection on S_corr: extraction, measurements, flag rules, the rule score, and cut-out stamps."""
 
 from astrid_assets.science.detection.candidates import (
     COLUMNS,
@@ -7,7 +7,9 @@ from astrid_assets.science.detection.candidates import (
     FLAG_EDGE,
     FLAG_MASKED,
     FLAG_NAMES,
+    FLAG_RULES,
     FLAG_SHAPE,
+    CandidateRules,
     describe_flags,
     detect_candidates,
     false_detection_expectation,
@@ -22,6 +24,8 @@ __all__ = [
     "FLAG_BRIGHT_STAR",
     "FLAG_NAMES",
     "COLUMNS",
+    "CandidateRules",
+    "FLAG_RULES",
     "false_detection_expectation",
     "describe_flags",
     "detect_candidates",

@@ -7,11 +7,18 @@ units of its standard deviation, so SEP runs with no filter and an absolute thre
 Positions are the sub-pixel maxima of ``|S_corr|``; fluxes are PSF fits on the difference
 image (``D`` in new-image electrons) with its PSF ``P_D``.
 
+Each candidate is then measured once (:class:`Measurement`) and its flags set by the rules of
+:data:`FLAG_RULES`, one small function per flag, whose cuts are the documented fields of
+:class:`CandidateRules`; the ``rule_score`` in [0, 1] combines its significance, shape and flags
+(the U-Net's real probability, in ``scored_detections``, is a different quantity).
+
 Conventions: arrays ``[y, x]``, 0-based pixel coordinates (pixel ``[j, i]`` centred at
 ``(x, y) = (i, j)``); ``ra``, ``dec`` in degrees from ``wcs.pixel_to_world_values``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +26,7 @@ import sep
 from astropy.wcs import WCS
 
 from astrid_assets.science import masks
+from astrid_assets.science.cutouts import cutout_window
 from astrid_assets.science.photometry.forced import psf_photometry
 from astrid_assets.science.psf.empirical import GAUSSIAN_FWHM_PER_SIGMA
 from astrid_assets.science.psf.model import ShiftablePSF, as_psf_image
@@ -33,6 +41,16 @@ __all__ = [
     "FLAG_BRIGHT_STAR",
     "FLAG_NAMES",
     "COLUMNS",
+    "CandidateRules",
+    "Measurement",
+    "FrameContext",
+    "FLAG_RULES",
+    "edge_flag",
+    "masked_flag",
+    "bright_star_flag",
+    "dipole_flag",
+    "shape_flag",
+    "candidate_flags",
     "false_detection_expectation",
     "describe_flags",
     "detect_candidates",
@@ -69,7 +87,7 @@ COLUMNS = [
     "sharpness",
     "npix",
     "flags",
-    "score",
+    "rule_score",
 ]
 
 
@@ -200,26 +218,22 @@ def _masked_counts(segmentation: np.ndarray, unusable: np.ndarray, n: int) -> np
 
 def _near(mask_bits: np.ndarray, x: float, y: float, radius: float) -> bool:
     """Any set pixel of ``mask_bits`` (bool) within ``radius`` px of ``(x, y)``."""
-    ny, nx = mask_bits.shape
-    r = int(np.ceil(radius))
-    ic, jc = int(np.rint(x)), int(np.rint(y))
-    x0, x1, y0, y1 = max(ic - r, 0), min(ic + r + 1, nx), max(jc - r, 0), min(jc + r + 1, ny)
-    if x0 >= x1 or y0 >= y1:
+    window = cutout_window(mask_bits.shape, x, y, int(np.ceil(radius)))
+    if window is None:
         return True
-    yy, xx = np.mgrid[y0:y1, x0:x1]
+    yy, xx = np.mgrid[window.image]
     disc = (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
-    return bool(np.any(mask_bits[y0:y1, x0:x1] & disc))
+    return bool(np.any(mask_bits[window.image] & disc))
 
 
 def _opposite_lobe(s_corr: np.ndarray, x: float, y: float, sign: int, radius: float) -> float:
     """Most significant value of the opposite sign (as a positive number) within ``radius``."""
-    ny, nx = s_corr.shape
-    r = int(np.ceil(radius))
-    ic, jc = int(np.rint(x)), int(np.rint(y))
-    x0, x1, y0, y1 = max(ic - r, 0), min(ic + r + 1, nx), max(jc - r, 0), min(jc + r + 1, ny)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
+    window = cutout_window(s_corr.shape, x, y, int(np.ceil(radius)))
+    if window is None:
+        return 0.0
+    yy, xx = np.mgrid[window.image]
     disc = (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
-    values = -sign * s_corr[y0:y1, x0:x1][disc]
+    values = -sign * s_corr[window.image][disc]
     return float(values.max()) if values.size else 0.0
 
 
@@ -230,14 +244,13 @@ def _moments_shape(difference: np.ndarray, x: float, y: float, sign: int, window
     ``C = (M⁻¹ − W⁻¹)⁻¹`` for measured moments ``M`` and window ``W = σ_w² I``.
     NaN when the moments are not positive definite (noise-dominated).
     """
-    ny, nx = difference.shape
-    r = int(np.ceil(3.0 * window_sigma))
-    ic, jc = int(np.rint(x)), int(np.rint(y))
-    x0, x1, y0, y1 = max(ic - r, 0), min(ic + r + 1, nx), max(jc - r, 0), min(jc + r + 1, ny)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
+    window = cutout_window(difference.shape, x, y, int(np.ceil(3.0 * window_sigma)))
+    if window is None:
+        return float("nan"), float("nan")
+    yy, xx = np.mgrid[window.image]
     dx, dy = xx - x, yy - y
     weight = np.exp(-(dx**2 + dy**2) / (2.0 * window_sigma**2))
-    values = sign * difference[y0:y1, x0:x1].astype(np.float64) * weight
+    values = sign * difference[window.image].astype(np.float64) * weight
     total = values.sum()
     if not np.isfinite(total) or total <= 0:
         return float("nan"), float("nan")
@@ -275,24 +288,184 @@ def _sharpness(difference: np.ndarray, psf: ShiftablePSF, x: float, y: float, fl
     return float(data_core / model_core) if model_core != 0 else float("nan")
 
 
-def _score(
-    abs_peak: np.ndarray, threshold: float, fwhm_ratio: np.ndarray, elongation: np.ndarray, flags: np.ndarray
-) -> np.ndarray:
-    """Heuristic quality score in [0, 1] (before the learned real/bogus classifier).
+@dataclass(frozen=True)
+class CandidateRules:
+    """The cuts that set each candidate flag, and the weights of the rule score.
 
-    ``score = significance × shape × flag_penalty`` with
-    significance ``1 − 2^-((|S_corr|/threshold)^4)`` (0.5 at the threshold, 0.94 at twice it),
-    shape ``exp(−½ (ln(fwhm/psf_fwhm)/ln 1.5)²) × exp(−½ ((elongation − 1)/0.6)²)`` (1 where
-    unmeasured), and a factor 0.5 for each of MASKED, EDGE, SHAPE, BRIGHT_STAR and 0.3 for DIPOLE.
+    Every field is a number a survey may want to tune; the defaults are the ones AstrID runs with.
+    Widths are in units of the difference image's PSF FWHM (``psf_fwhm``) where they follow the
+    PSF, in pixels where they follow the pixel grid; significances are in units of S_corr's
+    standard deviation (σ).
     """
-    significance = 1.0 - np.power(2.0, -((abs_peak / threshold) ** 4))
+
+    #: EDGE: the border strip is at least this many px wide, whatever the PSF (a floor for the
+    #: sharpest PSFs, where a few FWHMs are only a few pixels).
+    edge_min_px: int = 10
+    #: EDGE: ... and at least this many PSF FWHMs wide, so that the measurements (moments window out
+    #: to 3 σ ≈ 1.3 FWHM, aperture of 1 FWHM) and the candidate's wings stay clear of the border.
+    #: The kernel half-size is a floor too (see ``detect_candidates``).
+    edge_psf_fwhms: float = 3.0
+    #: MASKED: an UNUSABLE pixel within this many PSF FWHMs of the candidate (and at least the kernel
+    #: half-size) flags it: ZOGY's filters spread whatever stands in for a masked pixel over that distance.
+    masked_psf_fwhms: float = 1.0
+    #: DIPOLE: the opposite-sign lobe is searched for within this many PSF FWHMs of the candidate
+    #: (a misregistered static star, or a PSF mismatch, leaves its opposite lobe within about one FWHM).
+    dipole_radius_psf_fwhms: float = 2.0
+    #: DIPOLE: the lobe must reach this fraction (0–1) of the candidate's ``|s_corr_peak|`` ...
+    dipole_fraction: float = 0.3
+    #: DIPOLE: ... and at least this many σ, so that the noise next to a faint candidate is no lobe.
+    dipole_min_lobe_sigma: float = 3.0
+    #: SHAPE: judged only at a PSF-fit S/N at least this (below it the moments and the sharpness are
+    #: too noisy to tell a point source from an artefact).
+    shape_min_snr: float = 20.0
+    #: SHAPE: moments FWHM over the PSF's below this: narrower than the PSF (a cosmic ray, a hot pixel).
+    shape_min_fwhm_ratio: float = 0.6
+    #: SHAPE: moments FWHM over the PSF's above this: wider than the PSF (a galaxy's residual, a ghost).
+    shape_max_fwhm_ratio: float = 1.6
+    #: SHAPE: moments axis ratio a/b (≥ 1) above this: a trail, a diffraction spike, a blend.
+    shape_max_elongation: float = 1.8
+    #: SHAPE: 3 × 3 core of the data over that of the fitted PSF above this: a spike (cosmic ray).
+    shape_max_sharpness: float = 2.0
+    #: SHAPE: ... below this: flatter than a point source.
+    shape_min_sharpness: float = 0.4
+    #: Rule score: significance term ``1 − 2^-((|S_corr|/threshold)^power)`` with this power
+    #: (0.5 at the threshold, 0.94 at twice it).
+    rule_score_significance_power: float = 4.0
+    #: Rule score: the size term is ``exp(−½)`` at a moments FWHM this factor off the PSF's (either way).
+    rule_score_size_tolerance: float = 1.5
+    #: Rule score: the elongation term is ``exp(−½)`` at an axis ratio this much above 1.
+    rule_score_elongation_width: float = 0.6
+    #: Rule score: factor for each flag set (bit, factor), applied in this order; DIPOLE, the
+    #: signature of misregistration or PSF mismatch at a static source, costs the most.
+    rule_score_flag_factors: tuple[tuple[int, float], ...] = (
+        (FLAG_MASKED, 0.5),
+        (FLAG_EDGE, 0.5),
+        (FLAG_SHAPE, 0.5),
+        (FLAG_BRIGHT_STAR, 0.5),
+        (FLAG_DIPOLE, 0.3),
+    )
+
+    def edge_width(self, psf_fwhm: float, kernel_half: int) -> int:
+        """Default EDGE strip width, px: ``max(edge_min_px, edge_psf_fwhms × psf_fwhm, kernel_half)``."""
+        return int(max(self.edge_min_px, round(self.edge_psf_fwhms * psf_fwhm), kernel_half))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the flag rules read of one candidate (measured on the difference by ``detect_candidates``)."""
+
+    x: float  #: px, sub-pixel maximum of ``|S_corr|``
+    y: float  #: px
+    sign: int  #: +1 brightening, −1 fading
+    s_corr_peak: float  #: signed extreme of S_corr in the footprint, σ
+    footprint_masked: bool  #: an UNUSABLE pixel inside the footprint SEP extracted
+    snr: float  #: ``|flux| / flux_err`` of the PSF fit
+    fwhm: float  #: px, from weighted second moments (NaN: unmeasurable)
+    elongation: float  #: a/b from the same moments (NaN: unmeasurable)
+    sharpness: float  #: 3 × 3 core of the data over that of the fitted PSF (NaN: unmeasurable)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameContext:
+    """The difference a candidate was found on, as its measurements and the flag rules read it."""
+
+    s_corr: np.ndarray  #: S_corr, σ (NaN read as 0)
+    difference: np.ndarray  #: D, e- (NaN read as 0)
+    difference_var: np.ndarray  #: variance of D, e-² (NaN read as 0)
+    mask: np.ndarray  #: uint16 ``masks`` bits
+    no_data: np.ndarray  #: bool, ``masks.NO_DATA`` pixels
+    unusable: np.ndarray  #: bool, ``masks.UNUSABLE`` pixels
+    bright_star: np.ndarray  #: bool, ``masks.BRIGHT_STAR`` pixels
+    psf: ShiftablePSF  #: the difference image's PSF ``P_D``
+    psf_tiles: np.ndarray | None  #: ``(n, n, s, s)`` P_D at the nodes of a tiled ZOGY, or None
+    psf_fwhm: float  #: px, FWHM of the difference image's PSF
+    kernel_half: int  #: px, half the side of the difference PSF stamp (the ZOGY kernel's reach)
+    edge: int  #: px, width of the EDGE strip (``CandidateRules.edge_width`` unless given)
+    threshold: float  #: σ, the extraction threshold on ``|S_corr|``
+
+
+def edge_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """EDGE: within ``frame.edge`` px of the image border or of a NO_DATA pixel (the periodic FFT
+    convolutions wrap a source near one border onto the opposite one and truncate its kernel)."""
+    ny, nx = frame.s_corr.shape
+    near_border = min(m.x, m.y, nx - 1 - m.x, ny - 1 - m.y) < frame.edge
+    return FLAG_EDGE if near_border or _near(frame.no_data, m.x, m.y, frame.edge) else 0
+
+
+def masked_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """MASKED: an UNUSABLE pixel in the footprint, or within ``max(masked_psf_fwhms × psf_fwhm,
+    kernel_half)`` px of the candidate."""
+    radius = max(float(rules.masked_psf_fwhms * frame.psf_fwhm), float(frame.kernel_half))
+    return FLAG_MASKED if m.footprint_masked or _near(frame.unusable, m.x, m.y, radius) else 0
+
+
+def bright_star_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """BRIGHT_STAR: the candidate's pixel (clipped to the image) is a BRIGHT_STAR pixel."""
+    ny, nx = frame.bright_star.shape
+    j, i = min(max(int(np.rint(m.y)), 0), ny - 1), min(max(int(np.rint(m.x)), 0), nx - 1)
+    return FLAG_BRIGHT_STAR if frame.bright_star[j, i] else 0
+
+
+def dipole_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """DIPOLE: an opposite-sign lobe within ``dipole_radius_psf_fwhms`` FWHMs reaching
+    ``max(dipole_min_lobe_sigma, dipole_fraction × |s_corr_peak|)``."""
+    lobe = _opposite_lobe(frame.s_corr, m.x, m.y, m.sign, rules.dipole_radius_psf_fwhms * frame.psf_fwhm)
+    return FLAG_DIPOLE if lobe >= max(rules.dipole_min_lobe_sigma, rules.dipole_fraction * abs(m.s_corr_peak)) else 0
+
+
+def shape_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """SHAPE: at S/N ≥ ``shape_min_snr``, a moments FWHM (over the PSF's), elongation or sharpness
+    outside its ``shape_*`` bounds (an unmeasured, NaN, value is never out of bounds)."""
+    if not m.snr >= rules.shape_min_snr:
+        return 0
+    fwhm_ratio = m.fwhm / frame.psf_fwhm
+    odd = (
+        fwhm_ratio < rules.shape_min_fwhm_ratio
+        or fwhm_ratio > rules.shape_max_fwhm_ratio
+        or m.elongation > rules.shape_max_elongation
+        or m.sharpness > rules.shape_max_sharpness
+        or m.sharpness < rules.shape_min_sharpness
+    )
+    return FLAG_SHAPE if odd else 0
+
+
+#: The flag rules, one per flag: each takes a :class:`Measurement`, the :class:`FrameContext` and the
+#: :class:`CandidateRules` and returns its bit or 0.
+FLAG_RULES = (edge_flag, masked_flag, bright_star_flag, dipole_flag, shape_flag)
+
+
+def candidate_flags(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
+    """The ``FLAG_*`` bits :data:`FLAG_RULES` set for one candidate."""
+    flags = 0
+    for rule in FLAG_RULES:
+        flags |= rule(m, frame, rules)
+    return flags
+
+
+def _rule_score(
+    abs_peak: np.ndarray,
+    threshold: float,
+    fwhm_ratio: np.ndarray,
+    elongation: np.ndarray,
+    flags: np.ndarray,
+    rules: CandidateRules,
+) -> np.ndarray:
+    """Rule-based real/bogus score in [0, 1], from the measurements and flags alone (the learned
+    classifier's real probability is a different quantity, in ``scored_detections``).
+
+    ``rule_score = significance × shape × flag_penalty`` with significance
+    ``1 − 2^-((|S_corr|/threshold)^p)``, shape ``exp(−½ (ln(fwhm/psf_fwhm)/ln t)²) ×
+    exp(−½ ((elongation − 1)/w)²)`` (1 where unmeasured) and the product of
+    ``rule_score_flag_factors`` over the flags set; ``p``, ``t`` and ``w`` are the
+    ``rule_score_*`` fields of :class:`CandidateRules`.
+    """
+    significance = 1.0 - np.power(2.0, -((abs_peak / threshold) ** rules.rule_score_significance_power))
     with np.errstate(invalid="ignore", divide="ignore"):
-        size_term = np.exp(-0.5 * (np.log(fwhm_ratio) / np.log(1.5)) ** 2)
-        shape_term = size_term * np.exp(-0.5 * ((elongation - 1.0) / 0.6) ** 2)
+        size_term = np.exp(-0.5 * (np.log(fwhm_ratio) / np.log(rules.rule_score_size_tolerance)) ** 2)
+        shape_term = size_term * np.exp(-0.5 * ((elongation - 1.0) / rules.rule_score_elongation_width) ** 2)
     shape_term = np.where(np.isfinite(shape_term), shape_term, 1.0)
     penalty = np.ones(flags.shape)
-    factors = ((FLAG_MASKED, 0.5), (FLAG_EDGE, 0.5), (FLAG_SHAPE, 0.5), (FLAG_BRIGHT_STAR, 0.5), (FLAG_DIPOLE, 0.3))
-    for bit, factor in factors:
+    for bit, factor in rules.rule_score_flag_factors:
         penalty = np.where(flags & bit, penalty * factor, penalty)
     return np.clip(significance * shape_term * penalty, 0.0, 1.0)
 
@@ -309,8 +482,8 @@ def detect_candidates(
     *,
     difference_psf: np.ndarray | None = None,
     min_area: int = 1,
-    dipole_fraction: float = 0.3,
     difference_psf_tiles: np.ndarray | None = None,
+    rules: CandidateRules = CandidateRules(),
 ) -> pd.DataFrame:
     """Positive and negative candidates with ``|S_corr| >= threshold``, measured on ``D``.
 
@@ -324,10 +497,10 @@ def detect_candidates(
     mask : numpy.ndarray or None
         uint16 mask on the same grid (``UNUSABLE`` → MASKED flag, ``NO_DATA`` → EDGE and
         excluded from extraction, ``BRIGHT_STAR`` under the candidate → BRIGHT_STAR flag); None:
-        no mask. MASKED reaches ``max(psf_fwhm, h)`` px from unusable pixels, with ``h`` the
-        kernel half-size (half the side of ``difference_psf``): the ZOGY filters spread whatever
-        stands in for a masked pixel, and the unmodelled wings of a saturated star around it,
-        over that distance.
+        no mask. MASKED reaches ``max(masked_psf_fwhms × psf_fwhm, h)`` px (:class:`CandidateRules`)
+        from unusable pixels, with ``h`` the kernel half-size (half the side of ``difference_psf``):
+        the ZOGY filters spread whatever stands in for a masked pixel, and the unmodelled wings of
+        a saturated star around it, over that distance.
     wcs : astropy.wcs.WCS or None
         Celestial WCS of the grid (``ra``/``dec`` NaN when None).
     psf_fwhm : float
@@ -335,10 +508,11 @@ def detect_candidates(
     threshold : float, default 5.0
         Detection threshold on ``|S_corr|``.
     edge : int or None, default None
-        Border width (px) flagged EDGE; default ``max(10, 3 × psf_fwhm, h)`` with ``h`` the
-        kernel half-size: the unpadded (periodic) FFT convolutions wrap a source within ``h``
-        of one border onto the opposite one, and truncate its own kernel. A given ``edge``
-        is used as is. Candidates within ``edge`` px of a ``NO_DATA`` pixel are flagged EDGE too.
+        Border width (px) flagged EDGE; default :meth:`CandidateRules.edge_width`,
+        ``max(10, 3 × psf_fwhm, h)`` with ``h`` the kernel half-size: the unpadded (periodic) FFT
+        convolutions wrap a source within ``h`` of one border onto the opposite one, and truncate
+        its own kernel. A given ``edge`` is used as is. Candidates within ``edge`` px of a
+        ``NO_DATA`` pixel are flagged EDGE too.
     difference_psf : numpy.ndarray or None, default None
         PSF stamp of ``difference`` (``ZogyResult.P_D``, as large as the PSF stamps that went
         into the subtraction: its half-side is the kernel half-size ``h``); a Gaussian of
@@ -346,13 +520,12 @@ def detect_candidates(
     min_area : int, default 1
         Minimum number of pixels above threshold (1: any pixel, the honest
         ``|S_corr| >= threshold`` criterion).
-    dipole_fraction : float, default 0.3
-        An opposite-sign lobe within 2 FWHM reaching this fraction of the
-        candidate's peak (and at least 3σ) makes it a DIPOLE.
     difference_psf_tiles : numpy.ndarray or None, default None
         ``(n, n, s, s)`` difference PSFs at the nodes of a tiled ZOGY (:mod:`~astrid_assets.science.subtraction.tiles`,
         PSF varying
         over the frame): each candidate's PSF flux uses their tent blend at its position.
+    rules : CandidateRules, default CandidateRules()
+        The cuts of the flag rules (:data:`FLAG_RULES`) and the weights of the rule score.
 
     Returns
     -------
@@ -364,7 +537,8 @@ def detect_candidates(
         fit on the difference, e-, signed); ``snr`` (``|flux| / flux_err``); ``flux_aper``,
         ``flux_aper_err`` (circular aperture of radius ``psf_fwhm``, e-); ``fwhm`` (px),
         ``elongation`` (a/b) from weighted moments; ``sharpness`` (3 × 3 core data / PSF model);
-        ``npix`` (pixels above threshold); ``flags`` (``FLAG_*`` bits); ``score`` in [0, 1].
+        ``npix`` (pixels above threshold); ``flags`` (``FLAG_*`` bits, set by :data:`FLAG_RULES`);
+        ``rule_score`` in [0, 1] (:func:`_rule_score`, not the learned classifier's real probability).
         Empty (with those columns) when nothing passes the threshold.
     """
     s_corr = np.ascontiguousarray(np.nan_to_num(s_corr, nan=0.0), dtype=np.float32)
@@ -379,8 +553,21 @@ def detect_candidates(
         else render_psf(psf_fwhm, 2 * int(np.ceil(2 * psf_fwhm)) + 1 + 6, "gaussian")
     )
     kernel_half = max(psf_image.shape) // 2
-    edge = int(max(10, round(3 * psf_fwhm), kernel_half)) if edge is None else int(edge)
-    psf = ShiftablePSF(psf_image)
+    frame = FrameContext(
+        s_corr=s_corr,
+        difference=difference,
+        difference_var=difference_var,
+        mask=mask,
+        no_data=no_data,
+        unusable=unusable,
+        bright_star=(mask & masks.BRIGHT_STAR) != 0,
+        psf=ShiftablePSF(psf_image),
+        psf_tiles=difference_psf_tiles,
+        psf_fwhm=psf_fwhm,
+        kernel_half=kernel_half,
+        edge=rules.edge_width(psf_fwhm, kernel_half) if edge is None else int(edge),
+        threshold=threshold,
+    )
 
     rows = []
     for sign in (1, -1):
@@ -398,84 +585,53 @@ def detect_candidates(
                     "sign": sign,
                     "s_corr_peak": sign * float(objects["peak"][k]),
                     "npix": int(objects["npix"][k]),
-                    "masked": bool(masked[k]),
+                    "footprint_masked": bool(masked[k]),
                 }
             )
     if not rows:
         return pd.DataFrame({name: pd.Series(dtype=float) for name in COLUMNS})
-    table = pd.DataFrame(rows)
-    return _measure(
-        table,
-        s_corr,
-        difference,
-        difference_var,
-        mask,
-        unusable,
-        no_data,
-        wcs,
-        psf,
-        psf_fwhm,
-        threshold,
-        edge,
-        dipole_fraction,
-        max(float(psf_fwhm), float(kernel_half)),
-        difference_psf_tiles,
-    )
+    return _measure(pd.DataFrame(rows), frame, wcs, rules)
 
 
-def _measure(
-    table: pd.DataFrame,
-    s_corr: np.ndarray,
-    difference: np.ndarray,
-    difference_var: np.ndarray,
-    mask: np.ndarray,
-    unusable: np.ndarray,
-    no_data: np.ndarray,
-    wcs: WCS | None,
-    psf: ShiftablePSF,
-    psf_fwhm: float,
-    threshold: float,
-    edge: int,
-    dipole_fraction: float,
-    masked_radius: float,
-    psf_tiles: np.ndarray | None = None,
-) -> pd.DataFrame:
+def _measure(table: pd.DataFrame, frame: FrameContext, wcs: WCS | None, rules: CandidateRules) -> pd.DataFrame:
+    """Photometry, shape, flags and rule score of the extracted candidates (``x``, ``y``, ``sign``,
+    ``s_corr_peak``, ``npix``, ``footprint_masked``); the table of :func:`detect_candidates`."""
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
     sign = table["sign"].to_numpy()
-    psf_stamp = psf.at(0.0, 0.0)
-    flux, flux_err = psf_photometry(difference, difference_var, psf_stamp, x, y, mask)
-    if psf_tiles is not None:  # a PSF varying over the frame: the blended P_D at each candidate
+    difference, difference_var, mask, psf = frame.difference, frame.difference_var, frame.mask, frame.psf
+    flux, flux_err = psf_photometry(difference, difference_var, psf.at(0.0, 0.0), x, y, mask)
+    if frame.psf_tiles is not None:  # a PSF varying over the frame: the blended P_D at each candidate
         for k in range(x.size):
-            local = blend_stamps(psf_tiles, x[k], y[k], difference.shape)
+            local = blend_stamps(frame.psf_tiles, x[k], y[k], difference.shape)
             flux[k : k + 1], flux_err[k : k + 1] = psf_photometry(difference, difference_var, local, x[k], y[k], mask)
-    flux_aper, flux_aper_err, _ = sep.sum_circle(difference, x, y, float(psf_fwhm), var=difference_var, mask=unusable)
-    ny, nx = s_corr.shape
-    bright = (mask & masks.BRIGHT_STAR) != 0
-    window_sigma = psf_fwhm / GAUSSIAN_FWHM_PER_SIGMA
-    flags = np.zeros(x.size, dtype=np.int64)
+    flux_aper, flux_aper_err, _ = sep.sum_circle(
+        difference, x, y, float(frame.psf_fwhm), var=difference_var, mask=frame.unusable
+    )
+    window_sigma = frame.psf_fwhm / GAUSSIAN_FWHM_PER_SIGMA
     fwhm = np.full(x.size, np.nan)
     elongation = np.full(x.size, np.nan)
     sharpness = np.full(x.size, np.nan)
     for k in range(x.size):
-        near_border = min(x[k], y[k], nx - 1 - x[k], ny - 1 - y[k]) < edge
-        if near_border or _near(no_data, x[k], y[k], edge):
-            flags[k] |= FLAG_EDGE
-        if table["masked"].iat[k] or _near(unusable, x[k], y[k], masked_radius):
-            flags[k] |= FLAG_MASKED
-        if bright[min(max(int(np.rint(y[k])), 0), ny - 1), min(max(int(np.rint(x[k])), 0), nx - 1)]:
-            flags[k] |= FLAG_BRIGHT_STAR
-        lobe = _opposite_lobe(s_corr, x[k], y[k], int(sign[k]), 2.0 * psf_fwhm)
-        if lobe >= max(3.0, dipole_fraction * abs(table["s_corr_peak"].iat[k])):
-            flags[k] |= FLAG_DIPOLE
         fwhm[k], elongation[k] = _moments_shape(difference, x[k], y[k], int(sign[k]), window_sigma)
         sharpness[k] = _sharpness(difference, psf, x[k], y[k], flux[k])
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = np.abs(flux) / flux_err
-        fwhm_ratio = fwhm / psf_fwhm
-    odd_shape = (snr >= 20) & (
-        (fwhm_ratio < 0.6) | (fwhm_ratio > 1.6) | (elongation > 1.8) | (sharpness > 2.0) | (sharpness < 0.4)
-    )
-    flags[odd_shape] |= FLAG_SHAPE
+        fwhm_ratio = fwhm / frame.psf_fwhm
+    measurements = [
+        Measurement(
+            x=float(x[k]),
+            y=float(y[k]),
+            sign=int(sign[k]),
+            s_corr_peak=float(table["s_corr_peak"].iat[k]),
+            footprint_masked=bool(table["footprint_masked"].iat[k]),
+            snr=float(snr[k]),
+            fwhm=float(fwhm[k]),
+            elongation=float(elongation[k]),
+            sharpness=float(sharpness[k]),
+        )
+        for k in range(x.size)
+    ]
+    flags = np.array([candidate_flags(m, frame, rules) for m in measurements], dtype=np.int64)
     if wcs is not None and x.size:
         ra, dec = wcs.pixel_to_world_values(x, y)
     else:
@@ -493,7 +649,8 @@ def _measure(
         sharpness=sharpness,
         flags=flags,
     )
-    table["score"] = _score(np.abs(table["s_corr_peak"].to_numpy()), threshold, fwhm_ratio, elongation, flags)
+    abs_peak = np.abs(table["s_corr_peak"].to_numpy())
+    table["rule_score"] = _rule_score(abs_peak, frame.threshold, fwhm_ratio, elongation, flags, rules)
     table = table.sort_values("s_corr_peak", key=np.abs, ascending=False, ignore_index=True)
     table["id"] = np.arange(len(table))
     return table[COLUMNS]

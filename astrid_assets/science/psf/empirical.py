@@ -37,7 +37,12 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from astrid_assets.science.psf.model import PSFError, PSFModel, ShiftablePSF, _centroid, measure_fwhm
-from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA, moffat_alpha, profile_image
+from astrid_assets.science.psf.profiles import (
+    GAUSSIAN_FWHM_PER_SIGMA,
+    moffat_alpha,
+    profile_image,
+    profile_image_jacobian,
+)
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 __all__ = ["estimate_psf"]
@@ -250,7 +255,9 @@ def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: f
 
     Between the two radii the empirical stack fades into the model with a cosine taper. The
     Moffat (amplitude, core width α, power index β free; circular, centred) is fitted to the
-    whole stack with weights ``1 / variance``. Returns the stack unchanged if the fit fails.
+    whole stack with weights ``1 / variance`` (least squares with the analytic Jacobian of
+    :func:`~astrid_assets.science.psf.profiles.profile_image_jacobian`). Returns the stack unchanged
+    if the fit fails.
     """
     size = stack.shape[0]
     usable = np.isfinite(variance) & (variance > 0)
@@ -262,14 +269,23 @@ def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: f
     shape0 = _moffat_stamp(size, alpha0, beta0)
     amplitude0 = float(stack.max() / shape0.max())
 
-    def residuals(params: np.ndarray) -> np.ndarray:
-        amplitude, alpha, beta = params
-        return ((stack - amplitude * _moffat_stamp(size, alpha, beta)) * weight).ravel()
+    last: dict = {}
+
+    def evaluate(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals ``(stack − A M(α, β)) · weight`` and their analytic Jacobian, once per point."""
+        key = params.tobytes()
+        if last.get("key") != key:
+            amplitude, alpha, beta = params
+            unit, derivatives = profile_image_jacobian((size, size), size // 2, size // 2, 1.0, alpha, beta, 3)
+            jacobian = np.stack([unit, amplitude * derivatives[3], amplitude * derivatives[4]])
+            last.update(key=key, residuals=((stack - amplitude * unit) * weight).ravel(),
+                        jacobian=-(jacobian * weight).reshape(3, -1).T)
+        return last["residuals"], last["jacobian"]
 
     try:
         fit = least_squares(
-            residuals, [amplitude0, alpha0, beta0], bounds=([0.0, 0.3, 1.1], [np.inf, float(size), 50.0]),
-            x_scale="jac", max_nfev=100,
+            lambda p: evaluate(p)[0], [amplitude0, alpha0, beta0], jac=lambda p: evaluate(p)[1],
+            bounds=([0.0, 0.3, 1.1], [np.inf, float(size), 50.0]), x_scale="jac", max_nfev=100,
         )
     except ValueError:
         return stack

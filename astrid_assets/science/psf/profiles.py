@@ -27,6 +27,8 @@ __all__ = [
     "gaussian_noise_area",
     "gaussian_profile",
     "profile_image",
+    "profile_image_jacobian",
+    "profile_images_jacobians",
     "render_psf",
 ]
 
@@ -178,12 +180,107 @@ def profile_image(
     numpy.ndarray
         ``float64`` stamp of ``shape``, in the unit of ``flux`` per pixel.
     """
+    ys, xs = _sub_pixel_offsets(shape, x, y, oversample)
+    r2 = ys**2 + xs**2
+    profile = gaussian_profile(r2, width) if beta is None else moffat_profile(r2, width, beta)
+    return flux * profile.mean(axis=(2, 3))
+
+
+def _sub_pixel_offsets(
+    shape: tuple[int, int], x: float, y: float, oversample: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``(y_s − y, x_s − x)`` of the sub-pixel points from a centre, px, broadcastable to
+    ``(ny, nx, oversample, oversample)`` (pixel ``[j, i]``, sub-pixel ``[a, b]``)."""
     sub = (np.arange(oversample) + 0.5) / oversample - 0.5
     ys = (np.arange(shape[0])[:, None] + sub[None, :]) - y
     xs = (np.arange(shape[1])[:, None] + sub[None, :]) - x
-    r2 = ys[:, None, :, None] ** 2 + xs[None, :, None, :] ** 2
-    profile = gaussian_profile(r2, width) if beta is None else moffat_profile(r2, width, beta)
-    return flux * profile.mean(axis=(2, 3))
+    return ys[:, None, :, None], xs[None, :, None, :]
+
+
+def profile_image_jacobian(
+    shape: tuple[int, int], x: float, y: float, flux: float, width: float, beta: float | None,
+    oversample: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`profile_image` and its derivatives with respect to the profile's parameters.
+
+    The derivatives are those of the continuous profile, averaged over the same sub-pixel points as
+    the image (the exact derivatives of :func:`profile_image`). For a Moffat ``I = c u^−β`` with
+    ``u = 1 + r²/α²`` and ``c = (β − 1)/(π α²)``: ``∂I/∂x = 2β (x_s − x) I / (α² u)`` (likewise
+    ``y``), ``∂I/∂α = I (2β r² / (α³ u) − 2/α)`` and ``∂I/∂β = I (1/(β − 1) − ln u)``; for a
+    Gaussian of σ: ``∂I/∂x = (x_s − x) I / σ²`` and ``∂I/∂σ = I (r²/σ³ − 2/σ)``.
+
+    Parameters
+    ----------
+    shape, x, y, flux, width, beta, oversample
+        As for :func:`profile_image` (``x``, ``y``, ``width`` in px; ``beta`` None for the Gaussian).
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``float64`` stamp of ``shape``, in the unit of ``flux`` per pixel (:func:`profile_image`).
+    jacobian : numpy.ndarray
+        ``(n_params, ny, nx)`` float64 derivatives of ``image`` with respect to ``(flux, x, y, width,
+        beta)`` (``n_params = 5``) or, for the Gaussian, ``(flux, x, y, width)`` (``n_params = 4``);
+        per px for ``x``, ``y``, ``width``.
+    """
+    images, jacobians = profile_images_jacobians(
+        shape, np.array([x], float), np.array([y], float), np.array([flux], float), np.array([width], float),
+        None if beta is None else np.array([beta], float), oversample,
+    )
+    return images[0], jacobians[0]
+
+
+def profile_images_jacobians(
+    shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray, width: np.ndarray,
+    beta: np.ndarray | None, oversample: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`profile_image_jacobian` for ``K`` profiles on stamps of one shape at once.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of every stamp.
+    x, y, flux, width : numpy.ndarray
+        ``(K,)`` centres (px, stamp coordinates), total fluxes and Moffat α or Gaussian σ (px).
+    beta : numpy.ndarray or None
+        ``(K,)`` Moffat indices, or None for Gaussians.
+    oversample : int, default 5
+        Sub-pixel points per axis (:func:`profile_image`).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(K, ny, nx)`` float64 stamps, in the unit of ``flux`` per pixel.
+    jacobians : numpy.ndarray
+        ``(K, n_params, ny, nx)`` float64 derivatives with respect to ``(flux, x, y, width[, beta])``.
+    """
+    k = np.arange(len(x))
+    sub = (np.arange(oversample) + 0.5) / oversample - 0.5
+    ys = (np.arange(shape[0])[:, None] + sub[None, :])[None] - np.asarray(y, float)[:, None, None]
+    xs = (np.arange(shape[1])[:, None] + sub[None, :])[None] - np.asarray(x, float)[:, None, None]
+    ys, xs = ys[:, :, None, :, None], xs[:, None, :, None, :]  # (K, ny, nx, a, b) by broadcasting
+    r2 = ys**2 + xs**2
+    width = np.asarray(width, float)[k, None, None, None, None]
+    if beta is None:
+        inverse_var = 1.0 / width**2
+        unit = np.exp(-0.5 * inverse_var * r2) * (inverse_var / (2.0 * np.pi))
+        factors = (xs * inverse_var, ys * inverse_var, r2 * (inverse_var / width) - 2.0 / width)
+    else:
+        beta = np.asarray(beta, float)[k, None, None, None, None]
+        inverse_area = 1.0 / width**2
+        u = 1.0 + r2 * inverse_area
+        log_u = np.log(u)
+        unit = np.exp(-beta * log_u) * ((beta - 1.0) * inverse_area / np.pi)
+        slope = (2.0 * beta * inverse_area) / u  # −2 ∂ln I/∂r²
+        factors = (xs * slope, ys * slope, r2 * slope / width - 2.0 / width, 1.0 / (beta - 1.0) - log_u)
+    n_points = oversample * oversample
+    images = unit.sum(axis=(3, 4)) / n_points
+    scale = np.asarray(flux, float)[:, None, None]
+    jacobians = np.empty((len(k), 1 + len(factors), *shape))
+    jacobians[:, 0] = images
+    for n, factor in enumerate(factors, start=1):
+        jacobians[:, n] = (unit * factor).sum(axis=(3, 4)) * (scale / n_points)
+    return scale * images, jacobians
 
 
 def render_psf(

@@ -28,15 +28,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import scipy.fft as sfft
 import sep
 
-from astrid_assets.science.masks import UNUSABLE
 from astrid_assets.science.photometry.flux_ratio import FluxRatioError, clipped_ratio_mean, star_flux_ratios
 from astrid_assets.science.psf.field import PSFField, calibrate_psf_error, with_psf_error
 from astrid_assets.science.psf.model import measure_fwhm
 from astrid_assets.science.sources import star_catalogue, unusable_pixels
-from astrid_assets.science.subtraction.image_pair import robust_std
-from astrid_assets.science.subtraction.zogy import ZogyResult, zogy
+from astrid_assets.science.subtraction.image_pair import robust_std, sanitise_pair
+from astrid_assets.science.subtraction.zogy import ZogyResult, _zogy_sanitised, zogy
 
 __all__ = ["tile_nodes", "tent_weights", "blend_stamps", "zogy_tiled", "aperture_flux_ratio", "zogy_field"]
 
@@ -69,6 +69,25 @@ def blend_stamps(stamps: np.ndarray, x: float, y: float, shape: tuple[int, int])
     wx = tent_weights([x], tile_nodes(shape[1], stamps.shape[1]))[:, 0]
     stamp = np.einsum("j,i,jikl->kl", wy, wx, stamps.astype(np.float64))
     return stamp / stamp.sum()
+
+
+def _tile_span(centre: float, step: float, margin: int, length: int) -> tuple[int, int]:
+    """``(start, stop)`` px of a node's tile along one axis: the tent's support ``centre ± step`` plus
+    ``margin``, widened into the frame to the next length ``scipy.fft`` transforms fast (5-smooth).
+
+    The widening adds at most a few per cent of real pixels (split between both sides where the frame
+    allows, else on the side it does); a tile that cannot reach a fast length inside the frame keeps its
+    length.
+    """
+    start = max(0, int(np.floor(centre - step)) - margin)
+    stop = min(length, int(np.ceil(centre + step)) + margin + 1)
+    extra = sfft.next_fast_len(stop - start, real=True) - (stop - start)
+    if extra > length - (stop - start):
+        return start, stop
+    below = min(extra // 2, start)
+    above = min(extra - below, length - stop)
+    below = extra - above
+    return start - below, stop + above
 
 
 def zogy_tiled(
@@ -132,32 +151,31 @@ def zogy_tiled(
     weight_x = tent_weights(np.arange(shape[1]), nodes_x)
     keys = ("D", "S", "difference", "difference_var", "S_new", "S_ref", "V_S")
     sums = {key: np.zeros(shape, np.float32) for key in keys}
-    out_mask = np.zeros(shape, np.uint16)
+    filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var,
+                                                                                           mask)
     psf_d, f_s, results = [], [], []
     for j, cy in enumerate(nodes_y):
-        y0, y1 = max(0, int(np.floor(cy - step_y)) - margin), min(shape[0], int(np.ceil(cy + step_y)) + margin + 1)
+        y0, y1 = _tile_span(cy, step_y, margin, shape[0])
         row = []
         for i, cx in enumerate(nodes_x):
-            x0 = max(0, int(np.floor(cx - step_x)) - margin)
-            x1 = min(shape[1], int(np.ceil(cx + step_x)) + margin + 1)
+            x0, x1 = _tile_span(cx, step_x, margin, shape[1])
             box = (slice(y0, y1), slice(x0, x1))
-            result = zogy(
-                new[box], ref[box], new_psf_at(cx, cy), ref_psf_at(cx, cy), new_sigma, ref_sigma,
-                None if new_var is None else new_var[box], None if ref_var is None else ref_var[box],
-                flux_ratio, astrometric_sigma, backend, mask=None if mask is None else mask[box],
-                flux_ratio_err=flux_ratio_err, background=background, keep_parts=True,
+            result = _zogy_sanitised(
+                filled_new[box], filled_ref[box], new_psf_at(cx, cy), ref_psf_at(cx, cy), new_sigma, ref_sigma,
+                None if filled_new_var is None else filled_new_var[box],
+                None if filled_ref_var is None else filled_ref_var[box], flux_ratio, float(flux_ratio_err or 0.0),
+                astrometric_sigma, backend, bad[box], out_mask[box], background=background, keep_parts=True,
+                score_std=False,
             )
             weight = (weight_y[j, y0:y1, None] * weight_x[i, None, x0:x1]).astype(np.float32)
             images = {"D": result.D, "S": result.S, "difference": result.difference,
                       "difference_var": result.difference_var, **result.parts}
             for key in keys:
                 sums[key][box] += weight * images[key]
-            out_mask[box] = np.where(weight > 0, result.mask, out_mask[box])
             row.append(result.P_D)
             f_s.append(result.F_S)
             results.append(result)
         psf_d.append(row)
-    bad = (out_mask & UNUSABLE) != 0
     epsilon = 0.0
     if psf_error == "auto":
         centre = results[len(results) // 2]

@@ -336,7 +336,6 @@ def zogy(
         When ``flux_ratio`` is None and cannot be fitted.
     """
     new, ref, new_var, ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var, mask)
-    shape = new.shape
     if flux_ratio is None:
         fit = fit_flux_ratio(
             new,
@@ -351,6 +350,46 @@ def zogy(
         flux_ratio, flux_ratio_err = fit.ratio, fit.ratio_err
     else:
         flux_ratio_err = float(flux_ratio_err or 0.0)
+    return _zogy_sanitised(
+        new, ref, new_psf, ref_psf, new_sigma, ref_sigma, new_var, ref_var, flux_ratio, flux_ratio_err,
+        astrometric_sigma, backend, bad, out_mask, renormalise=renormalise, background=background,
+        psf_error=psf_error, star_xy=star_xy, keep_parts=keep_parts,
+    )
+
+
+def _zogy_sanitised(
+    new: np.ndarray,
+    ref: np.ndarray,
+    new_psf: PSFModel | np.ndarray,
+    ref_psf: PSFModel | np.ndarray,
+    new_sigma: float,
+    ref_sigma: float,
+    new_var: np.ndarray | None,
+    ref_var: np.ndarray | None,
+    flux_ratio: float,
+    flux_ratio_err: float,
+    astrometric_sigma: tuple[float, float],
+    backend: str,
+    bad: np.ndarray,
+    out_mask: np.ndarray,
+    *,
+    renormalise: bool = False,
+    background: str = "plane",
+    psf_error: float | str | None = None,
+    star_xy: np.ndarray | None = None,
+    keep_parts: bool = False,
+    score_std: bool = True,
+) -> ZogyResult:
+    """:func:`zogy` on a pair already through :func:`sanitise_pair`, with a given flux ratio.
+
+    ``new``, ``ref``, ``new_var``, ``ref_var`` are the filled float32 arrays, ``bad`` and ``out_mask``
+    the unusable pixels and output mask :func:`sanitise_pair` returned for them (or cut-outs of all
+    six on one box, as :func:`~astrid_assets.science.subtraction.tiles.zogy_tiled` passes);
+    ``flux_ratio_err`` is a float (0: no flux-ratio term). ``score_std=False`` leaves the robust
+    standard deviation of ``S_corr`` unmeasured (``s_corr_std`` NaN; ``renormalise`` then does
+    nothing). The other arguments and the result are :func:`zogy`'s.
+    """
+    shape = new.shape
     if background not in BACKGROUND_MODELS:
         raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {background!r}")
     if not (np.isfinite(flux_ratio) and flux_ratio > 0):
@@ -387,8 +426,7 @@ def zogy(
             S_corr = with_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], epsilon)
     for image in (D, S, S_corr):
         image[bad] = 0.0
-    usable = ~bad
-    s_corr_std = robust_std(S_corr, usable)
+    s_corr_std = robust_std(S_corr, ~bad) if score_std else float("nan")
     scale = s_corr_std if renormalise and np.isfinite(s_corr_std) and s_corr_std > 0 else 1.0
     if scale != 1.0:
         S_corr /= np.float32(scale)

@@ -1,4 +1,4 @@
-"""Frames AstrID did not make: the MaxIm DL pair of ESO 085-030 (see ``shared/data/real/README.md``).
+"""Frames AstrID did not make: the MaxIm DL pair of ESO 085-030 (``README.md`` of the ``real_data`` folder).
 
 Light frames with no GAIN, RDNOISE, SATURATE or WCS, 16-bit unsigned with BZERO, sky included, and
 no calibration frames: read as AstrID reads a FITS drop, calibrated with the identity masters of a
@@ -6,8 +6,6 @@ night without calibration frames.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,19 +18,18 @@ from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.frames.files import read_frame
 from astrid_assets.science.frames.headers import exposure_time, image_type, observation_mjd
 
-REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real" / "eso085-030"
-FILES = sorted(REAL.glob("*.fit")) if REAL.is_dir() else []
+FRAMES = ("aligned_eso085-030-004", "aligned_eso085-030-005")  #: in the real_data fixture's eso085-030/
 
 
+def test_the_real_frames_are_there(real_data):
+    """Both frames are in the real-data folder (the ``real_data`` fixture skips, or fails in CI, without it)."""
+    assert sorted(path.stem for path in (real_data / "eso085-030").glob("*.fit")) == list(FRAMES)
 
-def test_the_real_frames_are_there():
-    """The workspace's shared real frames must be present: a missing folder fails, it does not skip."""
-    assert len(FILES) == 2, f"real frames not found in {REAL}"
 
-
-@pytest.fixture(scope="module", params=FILES, ids=[path.stem for path in FILES])
-def real(request):
-    image, header = read_frame(request.param.read_bytes(), "2015-12-27", request.param.stem)
+@pytest.fixture(scope="module", params=FRAMES)
+def real(request, real_data):
+    path = real_data / "eso085-030" / f"{request.param}.fit"
+    image, header = read_frame(path.read_bytes(), "2015-12-27", path.stem)
     return image, header, calibrate_frame(image, header, archive_reduced(image.shape))
 
 

@@ -1,6 +1,8 @@
 """Candidate extraction: injected S/N-10 transients recovered with their position and flux;
 completeness; flags; cut-outs."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,12 +11,19 @@ from astrid_assets.science.detection.candidates import (
     FLAG_DIPOLE,
     FLAG_EDGE,
     FLAG_MASKED,
+    FLAG_SHAPE,
+    CandidateRules,
+    FrameContext,
+    Measurement,
+    candidate_flags,
     describe_flags,
     detect_candidates,
+    shape_flag,
 )
 from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.injection.inject import completeness, inject_sources, match_catalogues
 from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.model import ShiftablePSF
 from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
@@ -166,7 +175,7 @@ def test_candidate_columns_flags_and_coordinates() -> None:
         "sharpness",
         "sign",
         "flags",
-        "score",
+        "rule_score",
     }
 
     def row(x, y):
@@ -175,7 +184,7 @@ def test_candidate_columns_flags_and_coordinates() -> None:
         return table.loc[distance.idxmin()]
 
     clean = row(60, 60)
-    assert clean["flags"] == 0 and clean["sign"] == 1 and clean["score"] > 0.9
+    assert clean["flags"] == 0 and clean["sign"] == 1 and clean["rule_score"] > 0.9
     assert clean["fwhm"] == pytest.approx(3.0, rel=0.15) and clean["elongation"] < 1.2
     ra, dec = wcs.pixel_to_world_values(clean["x"], clean["y"])
     assert clean["ra"] == pytest.approx(ra) and clean["dec"] == pytest.approx(dec)
@@ -184,8 +193,36 @@ def test_candidate_columns_flags_and_coordinates() -> None:
     assert int(row(249, 128)["flags"]) & FLAG_EDGE
     assert int(row(100, 200)["flags"]) & FLAG_MASKED
     assert "MASKED" in describe_flags(int(row(100, 200)["flags"]))
-    assert table["score"].between(0, 1).all()
-    assert clean["score"] > row(150, 100)["score"]
+    assert table["rule_score"].between(0, 1).all()
+    assert clean["rule_score"] > row(150, 100)["rule_score"]
+
+
+def test_flag_rules_read_a_measurement_and_their_cuts() -> None:
+    """Each flag rule is a function of one candidate's measurement, its frame and the cuts."""
+    shape = (64, 64)
+    s_corr = np.zeros(shape, np.float32)
+    s_corr[32, 35] = -4.0  # a 4-sigma opposite lobe 3 px from the candidate
+    mask = np.zeros(shape, np.uint16)
+    mask[40, 20] = masks.COSMIC_RAY
+    planes = {"no_data": np.zeros(shape, bool), "unusable": mask != 0, "bright_star": np.zeros(shape, bool)}
+    frame = FrameContext(
+        s_corr=s_corr, difference=s_corr, difference_var=np.ones(shape, np.float32), mask=mask, **planes,
+        psf=ShiftablePSF(render_psf(3.0, 21, "gaussian")), psf_tiles=None, psf_fwhm=3.0, kernel_half=10,
+        edge=10, threshold=5.0,
+    )
+    point = Measurement(x=32.0, y=32.0, sign=1, s_corr_peak=10.0, footprint_masked=False, snr=30.0,
+                        fwhm=3.0, elongation=1.1, sharpness=1.0)
+    rules = CandidateRules()
+    assert candidate_flags(point, frame, rules) == FLAG_DIPOLE  # 4 >= max(3, 0.3 x 10)
+    assert candidate_flags(point, frame, CandidateRules(dipole_fraction=0.5)) == 0  # 4 < 0.5 x 10
+    assert candidate_flags(replace(point, x=21.0, y=38.0), frame, rules) == FLAG_MASKED  # 2.2 px from a cosmic
+    assert candidate_flags(replace(point, x=5.0), frame, rules) & FLAG_EDGE
+    trail = replace(point, elongation=2.5)
+    assert shape_flag(trail, frame, rules) == FLAG_SHAPE
+    assert shape_flag(replace(trail, snr=15.0), frame, rules) == 0  # too faint to judge its shape
+    assert shape_flag(replace(point, fwhm=float("nan"), sharpness=float("nan")), frame, rules) == 0
+    assert shape_flag(trail, frame, CandidateRules(shape_max_elongation=3.0)) == 0
+    assert CandidateRules().edge_width(psf_fwhm=5.0, kernel_half=12) == 15
 
 
 def test_cut_stamps_shape_centre_and_padding() -> None:

@@ -7,7 +7,7 @@ import pytest
 from astrid_assets.io import migrate
 from astrid_assets.io.schema import candidate_detections, metadata
 from astrid_assets.io.tables import engine_for
-from astrid_assets.validations import (
+from astrid_assets.labels import (
     LabelError,
     count_labels,
     latest_labels,
@@ -30,7 +30,7 @@ def url(request, tmp_path):
     with engine_for(url).begin() as connection:
         connection.execute(candidate_detections.insert(), [
             {"night": "2024-01-06", "candidate_id": f"F01-s001-c{i:04d}", "frame_id": "F01-s001", "field": "F01",
-             "score": 0.1 * i, "ra": 150.0 + i / 3600, "dec": 2.0}
+             "rule_score": 0.1 * i, "ra": 150.0 + i / 3600, "dec": 2.0}
             for i in range(3)])
     return url
 

@@ -1,4 +1,4 @@
-"""The ``astrid`` command: run the main job on the embedded default, and (later) label candidates.
+"""The ``astrid`` command: run the nightly chain, label candidates, train and roll back models, check backends.
 
 ``astrid demo`` runs ``nightly_pipeline`` for a window of nights in-process, on a Dagster instance
 under ``$ASTRID_HOME/dagster`` (so the runs appear in ``dagster dev`` afterwards), and prints what
@@ -157,7 +157,8 @@ def train(args: argparse.Namespace) -> int:
 def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
     from astrid_assets import settings
     from astrid_assets.io.tables import read_nights
-    from astrid_assets.validations import latest_labels
+    from astrid_assets.labels import latest_labels
+    from astrid_assets.ml.metrics import DEFAULT_THRESHOLD
 
     labels = latest_labels(settings.database_url(), nights)
     print(f"\nhuman labels in the window: {int((labels.label == 'real').sum())} real, "
@@ -171,10 +172,10 @@ def print_learning_summary(outcomes: dict, nights: list[str]) -> None:
           f"  frozen-set ROC AUC {model['frozen_roc_auc']:.3f}  best epoch {model['best_epoch']}"
           f"\npromotion: {'champion' if model['promoted'] else 'challenger only'} — {model['decision']}")
     scored = read_nights("scored_detections", nights)
-    real = scored.real if "real" in scored else scored.real_probability >= 0.5
+    real = scored.real if "real" in scored else scored.real_probability >= DEFAULT_THRESHOLD
     print(f"scored: {scored.real_probability.notna().sum()} candidates over {len(nights)} nights,"
           f" {int(real.fillna(False).astype(bool).sum())} called real at the model's operating threshold"
-          f" ({model.get('operating_threshold', 0.5):.3f})")
+          f" ({model.get('operating_threshold', DEFAULT_THRESHOLD):.3f})")
     print(f"MLflow: {settings.redact_url(settings.mlflow_tracking_uri())}  (.venv/bin/mlflow ui --backend-store-uri"
           f" {settings.mlflow_tracking_uri()}; experiment astrid-unet, run unet_<version>; model astrid-unet)")
 
@@ -218,7 +219,7 @@ def label(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from astrid_assets import settings
-    from astrid_assets.validations import LabelError, record_labels
+    from astrid_assets.labels import LabelError, record_labels
 
     try:
         record_labels(settings.database_url(), pd.DataFrame([{
@@ -239,7 +240,7 @@ def add_import_labels_parser(commands) -> None:
 
 def import_labels(args: argparse.Namespace) -> int:
     from astrid_assets import settings
-    from astrid_assets.validations import LabelError, read_csv_labels, record_labels
+    from astrid_assets.labels import LabelError, read_csv_labels, record_labels
 
     try:
         count = record_labels(settings.database_url(), read_csv_labels(args.csv, args.by))
@@ -251,17 +252,17 @@ def import_labels(args: argparse.Namespace) -> int:
 
 
 def add_candidates_parser(commands) -> None:
-    parser = commands.add_parser("candidates", help="list a night's unlabelled candidates, best score first")
+    parser = commands.add_parser("candidates", help="list a night's unlabelled candidates, highest rule score first")
     parser.add_argument("--night", required=True, help="YYYY-MM-DD")
     parser.set_defaults(handler=candidates)
 
 
 def candidates(args: argparse.Namespace) -> int:
     from astrid_assets import settings
-    from astrid_assets.validations import unlabelled_candidates
+    from astrid_assets.labels import unlabelled_candidates
 
     table = unlabelled_candidates(settings.database_url(), args.night)
-    columns = ["candidate_id", "ra", "dec", "sign", "snr", "score", "flags"]
+    columns = ["candidate_id", "ra", "dec", "sign", "snr", "rule_score", "flags"]
     print(table[columns].round(5).to_string(index=False) if len(table) else f"no unlabelled candidates on {args.night}")
     return 0
 
@@ -288,8 +289,8 @@ def curate_nights(start: str, end: str, *, fraction: float = 1.0, error_rate: fl
     from astrid_assets import settings
     from astrid_assets.io.object_store import open_object_store
     from astrid_assets.io.tables import read_nights
+    from astrid_assets.labels import record_labels, simulated_curation, unlabelled_candidates
     from astrid_assets.surveys.simulated import night_truth
-    from astrid_assets.validations import record_labels, simulated_curation, unlabelled_candidates
 
     store, url, total = open_object_store(settings.object_store_url()), settings.database_url(), 0
     for night in night_window(start, end):
@@ -332,9 +333,10 @@ def add_rollback_parser(commands) -> None:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    from astrid_assets.registry import CHAMPION, MODEL_NAME, champion_alias
-    from astrid_assets.registry import rollback as rollback_champion
+    from astrid_assets.ml.champions import CHAMPION, champion_alias
     from astrid_assets.resources import ModelRegistryResource
+    from astrid_assets.resources.mlflow_registry import MODEL_NAME
+    from astrid_assets.resources.mlflow_registry import rollback as rollback_champion
 
     alias = getattr(args, "alias", None) or champion_alias(getattr(args, "instrument", None))
     if not alias.startswith(CHAMPION):
@@ -366,7 +368,7 @@ def add_trigger_parser(commands) -> None:
 
 
 def trigger(args: argparse.Namespace) -> int:
-    from astrid_assets.trigger import TriggerError, trigger_night, trigger_window
+    from astrid_assets.cli.trigger import TriggerError, trigger_night, trigger_window
 
     end = args.end or args.start  # a window of one night when --end is not given
     try:
@@ -392,7 +394,7 @@ COMMANDS = (add_demo_parser, add_label_parser, add_import_labels_parser, add_can
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from astrid_assets import doctor  # `astrid doctor [--migrate]`: check every configured backend
+    from astrid_assets.cli import doctor  # `astrid doctor [--migrate]`: check every configured backend
 
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -404,7 +406,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

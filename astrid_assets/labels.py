@@ -2,7 +2,9 @@
 
 Labels are ``real``, ``bogus`` or ``unsure``. Every label is kept (the newest per candidate is
 the one that counts), and a batch is written all-or-nothing: an unknown candidate or label
-rejects the whole batch with a message naming what was wrong, and nothing is written.
+rejects the whole batch with a message naming what was wrong, and nothing is written. They are
+stored in the ``validations`` table (:data:`astrid_assets.io.schema.validations`, migrated with Alembic),
+the name the asset graph and the design give them.
 """
 
 from __future__ import annotations
@@ -84,12 +86,12 @@ def count_labels(url: str) -> int:
 
 
 def unlabelled_candidates(url: str, night: str) -> pd.DataFrame:
-    """Candidates of ``night`` that nobody has labelled yet, best score first."""
+    """Candidates of ``night`` that nobody has labelled yet, highest ``rule_score`` first."""
     migrate.upgrade(url)
     labelled = select(validations.c.candidate_id)
     statement = (select(candidate_detections).where(candidate_detections.c.night == night)
                  .where(candidate_detections.c.candidate_id.not_in(labelled))
-                 .order_by(candidate_detections.c.score.desc()))
+                 .order_by(candidate_detections.c.rule_score.desc()))
     with engine_for(url).connect() as connection:
         return pd.read_sql(statement, connection)
 

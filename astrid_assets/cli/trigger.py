@@ -2,7 +2,7 @@
 
 The client for other tools (an observatory scheduler, a notebook, a CI job)::
 
-    from astrid_assets.trigger import trigger_night, trigger_window
+    from astrid_assets.cli.trigger import trigger_night, trigger_window
 
     run_id = trigger_night("http://dagster.example.org:3000", night)              # one night, waits
     backfill_id = trigger_window("http://dagster.example.org:3000", first, last)  # a window of nights
