@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from astrid_assets.ml.dataset import CHANNELS, STAMP_SIZE, transient_masks
-from astrid_assets.science.detection.candidates import FLAG_BRIGHT_STAR, FLAG_EDGE, FLAG_SHAPE
+from astrid_assets.science.detection.flags import FLAG_BRIGHT_STAR, FLAG_EDGE, FLAG_SHAPE
 from astrid_assets.science.injection.fakes import injection_recovery
 from astrid_assets.science.products import CalibratedFrame, Reference
 

@@ -7,7 +7,7 @@ import pytest
 from astrid_assets.science import masks
 from astrid_assets.science.astrometry.register import register_to_reference
 from astrid_assets.science.astrometry.residuals import measure_registration_residuals
-from astrid_assets.science.detection.candidates import FLAG_EDGE, detect_candidates
+from astrid_assets.science.detection import FLAG_EDGE, detect_candidates
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets.science.subtraction.zogy import zogy

@@ -1,7 +1,12 @@
-"""Candidate detection on S_corr: extraction, measurements, flag rules, the rule score, and cut-out stamps."""
+"""Candidate detection on S_corr: extraction and measurements, flag rules, and cut-out stamps."""
 
 from astrid_assets.science.detection.candidates import (
     COLUMNS,
+    DEFAULT_RULES,
+    detect_candidates,
+    false_detection_expectation,
+)
+from astrid_assets.science.detection.flags import (
     FLAG_BRIGHT_STAR,
     FLAG_DIPOLE,
     FLAG_EDGE,
@@ -10,24 +15,47 @@ from astrid_assets.science.detection.candidates import (
     FLAG_RULES,
     FLAG_SHAPE,
     CandidateRules,
+    FrameContext,
+    Measurement,
+    bright_star_flag,
+    candidate_flags,
     describe_flags,
-    detect_candidates,
-    false_detection_expectation,
+    dipole_flag,
+    edge_flag,
+    masked_flag,
+    moments_shape,
+    near_flagged,
+    opposite_lobe,
+    psf_sharpness,
+    shape_flag,
 )
 from astrid_assets.science.detection.stamps import cut_stamps
 
 __all__ = [
+    "COLUMNS",
+    "DEFAULT_RULES",
+    "false_detection_expectation",
+    "detect_candidates",
     "FLAG_MASKED",
     "FLAG_EDGE",
     "FLAG_DIPOLE",
     "FLAG_SHAPE",
     "FLAG_BRIGHT_STAR",
     "FLAG_NAMES",
-    "COLUMNS",
     "CandidateRules",
+    "Measurement",
+    "FrameContext",
     "FLAG_RULES",
-    "false_detection_expectation",
+    "edge_flag",
+    "masked_flag",
+    "bright_star_flag",
+    "dipole_flag",
+    "shape_flag",
+    "candidate_flags",
     "describe_flags",
-    "detect_candidates",
+    "near_flagged",
+    "opposite_lobe",
+    "moments_shape",
+    "psf_sharpness",
     "cut_stamps",
 ]

@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import numpy as np
 import sep
-from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from astrid_assets.science.psf.model import PSFError, PSFModel, ShiftablePSF, _centroid, measure_fwhm
+from astrid_assets.science.psf.profile_fit import levenberg_marquardt
 from astrid_assets.science.psf.profiles import (
     GAUSSIAN_FWHM_PER_SIGMA,
     moffat_alpha,
     profile_image,
-    profile_image_jacobian,
+    profile_images_jacobians,
 )
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
@@ -255,9 +255,9 @@ def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: f
 
     Between the two radii the empirical stack fades into the model with a cosine taper. The
     Moffat (amplitude, core width α, power index β free; circular, centred) is fitted to the
-    whole stack with weights ``1 / variance`` (least squares with the analytic Jacobian of
-    :func:`~astrid_assets.science.psf.profiles.profile_image_jacobian`). Returns the stack unchanged
-    if the fit fails.
+    whole stack with weights ``1 / variance``
+    (:func:`~astrid_assets.science.psf.profile_fit.levenberg_marquardt`, analytic Jacobian). Returns the
+    stack unchanged if the fit fails.
     """
     size = stack.shape[0]
     usable = np.isfinite(variance) & (variance > 0)
@@ -269,28 +269,23 @@ def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: f
     shape0 = _moffat_stamp(size, alpha0, beta0)
     amplitude0 = float(stack.max() / shape0.max())
 
-    last: dict = {}
+    def evaluate(params: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals ``(stack − A M(α, β)) · weight`` and their Jacobian for ``(A, α, β)``."""
+        amplitude, alpha, beta = params.T
+        centre = np.full(len(rows), float(size // 2))
+        unit, derivatives = profile_images_jacobians((size, size), centre, centre, np.ones(len(rows)), alpha, beta, 3)
+        jacobian = np.stack([unit, amplitude[:, None, None] * derivatives[:, 3],
+                             amplitude[:, None, None] * derivatives[:, 4]], axis=1)
+        residuals = (stack - amplitude[:, None, None] * unit) * weight
+        return residuals.reshape(len(rows), -1), -(jacobian * weight).reshape(len(rows), 3, -1).transpose(0, 2, 1)
 
-    def evaluate(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residuals ``(stack − A M(α, β)) · weight`` and their analytic Jacobian, once per point."""
-        key = params.tobytes()
-        if last.get("key") != key:
-            amplitude, alpha, beta = params
-            unit, derivatives = profile_image_jacobian((size, size), size // 2, size // 2, 1.0, alpha, beta, 3)
-            jacobian = np.stack([unit, amplitude * derivatives[3], amplitude * derivatives[4]])
-            last.update(key=key, residuals=((stack - amplitude * unit) * weight).ravel(),
-                        jacobian=-(jacobian * weight).reshape(3, -1).T)
-        return last["residuals"], last["jacobian"]
-
-    try:
-        fit = least_squares(
-            lambda p: evaluate(p)[0], [amplitude0, alpha0, beta0], jac=lambda p: evaluate(p)[1],
-            bounds=([0.0, 0.3, 1.1], [np.inf, float(size), 50.0]), x_scale="jac", max_nfev=100,
-        )
-    except ValueError:
+    start = np.array([[amplitude0, alpha0, beta0]])
+    lower, upper = np.array([0.0, 0.3, 1.1]), np.array([np.inf, float(size), 50.0])
+    if not np.all((start >= lower) & (start <= upper)):  # a non-finite or negative stack
         return stack
-    amplitude, alpha, beta = fit.x
-    if not (fit.success and np.isfinite(fit.x).all() and amplitude > 0):
+    params, converged = levenberg_marquardt(evaluate, start, lower, upper, max_iterations=100)
+    amplitude, alpha, beta = params[0]
+    if not (converged[0] and np.isfinite(params).all() and amplitude > 0):
         return stack
     model = amplitude * _moffat_stamp(size, alpha, beta)
     _, _, rr = _radius_grid(size)

@@ -40,7 +40,7 @@ from astrid_assets.science.psf.empirical import (
     estimate_psf,
 )
 from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
-from astrid_assets.science.psf.profile_fit import fit_moffat
+from astrid_assets.science.psf.profile_fit import fit_moffats
 from astrid_assets.science.sources import Sources, star_catalogue
 
 __all__ = [
@@ -286,8 +286,8 @@ def _star_widths(stamps, fluxes, star_rms, psf_image):
 
 
 def _moffat_plane(stamps, fluxes, star_rms, x, y, shape, fwhm, n_fit=60):
-    """FWHM plane from Moffat fits (:func:`~astrid_assets.science.psf.profile_fit.fit_moffat`) to the ``n_fit``
-    brightest stars.
+    """FWHM plane from Moffat fits (:func:`~astrid_assets.science.psf.profile_fit.fit_moffats`, fitted together)
+    to the ``n_fit`` brightest stars.
 
     The linearised widths of :func:`_star_widths` shrink a change of 40 % by about a tenth; the
     profile fits do not. Each star's error is its fit's scatter about the plane. Returns
@@ -297,12 +297,10 @@ def _moffat_plane(stamps, fluxes, star_rms, x, y, shape, fwhm, n_fit=60):
     half = min(stamps.shape[1] // 2, int(np.ceil(2.0 * fwhm)))
     centre = stamps.shape[1] // 2
     box = (slice(centre - half, centre + half + 1),) * 2
-    width = np.full(order.size, np.nan)
-    for n, k in enumerate(order):
-        variance = star_rms[k] ** 2 + np.clip(stamps[k][box], 0.0, None)
-        fit = fit_moffat(stamps[k][box], variance, fwhm, oversample=3)
-        if fit.success and abs(fit.x - half) < 1.0 and abs(fit.y - half) < 1.0:
-            width[n] = fit.fwhm
+    cut = stamps[order][:, box[0], box[1]]
+    variance = star_rms[order, None, None] ** 2 + np.clip(cut, 0.0, None)
+    width = np.array([fit.fwhm if fit.success and abs(fit.x - half) < 1.0 and abs(fit.y - half) < 1.0 else np.nan
+                      for fit in fit_moffats(cut, variance, fwhm, oversample=3)])
     good = np.isfinite(width)
     if good.sum() < 8:
         return None

@@ -266,7 +266,7 @@ def fit_moffats(
     start = np.array([[total, *centre, moffat_alpha(fwhm0, 3.0), 3.0, 0.0] for total in totals]).reshape(-1, 6)
     start = np.clip(start, lower + 1e-9, upper - 1e-9)
     params, converged = _fit_profiles(stamps, weights, start, lower, upper, oversample, gaussian=False)
-    fits = [ProfileFit(*(float(v) for v in (x, y, flux, alpha, beta, sky)), bool(ok) and beta > _BETA_BOUNDS[0] * 1.001)
+    fits = [ProfileFit(*(float(v) for v in (x, y, flux, alpha, beta, sky)), bool(ok and beta > _BETA_BOUNDS[0] * 1.001))
             for (flux, x, y, alpha, beta, sky), ok in zip(params, converged, strict=True)]
     gaussian = np.flatnonzero(params[:, 4] >= _BETA_BOUNDS[1] * 0.999)
     if gaussian.size:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from astrid_assets.science import masks
-from astrid_assets.science.detection.candidates import (
+from astrid_assets.science.detection import (
     FLAG_DIPOLE,
     FLAG_EDGE,
     FLAG_MASKED,

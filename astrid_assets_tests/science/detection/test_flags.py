@@ -25,7 +25,7 @@ from scipy.ndimage import distance_transform_edt
 from astrid_assets.science import masks
 from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.calibration.detector import bright_star_radius, saturation_mask
-from astrid_assets.science.detection.candidates import (
+from astrid_assets.science.detection import (
     FLAG_BRIGHT_STAR,
     FLAG_DIPOLE,
     FLAG_EDGE,
