@@ -39,10 +39,10 @@ from astrid_assets.science import masks
 from astrid_assets.science.astrometry.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.astrometry.register import RegistrationError
 from astrid_assets.science.frames.files import provenance_cards, read_extensions, to_fits_bytes
-from astrid_assets.science.photometry import zeropoints
 from astrid_assets.science.pipeline import build_reference, difference_frame, measure_reference
 from astrid_assets.science.products import CalibratedFrame, Reference
 from astrid_assets.science.psf.model import PSFError
+from astrid_assets.science.reference.selection import select_reference_frames, version_decision
 
 
 class ReferenceConfig(Config):
@@ -80,45 +80,16 @@ def load_calibrated(store: ObjectStore, path: str) -> CalibratedFrame:
     return CalibratedFrame.from_extensions(read_extensions(store.get(path)))
 
 
-def relative_depth(frames: pd.DataFrame) -> np.ndarray:
-    """Depth per frame in magnitudes on a common scale, larger deeper, from the frames' own units.
-
-    ``MAGZP − 2.5 log10(F_lim / t)`` where every frame has a zero point (``F_lim`` the 5σ limiting
-    flux in e-, ``t`` the exposure time); otherwise ``Δzp − 2.5 log10 F_lim`` with ``Δzp`` the
-    relative zero point from the stars the frames share (:mod:`astrid_assets.science.photometry.zeropoints`:
-    a frame dimmed by cloud ranks shallower although its sky noise is lower), falling back to
-    ``2.5 log10 t`` for a frame whose stars match none of the others'.
-    """
-    limit = frames.limiting_flux.astype(float).to_numpy() if "limiting_flux" in frames else np.full(len(frames), np.nan)
-    exptime = frames.exptime.astype(float).fillna(1.0).to_numpy() if "exptime" in frames else np.ones(len(frames))
-    exptime = np.where(exptime > 0, exptime, 1.0)
-    zero_points = frames.zero_point.astype(float).to_numpy() if "zero_point" in frames else np.full(len(frames), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if len(frames) and np.isfinite(zero_points).all():
-            return zero_points - 2.5 * np.log10(limit / exptime)
-        stars = [zeropoints.decode(text) for text in frames.stars] if "stars" in frames else [
-            np.empty((0, 3))] * len(frames)
-        relative, _ = zeropoints.relative_zero_points(stars, exptime)
-        return relative - 2.5 * np.log10(limit)
-
-
-def predicted_sensitivity(depth: np.ndarray) -> float:
-    """Relative point-source S/N of a co-add of frames of the given depths (mag): ``sqrt(Σ 10^(0.8 m_i))``."""
-    depth = np.asarray(depth, dtype=float)
-    depth = depth[np.isfinite(depth)]
-    return float(np.sqrt(np.sum(10.0 ** (0.8 * (depth - 25.0))))) if depth.size else float("nan")
-
-
 def reference_for_field(
     field: str, frames: pd.DataFrame, store: ObjectStore, config: ReferenceConfig, night: str,
-    current: dict | None, selection: str,
+    current: dict | None, selection_kind: str,
 ) -> dict:
     """The ``reference_images`` row for one field: keep the current version, reuse a stored one or build one.
 
     ``frames`` are the field's usable frames eligible for the reference; ``current`` is the field's
     latest earlier reference row (None if it has none).
     """
-    row = {"night": night, "field": field, "selection": selection}
+    row = {"night": night, "field": field, "selection": selection_kind}
     first, last = earlier_nights(config, night)
     if frames.empty:
         if current is not None and current.get("path") and store.exists(current["path"]):
@@ -126,34 +97,18 @@ def reference_for_field(
         return {**row, "status": "missing", "problem": (
             f"no reference yet: no usable frame of field {field} on an earlier night ({first} … {last}); "
             "this is the field's first usable night")}
-    frames = frames.assign(rel_depth=relative_depth(frames))
-    order = np.lexsort((frames.frame_id.to_numpy(), -frames.rel_depth.fillna(-np.inf).to_numpy()))
-    frames = frames.iloc[order].reset_index(drop=True)
-    from astrid_assets.science.reference.coadd import select_best_frames
-
-    chosen = select_best_frames(frames.fwhm_px.astype(float).to_numpy(), frames.rel_depth.to_numpy(), config.max_frames,
-                                config.max_fwhm_ratio)
-    if len(chosen) == 0:
+    ranked, selection = select_reference_frames(frames, config.max_frames, config.max_fwhm_ratio)
+    if selection is None:
         return {**row, "status": "missing", "problem": (
             f"no reference yet: none of {len(frames)} earlier frame(s) of field {field} has a measured FWHM and depth")}
-    best = frames.iloc[np.sort(chosen)]
-    sensitivity = predicted_sensitivity(best.rel_depth.to_numpy())
+    best, sensitivity = selection.frames, selection.sensitivity
     decision = "built: first reference of the field"
-    if current is not None and selection == "auto":
-        current_inputs = set(str(current.get("input_frames") or "").split(","))
-        if current_inputs <= set(frames.frame_id):  # on today's photometric scale, else as stored
-            current = {**current, "sensitivity": predicted_sensitivity(
-                frames.rel_depth[frames.frame_id.isin(current_inputs)].to_numpy())}
-        gain = 2.5 * np.log10(sensitivity / current["sensitivity"]) if current.get("sensitivity") else np.inf
-        if config.rebuild:
-            decision = "rebuilt on request"
-        elif gain >= config.improvement_mag:
-            decision = f"rebuilt: best frames {gain:.2f} mag deeper than version {current['version']}"
-        elif store.exists(current["path"]):
-            return {**row, **_carried(current), "decision": (
-                f"kept: best selection only {gain:+.2f} mag (< {config.improvement_mag}) deeper")}
-    elif selection != "auto":
-        decision = f"built from {selection}"
+    if current is not None and selection_kind == "auto":
+        keep, decision = version_decision(selection, ranked, current, config.improvement_mag, config.rebuild)
+        if keep and store.exists(current["path"]):
+            return {**row, **_carried(current), "decision": decision}
+    elif selection_kind != "auto":
+        decision = f"built from {selection_kind}"
     recipe = "" if config.coadd_method == "mean" else f";{config.coadd_method}"  # the mean's digests unchanged
     digest = hashlib.sha256((",".join(sorted(best.path)) + recipe).encode()).hexdigest()[:16]
     key = f"reference_images/{field}/{digest}.fits"

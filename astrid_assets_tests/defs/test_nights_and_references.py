@@ -9,15 +9,10 @@ import pandas as pd
 import pytest
 
 from astrid_assets import partitions, settings
-from astrid_assets.defs.differencing import (
-    ReferenceConfig,
-    earlier_nights,
-    predicted_sensitivity,
-    reference_for_field,
-    relative_depth,
-)
+from astrid_assets.defs.differencing import ReferenceConfig, earlier_nights, reference_for_field
 from astrid_assets.io.object_store import LocalObjectStore
 from astrid_assets.science.reference.coadd import select_best_frames
+from astrid_assets.science.reference.selection import predicted_sensitivity, relative_depth
 
 
 def test_default_first_night_reaches_archival_data(monkeypatch):

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from astrid_assets.defs.differencing import relative_depth
 from astrid_assets.science.calibration.quality import measure_quality
 from astrid_assets.science.photometry import zeropoints
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.reference.coadd import select_best_frames
+from astrid_assets.science.reference.selection import relative_depth
 from astrid_assets_tests.science import scenes
 
 SHAPE = (300, 360)
