@@ -259,40 +259,57 @@ def _moffat_wings(stack: np.ndarray, variance: np.ndarray, fwhm: float, inner: f
     (:func:`~astrid_assets.science.psf.profile_fit.levenberg_marquardt`, analytic Jacobian). Returns the
     stack unchanged if the fit fails.
     """
-    size = stack.shape[0]
-    usable = np.isfinite(variance) & (variance > 0)
-    if usable.sum() < 10:
-        return stack
-    weight = np.where(usable, 1.0 / np.sqrt(np.where(usable, variance, 1.0)), 0.0)
+    return _moffat_wings_many(stack[None], variance[None], np.array([fwhm]), inner, outer)[0]
+
+
+def _moffat_wings_many(stacks: np.ndarray, variances: np.ndarray, fwhms: np.ndarray, inner: float,
+                       outer: float) -> np.ndarray:
+    """:func:`_moffat_wings` for ``(K, size, size)`` stacks with their variances and ``(K,)`` FWHMs (px), the
+    ``K`` Moffat fits run together (each as it would alone); returns ``(K, size, size)``."""
+    stacks = np.asarray(stacks, dtype=np.float64)
+    size = stacks.shape[1]
+    out = stacks.copy()
+    usable = np.isfinite(variances) & (variances > 0)
+    weights = np.where(usable, 1.0 / np.sqrt(np.where(usable, variances, 1.0)), 0.0)
+    fwhms = np.asarray(fwhms, dtype=np.float64)
     beta0 = 3.0
-    alpha0 = moffat_alpha(max(fwhm, 1.0), beta0)
-    shape0 = _moffat_stamp(size, alpha0, beta0)
-    amplitude0 = float(stack.max() / shape0.max())
+    alpha0 = np.array([moffat_alpha(max(fwhm, 1.0), beta0) for fwhm in fwhms])
+    amplitude0 = np.array([stack.max() / _moffat_stamp(size, alpha, beta0).max()
+                           for stack, alpha in zip(stacks, alpha0, strict=True)])
+    start = np.column_stack([amplitude0, alpha0, np.full(len(stacks), beta0)])
+    lower, upper = np.array([0.0, 0.3, 1.1]), np.array([np.inf, float(size), 50.0])
+    # a stack with under 10 usable pixels, or non-finite or negative, is returned unchanged
+    fit = np.flatnonzero((usable.sum(axis=(1, 2)) >= 10) & np.all((start >= lower) & (start <= upper), axis=1))
+    if fit.size == 0:
+        return out
+    half = size // 2
+    mirror = np.abs(np.arange(size) - half)  # the centred profile is symmetric: one quadrant, mirrored
 
     def evaluate(params: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Residuals ``(stack − A M(α, β)) · weight`` and their Jacobian for ``(A, α, β)``."""
         amplitude, alpha, beta = params.T
-        centre = np.full(len(rows), float(size // 2))
-        unit, derivatives = profile_images_jacobians((size, size), centre, centre, np.ones(len(rows)), alpha, beta, 3)
-        jacobian = np.stack([unit, amplitude[:, None, None] * derivatives[:, 3],
-                             amplitude[:, None, None] * derivatives[:, 4]], axis=1)
-        residuals = (stack - amplitude[:, None, None] * unit) * weight
-        return residuals.reshape(len(rows), -1), -(jacobian * weight).reshape(len(rows), 3, -1).transpose(0, 2, 1)
+        origin = np.zeros(len(rows))
+        quadrant, derivatives = profile_images_jacobians((half + 1, half + 1), origin, origin, np.ones(len(rows)),
+                                                         alpha, beta, 3)
+        unit = quadrant[:, mirror][:, :, mirror]
+        jacobian = np.stack([unit, amplitude[:, None, None] * derivatives[:, 3][:, mirror][:, :, mirror],
+                             amplitude[:, None, None] * derivatives[:, 4][:, mirror][:, :, mirror]], axis=1)
+        weight = weights[fit[rows]]
+        residuals = (stacks[fit[rows]] - amplitude[:, None, None] * unit) * weight
+        jacobian = -(jacobian * weight[:, None]).reshape(len(rows), 3, -1).transpose(0, 2, 1)
+        return residuals.reshape(len(rows), -1), jacobian
 
-    start = np.array([[amplitude0, alpha0, beta0]])
-    lower, upper = np.array([0.0, 0.3, 1.1]), np.array([np.inf, float(size), 50.0])
-    if not np.all((start >= lower) & (start <= upper)):  # a non-finite or negative stack
-        return stack
-    params, converged = levenberg_marquardt(evaluate, start, lower, upper, max_iterations=100)
-    amplitude, alpha, beta = params[0]
-    if not (converged[0] and np.isfinite(params).all() and amplitude > 0):
-        return stack
-    model = amplitude * _moffat_stamp(size, alpha, beta)
+    params, converged = levenberg_marquardt(evaluate, start[fit], lower, upper, max_iterations=100)
     _, _, rr = _radius_grid(size)
-    r_in, r_out = inner * fwhm, outer * fwhm
-    taper = np.clip((r_out - rr) / (r_out - r_in), 0.0, 1.0)
-    taper = 0.5 - 0.5 * np.cos(np.pi * taper)
-    return model + taper * (stack - model)
+    for k, (amplitude, alpha, beta), ok in zip(fit, params, converged, strict=True):
+        if not (ok and np.isfinite([amplitude, alpha, beta]).all() and amplitude > 0):
+            continue
+        model = amplitude * _moffat_stamp(size, alpha, beta)
+        r_in, r_out = inner * fwhms[k], outer * fwhms[k]
+        taper = np.clip((r_out - rr) / (r_out - r_in), 0.0, 1.0)
+        taper = 0.5 - 0.5 * np.cos(np.pi * taper)
+        out[k] = model + taper * (stacks[k] - model)
+    return out
 
 
 def _recentre(psf_image: np.ndarray, radius: float) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 from astrid_assets.science.psf.empirical import (
     _cut_centred_stamps,
     _model_variance,
-    _moffat_wings,
+    _moffat_wings_many,
     _radius_grid,
     _recentre,
     _select_psf_stars,
@@ -216,15 +216,26 @@ class PSFField:
 
     def at(self, x: float, y: float) -> np.ndarray:
         """Unit-sum PSF stamp at ``(x, y)`` px (float64, centroid on the central pixel)."""
+        return self.at_many(np.atleast_1d(x), np.atleast_1d(y))[0]
+
+    def at_many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """:meth:`at` for ``n`` positions ``(x[k], y[k])``, px: ``(n, size, size)`` float64 unit-sum stamps.
+
+        The spatial model's stamp at each position gets Moffat wings
+        (:func:`~astrid_assets.science.psf.empirical._moffat_wings`, the ``n`` fits run together) and is
+        re-centred on its central pixel, as :func:`~astrid_assets.science.psf.empirical.estimate_psf` does.
+        """
+        x, y = np.atleast_1d(np.asarray(x, dtype=np.float64)), np.atleast_1d(np.asarray(y, dtype=np.float64))
         if not self.varies or self.coefficients is None:
-            return as_psf_image(self.constant)
-        terms = _terms(*_unit_coords(np.atleast_1d(x), np.atleast_1d(y), self.shape), self.degree)[:, 0]
-        stamp = np.tensordot(terms, self.coefficients, axes=1)
-        variance = np.einsum("t,tsij,s->ij", terms, self.variance, terms)
-        scale = stamp.sum()
-        fwhm = measure_fwhm(stamp)
-        stamp = _moffat_wings(stamp / scale, np.clip(variance, 1e-30, None) / scale**2, fwhm, 2.0, 3.5)
-        return _recentre(stamp / stamp.sum(), radius=max(2.0 * fwhm, 3.0))
+            return np.repeat(as_psf_image(self.constant)[None], x.size, axis=0)
+        terms = _terms(*_unit_coords(x, y, self.shape), self.degree)  # (t, n)
+        stamps = np.einsum("tn,tij->nij", terms, self.coefficients)
+        variances = np.einsum("tn,tsij,sn->nij", terms, self.variance, terms)
+        scales = stamps.sum(axis=(1, 2))[:, None, None]
+        fwhms = np.array([measure_fwhm(stamp) for stamp in stamps])
+        stamps = _moffat_wings_many(stamps / scales, np.clip(variances, 1e-30, None) / scales**2, fwhms, 2.0, 3.5)
+        return np.stack([_recentre(stamp / stamp.sum(), radius=max(2.0 * fwhm, 3.0))
+                         for stamp, fwhm in zip(stamps, fwhms, strict=True)])
 
 
 def _unit_coords(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

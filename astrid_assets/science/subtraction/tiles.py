@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-import scipy.fft as sfft
 import sep
 
 from astrid_assets.science.photometry.flux_ratio import FluxRatioError, clipped_ratio_mean, star_flux_ratios
@@ -73,21 +72,8 @@ def blend_stamps(stamps: np.ndarray, x: float, y: float, shape: tuple[int, int])
 
 def _tile_span(centre: float, step: float, margin: int, length: int) -> tuple[int, int]:
     """``(start, stop)`` px of a node's tile along one axis: the tent's support ``centre ± step`` plus
-    ``margin``, widened into the frame to the next length ``scipy.fft`` transforms fast (5-smooth).
-
-    The widening adds at most a few per cent of real pixels (split between both sides where the frame
-    allows, else on the side it does); a tile that cannot reach a fast length inside the frame keeps its
-    length.
-    """
-    start = max(0, int(np.floor(centre - step)) - margin)
-    stop = min(length, int(np.ceil(centre + step)) + margin + 1)
-    extra = sfft.next_fast_len(stop - start, real=True) - (stop - start)
-    if extra > length - (stop - start):
-        return start, stop
-    below = min(extra // 2, start)
-    above = min(extra - below, length - stop)
-    below = extra - above
-    return start - below, stop + above
+    ``margin``, clipped to the frame."""
+    return max(0, int(np.floor(centre - step)) - margin), min(length, int(np.ceil(centre + step)) + margin + 1)
 
 
 def zogy_tiled(
@@ -289,10 +275,13 @@ def zogy_field(
         flux_ratio, flux_ratio_err, _ = aperture_flux_ratio(
             new, ref, new_sigma**2 if new_var is None else new_var, ref_sigma**2 if ref_var is None else ref_var,
             star_xy, 3.0 * max(widths), mask)
-    cache: dict = {}
-
     def psf_at(which: PSFField):
-        return lambda x, y: cache.setdefault((id(which), x, y), which.at(x, y))
+        """``(x, y) -> stamp``: the field's PSFs at the tile nodes, evaluated together; elsewhere
+        :meth:`~astrid_assets.science.psf.field.PSFField.at`."""
+        grid_x, grid_y = (grid.ravel() for grid in np.meshgrid(tile_nodes(new.shape[1]), tile_nodes(new.shape[0])))
+        stamps = dict(zip(zip(grid_x.tolist(), grid_y.tolist(), strict=True), which.at_many(grid_x, grid_y),
+                          strict=True))
+        return lambda x, y: stamps[(x, y)] if (x, y) in stamps else which.at(x, y)
 
     result = zogy_tiled(new, ref, psf_at(new_field), psf_at(ref_field), new_sigma, ref_sigma, new_var, ref_var,
                         flux_ratio, flux_ratio_err, astrometric_sigma, backend, mask=mask, psf_error=psf_error,

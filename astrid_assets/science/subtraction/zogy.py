@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.fft as sfft
 
 from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
 from astrid_assets.science.psf.field import calibrate_psf_error, with_psf_error
@@ -166,8 +167,12 @@ class _ZogyKernels:
 
 
 def _kernel_grid(psf_size: int, shape: tuple[int, int]) -> int:
-    """Odd side of the small grid on which real-space kernels are computed."""
+    """Odd side of the small grid on which real-space kernels are computed, px: at least ``4 × psf_size + 1``
+    and 65, the smallest such length ``scipy.fft`` transforms fast (factors 2–11), at most the image's
+    smaller side."""
     side = max(4 * psf_size + 1, 65)
+    while side % 2 == 0 or sfft.next_fast_len(side) != side:
+        side += 1
     side = min(side, min(shape) - (1 - min(shape) % 2))
     return side if side % 2 == 1 else side - 1
 
@@ -206,10 +211,9 @@ def _zogy_filters(
     return filters
 
 
-def _real_kernel(spectrum: np.ndarray) -> np.ndarray:
-    """Centred real-space kernel from a full complex spectrum on a small odd grid."""
-    kernel = np.fft.ifft2(spectrum).real
-    return np.fft.fftshift(kernel)
+def _real_kernel(spectrum: np.ndarray, side: int) -> np.ndarray:
+    """Centred real-space kernel on a small odd ``side × side`` grid from its half spectrum (``rfft2``)."""
+    return np.fft.fftshift(sfft.irfft2(spectrum, s=(side, side)))
 
 
 def _zogy_kernels(
@@ -224,11 +228,12 @@ def _zogy_kernels(
     psf_new, psf_ref = odd_common_stamps(psf_new, psf_ref)
     # Real-space kernels on a small grid (they are compact: PSF-sized).
     side = _kernel_grid(psf_new.shape[0], shape)
-    small_new = np.fft.fft2(np.fft.ifftshift(np.pad(psf_new, (side - psf_new.shape[0]) // 2)))
-    small_ref = np.fft.fft2(np.fft.ifftshift(np.pad(psf_ref, (side - psf_ref.shape[0]) // 2)))
+    # the stamps are real: their spectra, the filters and the kernels' spectra are Hermitian (half spectra)
+    small_new = sfft.rfft2(np.fft.ifftshift(np.pad(psf_new, (side - psf_new.shape[0]) // 2)))
+    small_ref = sfft.rfft2(np.fft.ifftshift(np.pad(psf_ref, (side - psf_ref.shape[0]) // 2)))
     small_filters = _zogy_filters(small_new, small_ref, new_sigma, ref_sigma, flux_ratio)
     f_d = float(small_filters["f_d"])
-    psf_d = _real_kernel(small_filters["psf_d"])
+    psf_d = _real_kernel(small_filters["psf_d"], side)
     f_s = f_d**2 * float((psf_d**2).sum())  # eq. 42: S at a unit-flux source
     # Full-grid filters (complex64, on the backend's device) for the images themselves.
     full_new = backend.embed_rfft2(psf_new.astype(np.float32), shape)
@@ -243,10 +248,10 @@ def _zogy_kernels(
         d_ref=full_filters["d_ref"],
         s_new=full_filters["s_new"],
         s_ref=full_filters["s_ref"],
-        k_new=_real_kernel(small_filters["s_new"]),
-        k_ref=_real_kernel(small_filters["s_ref"]),
-        kd_new=_real_kernel(small_filters["d_new"]),
-        kd_ref=_real_kernel(small_filters["d_ref"]),
+        k_new=_real_kernel(small_filters["s_new"], side),
+        k_ref=_real_kernel(small_filters["s_ref"], side),
+        kd_new=_real_kernel(small_filters["d_new"], side),
+        kd_ref=_real_kernel(small_filters["d_ref"], side),
         psf_d=(psf_d[lo : lo + crop, lo : lo + crop] / psf_d[lo : lo + crop, lo : lo + crop].sum()),
         f_d=f_d,
         f_s=f_s,
