@@ -210,7 +210,7 @@ def calibrate_night(
             "zero_point": header.get("MAGZP"), "usable": usable,
             "stars": zeropoints.encode(zeropoints.zero_point_stars(
                 calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,
-                quality.get("fwhm_px"), sources=calibrated.sources())), "reasons": "; ".join(reasons) or None,
+                quality.get("fwhm_px"), sources=calibrated.sources)), "reasons": "; ".join(reasons) or None,
             "status": "ok", "problem": None,
         })
     table = mark_seeing_outliers(pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys())))

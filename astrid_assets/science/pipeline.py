@@ -105,7 +105,7 @@ def measure_reference(reference: Reference) -> Reference:
     """
     if reference.stars is not None and reference.psf_field is not None:
         return reference
-    sources = reference.sources()
+    sources = reference.sources
     psf_field = estimate_psf_field(
         reference.image, 0.0, reference.sky_sigma, reference.mask, size=reference.psf.shape[0],
         constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0), sources=sources, **PSF_STAR_LIMITS)
@@ -146,8 +146,8 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
         wcs, _ = align_to_reference(
             frame.science, frame.background, frame.background_rms, frame.mask,
             reference.image, reference.sky_sigma, reference.mask, reference.wcs,
-            frame_xy=star_positions(None, None, None, None, sources=frame.sources()),
-            reference_xy=star_positions(None, None, None, None, sources=reference.sources()))
+            frame_xy=star_positions(None, None, None, None, sources=frame.sources),
+            reference_xy=star_positions(None, None, None, None, sources=reference.sources))
     except AlignmentError as error:
         raise RegistrationError(f"frame has no WCS and {error}") from None
     return frame.with_wcs(wcs, "star-pattern"), "star-pattern"
@@ -325,7 +325,7 @@ def pointing_offset(frame: CalibratedFrame, reference: Reference, reference_sour
         x, y = reference.wcs.world_to_pixel(frame.wcs.pixel_to_world(xy[:, 0], xy[:, 1]))
         return np.column_stack([x, y])
 
-    residuals = star_residuals(frame.sources(), reference_sources, min_stars, to_grid)
+    residuals = star_residuals(frame.sources, reference_sources, min_stars, to_grid)
     return residuals.dx, residuals.dy
 
 
@@ -395,7 +395,7 @@ def difference_frame(
                                      reference.wcs, reference.image.shape, pixel_offset=pixel_offset)
 
     ref_sigma = reference.sky_sigma
-    ref_sources = reference.sources()
+    ref_sources = reference.sources
     if like is not None and like.new_psf_field is not None:
         registered = register(like.pixel_offset)
         new_sigma = _sigma_on_grid(frame, registered)

@@ -119,6 +119,7 @@ class CalibratedFrame:
         return ([stars_hdu(self.stars)] if self.stars is not None else []) + (
             psf_model_hdus(self.psf) if self.psf is not None else [])
 
+    @cached_property
     def sources(self) -> Sources:
         """The frame's stored detections with its pixels (:class:`~astrid_assets.science.sources.Sources`), or a
         new extraction when the frame was stored without them."""
@@ -140,7 +141,7 @@ class CalibratedFrame:
         except Exception:  # a malformed WCS counts as none
             return False
 
-    @property
+    @cached_property
     def sky_sigma(self) -> float:
         """Median background noise per pixel, e-."""
         return float(np.median(self.background_rms))
@@ -190,12 +191,13 @@ class Reference:
         """Celestial WCS of the reference grid (:func:`~astrid_assets.science.frames.files.header_wcs`), parsed once."""
         return header_wcs(self.header)
 
-    @property
+    @cached_property
     def sky_sigma(self) -> float:
         """Noise per pixel, e-: square root of the median variance over usable pixels."""
         usable = (self.mask & masks.UNUSABLE) == 0
         return float(np.sqrt(np.nanmedian(self.variance[usable])))
 
+    @cached_property
     def sources(self) -> Sources:
         """The stored detections with the reference's pixels (:class:`~astrid_assets.science.sources.Sources`);
         a new extraction when it was stored without them."""

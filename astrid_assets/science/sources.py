@@ -10,7 +10,7 @@ Frames searched are background-subtracted ``float32`` in e- (or the frame's own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import sep
@@ -172,12 +172,16 @@ class Sources:
         Pixels excluded (``UNUSABLE`` or non-finite).
     objects : numpy.ndarray
         SEP's structured object array (:func:`find_sources` at 5σ; 0-based ``x``, ``y``).
+    measured : dict
+        What steps measured at these detections, by key (e.g. bright-star centroids per S/N cut),
+        so that an image differenced again is not measured again.
     """
 
     frame: np.ndarray
     rms: np.ndarray | float
     bad: np.ndarray
     objects: np.ndarray
+    measured: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def extract(cls, image: np.ndarray, background, rms, mask: np.ndarray | None) -> Sources:

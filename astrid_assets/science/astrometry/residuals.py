@@ -64,6 +64,13 @@ def bright_star_centroids(sources: Sources, min_snr: float) -> np.ndarray:
     numpy.ndarray
         ``(n, 2)`` centroids on the image's grid (``sep.winpos`` with σ from each star's half-light radius).
     """
+    key = ("bright_star_centroids", float(min_snr))
+    if key not in sources.measured:
+        sources.measured[key] = _bright_star_centroids(sources, min_snr)
+    return sources.measured[key]
+
+
+def _bright_star_centroids(sources: Sources, min_snr: float) -> np.ndarray:
     objects, frame, rms, bad = sources.objects, sources.frame, sources.rms, sources.bad
     if objects.size == 0:
         return np.empty((0, 2))

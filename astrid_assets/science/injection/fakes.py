@@ -250,7 +250,7 @@ def injection_recovery(
     psf = frame.psf or estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
                                     **PSF_STAR_LIMITS)
     stars = (star_catalogue(frame.science, frame.background, frame.background_rms, frame.mask, n=500,
-                            aperture=2.0 * psf.fwhm, sources=frame.sources())
+                            aperture=2.0 * psf.fwhm, sources=frame.sources)
              if host_fraction > 0 or change_fraction > 0 else np.empty((0, 3)))
     n_changes = int(rng.binomial(n_fakes, change_fraction)) if len(stars) else 0
     changeable = stars[[clean_position(frame, reference, x, y) for x, y in stars[:, :2]]] if n_changes else stars

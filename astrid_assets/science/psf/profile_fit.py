@@ -156,19 +156,24 @@ def levenberg_marquardt(
         held = identity * ~free[:, :, None]
         newton = _solve(np.where(both, normal + 1e-12 * scale[:, :, None] * identity, 0.0) + held, rhs)
         done = np.einsum("ki,ki->k", rhs, newton) <= convergence * cost[rows]
-        damped = normal + damping[rows, None, None] * scale[:, :, None] * identity
-        step = _solve(np.where(both, damped, 0.0) + held, rhs)
-        trial = np.clip(p + step, lower[rows], upper[rows])
+        converged[rows[done]] = True
+        running[rows[done]] = False
+        stepping, rows = ~done, rows[~done]
+        if rows.size == 0:
+            break
+        damped = normal[stepping] + damping[rows, None, None] * scale[stepping, :, None] * identity
+        step = _solve(np.where(both[stepping], damped, 0.0) + held[stepping], rhs[stepping])
+        trial = np.clip(p[stepping] + step, lower[rows], upper[rows])
         trial_residuals, trial_jacobian = evaluate(trial, rows)
         trial_cost = np.einsum("km,km->k", trial_residuals, trial_residuals)
-        better = ~done & np.isfinite(trial_cost) & (trial_cost < cost[rows])
+        better = np.isfinite(trial_cost) & (trial_cost < cost[rows]) & np.isfinite(trial_jacobian).all(axis=(1, 2))
         kept = rows[better]
         params[kept], residuals[kept], jacobian[kept] = trial[better], trial_residuals[better], trial_jacobian[better]
         cost[kept] = trial_cost[better]
         damping[rows] = np.where(better, np.maximum(damping[rows] / 10.0, 1e-15), damping[rows] * 10.0)
-        stuck = damping[rows] > 1e15
-        converged[rows[done | stuck]] = True
-        running[rows[done | stuck]] = False
+        stuck = rows[damping[rows] > 1e15]  # no step lowers the cost: a minimum, to rounding
+        converged[stuck] = True
+        running[stuck] = False
     return params, converged
 
 
