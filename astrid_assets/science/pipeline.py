@@ -26,7 +26,12 @@ from astrid_assets.science.astrometry.align import (
     is_placeholder,
     placeholder_wcs,
 )
-from astrid_assets.science.astrometry.register import RegistrationError, register_to_reference
+from astrid_assets.science.astrometry.register import (
+    PixelMap,
+    RegistrationError,
+    check_overlap,
+    register_to_reference,
+)
 from astrid_assets.science.astrometry.residuals import (
     RegistrationResiduals,
     bright_star_centroids,
@@ -402,6 +407,7 @@ def difference_frame(
         pixel_offset, astrometric_sigma, new_field = like.pixel_offset, like.astrometric_sigma, like.new_psf_field
         flux_ratio = like.flux_ratio
     else:
+        check_overlap(PixelMap(frame.wcs, reference.wcs, reference.image.shape), frame.science.shape)
         dx, dy = pointing_offset(frame, reference, ref_sources, min_matched_stars)
         if max(abs(dx), abs(dy)) > 5:
             raise RegistrationError(f"WCS off by ({dx:.1f}, {dy:.1f}) px from the reference")

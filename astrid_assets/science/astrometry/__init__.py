@@ -14,6 +14,7 @@ from astrid_assets.science.astrometry.register import (
     PixelMap,
     Registered,
     RegistrationError,
+    check_overlap,
     register_to_reference,
 )
 from astrid_assets.science.astrometry.residuals import (
@@ -36,10 +37,11 @@ __all__ = [
     "RegistrationError",
     "Registered",
     "PixelMap",
+    "check_overlap",
     "register_to_reference",
     "RegistrationResiduals",
+    "bright_star_centroids",
     "match_positions",
     "measure_registration_residuals",
-    "bright_star_centroids",
     "residuals_between",
 ]

@@ -77,7 +77,7 @@ from astrid_assets.science import masks
 from astrid_assets.science.inpaint import fill_images_from_neighbours
 from astrid_assets.science.sources import unusable_pixels
 
-__all__ = ["MASK_SUPPORT", "RegistrationError", "Registered", "PixelMap", "register_to_reference"]
+__all__ = ["MASK_SUPPORT", "RegistrationError", "Registered", "PixelMap", "check_overlap", "register_to_reference"]
 
 #: Offsets (input px, both axes) over which mask bits are OR-ed into a resampled pixel: the 2 × 2
 #: neighbours of its position.
@@ -265,6 +265,31 @@ class PixelMap:
         return float(np.mean(_inside(self.node_x_in, self.node_y_in, input_shape)))
 
 
+def check_overlap(pixel_map: PixelMap, input_shape: tuple[int, int], min_overlap: float = 0.25) -> None:
+    """Refuse a frame whose WCS puts it (mostly) off the reference grid.
+
+    Parameters
+    ----------
+    pixel_map : PixelMap
+        The mapping of reference pixels into the frame.
+    input_shape : tuple of int
+        ``(ny, nx)`` of the frame.
+    min_overlap : float, default 0.25
+        Smallest accepted fraction of reference pixels covered (judged on the coarse nodes at half of it).
+
+    Raises
+    ------
+    RegistrationError
+        The frame covers too little of the grid.
+    """
+    node_fraction = pixel_map.node_overlap(input_shape)
+    if node_fraction < 0.5 * min_overlap:
+        raise RegistrationError(
+            f"frame covers {100 * node_fraction:.1f}% of the reference grid (minimum "
+            f"{100 * min_overlap:.0f}%): its WCS puts it off the reference field"
+        )
+
+
 def _inside(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Positions that can be interpolated: within the outermost pixel centres."""
     with np.errstate(invalid="ignore"):
@@ -366,12 +391,7 @@ def register_to_reference(
         raise ValueError("image, variance and mask must have the same shape")
     ref_shape = (int(ref_shape[0]), int(ref_shape[1]))
     pixel_map = PixelMap(wcs, ref_wcs, ref_shape, grid_step, pixel_offset)
-    node_fraction = pixel_map.node_overlap(image.shape)
-    if node_fraction < 0.5 * min_overlap:
-        raise RegistrationError(
-            f"frame covers {100 * node_fraction:.1f}% of the reference grid (minimum "
-            f"{100 * min_overlap:.0f}%): its WCS puts it off the reference field"
-        )
+    check_overlap(pixel_map, image.shape, min_overlap)
     input_mask = np.zeros(image.shape, np.uint16) if mask is None else np.asarray(mask, np.uint16)
     bad = unusable_pixels(input_mask, image.shape)
     image_filled, variance_filled = fill_images_from_neighbours([image, variance], bad)

@@ -2,6 +2,11 @@
 stamp, for the FWHM, β and noise-equivalent area a frame's quality is judged by
 (:mod:`~astrid_assets.science.calibration.quality`).
 
+The fits are least squares by a bounded Levenberg–Marquardt (:func:`levenberg_marquardt`) with the
+analytic Jacobian of the pixel-integrated profile
+(:func:`~astrid_assets.science.psf.profiles.profile_images_jacobians`); many stars of one stamp size
+are fitted together (:func:`fit_moffats`), each as it would be alone.
+
 Stamps in e- (background-subtracted), variances e-², px; the profile family is
 :mod:`~astrid_assets.science.psf.profiles`.
 """

@@ -100,6 +100,10 @@ def zogy_tiled(
     """ZOGY with PSFs that vary over the frame: :func:`~astrid_assets.science.subtraction.zogy.zogy` on tent-weighted
     tiles, blended.
 
+    Unusable and non-finite pixels are filled once for the whole frame
+    (:func:`~astrid_assets.science.subtraction.image_pair.sanitise_pair`, as a single ZOGY pass fills them)
+    and each tile is cut from the filled images, so every tile sees the same values there.
+
     Parameters
     ----------
     new, ref : numpy.ndarray
@@ -139,7 +143,7 @@ def zogy_tiled(
     sums = {key: np.zeros(shape, np.float32) for key in keys}
     filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var,
                                                                                            mask)
-    psf_d, f_s, results = [], [], []
+    psf_d, f_s, centre = [], [], None
     for j, cy in enumerate(nodes_y):
         y0, y1 = _tile_span(cy, step_y, margin, shape[0])
         row = []
@@ -160,18 +164,17 @@ def zogy_tiled(
                 sums[key][box] += weight * images[key]
             row.append(result.P_D)
             f_s.append(result.F_S)
-            results.append(result)
+            if j * n_tiles + i == n_tiles**2 // 2:  # the central node (odd n_tiles)
+                centre = result
         psf_d.append(row)
     epsilon = 0.0
     if psf_error == "auto":
-        centre = results[len(results) // 2]
         epsilon = calibrate_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], ref, ref_sigma, bad,
                                       star_xy, centre.psf_fwhm)
     elif psf_error:
         epsilon = float(psf_error)
     S_corr = with_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], epsilon)
     S_corr[bad] = 0.0
-    centre = results[len(results) // 2]
     tiles = np.asarray(psf_d, dtype=np.float32)
     return ZogyResult(
         D=sums["D"], S=sums["S"], S_corr=S_corr, difference=sums["difference"],
