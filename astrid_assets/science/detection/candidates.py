@@ -33,9 +33,8 @@ from astrid_assets.science.detection.flags import (
     psf_sharpness,
 )
 from astrid_assets.science.photometry.forced import psf_photometry
-from astrid_assets.science.psf.empirical import GAUSSIAN_FWHM_PER_SIGMA
 from astrid_assets.science.psf.model import ShiftablePSF, as_psf_image
-from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA, render_psf
 from astrid_assets.science.subtraction.tiles import blend_stamps
 
 __all__ = ["COLUMNS", "DEFAULT_RULES", "false_detection_expectation", "detect_candidates"]

@@ -1,5 +1,4 @@
-"""Point-spread functions: profiles, single-star fits, empirical stacks, the PSF model and its variation over a
-frame."""
+"""Point-spread functions: profiles, single-star fits, PSF stars, empirical stacks, PSF models and fields."""
 
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import (
@@ -11,7 +10,7 @@ from astrid_assets.science.psf.field import (
     with_psf_error,
 )
 from astrid_assets.science.psf.model import PSFError, PSFModel, ShiftablePSF, as_psf_image, measure_fwhm
-from astrid_assets.science.psf.profile_fit import MoffatFit, ProfileFit, fit_moffat
+from astrid_assets.science.psf.profile_fit import MoffatFit, ProfileFit, fit_moffat, fit_moffats, levenberg_marquardt
 from astrid_assets.science.psf.profiles import (
     GAUSSIAN_FWHM_PER_SIGMA,
     gaussian_noise_area,
@@ -21,7 +20,17 @@ from astrid_assets.science.psf.profiles import (
     moffat_noise_area,
     moffat_profile,
     profile_image,
+    profile_image_jacobian,
+    profile_images_jacobians,
     render_psf,
+)
+from astrid_assets.science.psf.stars import (
+    SEP_REJECT_FLAGS,
+    cut_centred_stamps,
+    isolated_among,
+    select_psf_stars,
+    shape_cut,
+    stamp_is_clean,
 )
 
 __all__ = [
@@ -40,6 +49,8 @@ __all__ = [
     "ProfileFit",
     "MoffatFit",
     "fit_moffat",
+    "fit_moffats",
+    "levenberg_marquardt",
     "GAUSSIAN_FWHM_PER_SIGMA",
     "moffat_alpha",
     "moffat_fwhm",
@@ -48,5 +59,13 @@ __all__ = [
     "gaussian_noise_area",
     "gaussian_profile",
     "profile_image",
+    "profile_image_jacobian",
+    "profile_images_jacobians",
     "render_psf",
+    "SEP_REJECT_FLAGS",
+    "stamp_is_clean",
+    "isolated_among",
+    "cut_centred_stamps",
+    "select_psf_stars",
+    "shape_cut",
 ]

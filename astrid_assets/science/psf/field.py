@@ -30,17 +30,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from astrid_assets.science.psf.empirical import (
-    _cut_centred_stamps,
     _model_variance,
     _moffat_wings_many,
     _radius_grid,
     _recentre,
-    _select_psf_stars,
-    _shape_cut,
     estimate_psf,
 )
 from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
 from astrid_assets.science.psf.profile_fit import fit_moffats
+from astrid_assets.science.psf.stars import cut_centred_stamps, select_psf_stars, shape_cut
 from astrid_assets.science.sources import Sources, star_catalogue
 
 __all__ = [
@@ -400,21 +398,21 @@ def estimate_psf_field(
     shape = frame.shape
     measured = None
     if constant is None:
-        measured = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
+        measured = select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
         constant = estimate_psf(image, background, background_rms, mask, size, min_snr=min_snr, min_stars=min_stars,
                                 max_stars=MAX_FIELD_STARS, objects=objects, stars=measured)
     size = constant.size
     flat = ((constant.fwhm, 0.0, 0.0), (np.inf, np.inf, np.inf))
     if measured is None:
-        measured = _select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
-    stars = _shape_cut(measured, 0.6)
+        measured = select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
+    stars = shape_cut(measured, 0.6)
     x, y = stars["x"], stars["y"]
     if x.size < max(min_stars, 8):
         return PSFField(constant, shape, *flat)
     star_rms = (np.full(x.size, float(rms)) if np.ndim(rms) == 0 else
                 rms[np.clip(np.rint(y).astype(int), 0, shape[0] - 1), np.clip(np.rint(x).astype(int), 0, shape[1] - 1)])
     star_rms = np.asarray(star_rms, dtype=np.float64)
-    stamps = _cut_centred_stamps(frame, x, y, size)
+    stamps = cut_centred_stamps(frame, x, y, size)
     psf_image = as_psf_image(constant)
     fluxes = np.einsum("kij,ij->k", stamps, psf_image) / (psf_image**2).sum()
     good = np.isfinite(fluxes) & (fluxes > 0)
