@@ -225,13 +225,23 @@ def _fit_psf_3x3(stamps: np.ndarray, variance: np.ndarray, templates: np.ndarray
     return np.concatenate(best_chi2), np.concatenate(best_k), np.concatenate(best_a)
 
 
+def _group_peaks(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each labelled group's largest value, groups ``1 … n`` in order (the first such
+    pixel in C order on ties, which ``scipy.ndimage.maximum_position`` leaves to its sort), looking only at
+    labelled pixels."""
+    pixels = np.flatnonzero(labels)
+    group, value = labels.ravel()[pixels], values.ravel()[pixels]
+    order = np.lexsort((pixels, -value, group))
+    first = order[np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]]
+    ys, xs = np.divmod(pixels[first], values.shape[1])
+    return ys.astype(int), xs.astype(int)
+
+
 def _spare_once(crmask: np.ndarray, signal: np.ndarray, variance: np.ndarray, fwhm: float) -> tuple[np.ndarray, int]:
     labels, n = ndimage.label(crmask, structure=np.ones((3, 3), bool))
     if n == 0:
         return crmask, 0
-    index = np.arange(1, n + 1)
-    peaks = np.array(ndimage.maximum_position(signal, labels, index), dtype=int).reshape(-1, 2)
-    ys, xs = peaks[:, 0], peaks[:, 1]
+    ys, xs = _group_peaks(signal, labels)
     ny, nx = signal.shape
     for _ in range(2):  # a group beside a star's peak (an undersampled core's wing) is tested at that peak
         inside = np.flatnonzero((xs >= 1) & (xs < nx - 1) & (ys >= 1) & (ys < ny - 1))

@@ -122,3 +122,18 @@ def test_a_flag_beside_an_undersampled_peak_is_tested_at_the_peak():
     assert not any(spared[y, x] for y, x in beside)
     hits = scene.cosmic > 10 * scene.sky_sigma
     assert spared[hits].mean() >= 0.95
+
+
+def test_group_peaks_are_scipys_maximum_positions():
+    """The brightest pixel of each cosmic-ray candidate group, found among the labelled pixels only."""
+    from scipy import ndimage
+
+    from astrid_assets.science.calibration.cosmics import _group_peaks
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = rng.normal(size=(300, 280)).astype(np.float32)  # no ties: scipy leaves their order to its sort
+        labels, n = ndimage.label(rng.random(values.shape) < 0.03, structure=np.ones((3, 3), bool))
+        expected = np.array(ndimage.maximum_position(values, labels, np.arange(1, n + 1)), dtype=int)
+        ys, xs = _group_peaks(values, labels)
+        np.testing.assert_array_equal(np.column_stack([ys, xs]), expected)
