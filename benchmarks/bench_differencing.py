@@ -40,6 +40,7 @@ from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import estimate_psf_field
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 from astrid_assets.science.subtraction.zogy import zogy
 
@@ -138,35 +139,21 @@ def bench_size(n: int, repeats: int, backend: str) -> dict:
     )
     new_psf = record("psf_estimation", lambda: estimate_psf(scene["new"], NEW_SKY, new_sigma, scene["mask"]))
     ref_psf = estimate_psf(scene["ref"], REF_SKY, ref_sigma, scene["mask"])
-    result = record(
-        "zogy",
-        lambda: zogy(
-            new_bkg,
-            ref_bkg,
-            new_psf,
-            ref_psf,
-            new_sigma,
-            ref_sigma,
-            scene["new_var"],
-            scene["ref_var"],
-            backend=backend,
-        ),
-    )
+    def images(psf_new: object, psf_ref: object) -> tuple[SubtractionImage, SubtractionImage]:
+        return (SubtractionImage(new_bkg, psf_new, new_sigma, scene["new_var"]),
+                SubtractionImage(ref_bkg, psf_ref, ref_sigma, scene["ref_var"]))
+
+    result = record("zogy", lambda: zogy(*images(new_psf, ref_psf), ZogyOptions(backend=backend)))
 
     def zogy_with_psf_constant() -> object:
         psf_n = estimate_psf(scene["new"], NEW_SKY, new_sigma, scene["mask"])
         psf_r = estimate_psf(scene["ref"], REF_SKY, ref_sigma, scene["mask"])
-        return zogy(
-            new_bkg, ref_bkg, psf_n, psf_r, new_sigma, ref_sigma, scene["new_var"], scene["ref_var"], backend=backend
-        )
+        return zogy(*images(psf_n, psf_r), ZogyOptions(backend=backend))
 
     def zogy_with_psf() -> object:
         field_n = estimate_psf_field(scene["new"], NEW_SKY, new_sigma, scene["mask"])
         field_r = estimate_psf_field(scene["ref"], REF_SKY, ref_sigma, scene["mask"])
-        return zogy_field(
-            new_bkg, ref_bkg, field_n, field_r, new_sigma, ref_sigma, scene["new_var"], scene["ref_var"],
-            backend=backend,
-        )
+        return zogy_field(*images(field_n, field_r), ZogyOptions(backend=backend, psf_error="auto"))
 
     record("zogy_with_psf_constant", zogy_with_psf_constant)
     field_result = record("zogy_with_psf", zogy_with_psf)

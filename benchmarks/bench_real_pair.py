@@ -38,6 +38,7 @@ from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.frames.files import read_frame
 from astrid_assets.science.pipeline import PSF_STAR_LIMITS
 from astrid_assets.science.psf.field import estimate_psf_field
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def load_pair(folder: Path) -> dict:
                        "sigma": float(np.median(frame.background_rms)), "variance": frame.variance,
                        "mask": frame.mask})
     ref, new = frames
-    return {"new": new, "ref": ref, "mask": new["mask"] | ref["mask"]}
+    return {"new": new, "ref": ref}
 
 
 def science(pair: dict):
@@ -73,8 +74,9 @@ def science(pair: dict):
     new, ref = pair["new"], pair["ref"]
     new_field = estimate_psf_field(new["image"], 0.0, new["sigma"], new["mask"], **PSF_STAR_LIMITS)
     ref_field = estimate_psf_field(ref["image"], 0.0, ref["sigma"], ref["mask"], **PSF_STAR_LIMITS)
-    return zogy_field(new["image"], ref["image"], new_field, ref_field, new["sigma"], ref["sigma"],
-                      new_var=new["variance"], ref_var=ref["variance"], mask=pair["mask"], backend="numpy")
+    return zogy_field(SubtractionImage(new["image"], new_field, new["sigma"], new["variance"], new["mask"]),
+                      SubtractionImage(ref["image"], ref_field, ref["sigma"], ref["variance"], ref["mask"]),
+                      ZogyOptions(backend="numpy", psf_error="auto"))
 
 
 def fft_pairs(image: np.ndarray, n: int = 6) -> None:

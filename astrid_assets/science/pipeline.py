@@ -46,6 +46,7 @@ from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
 from astrid_assets.science.sources import Sources, star_positions
 from astrid_assets.science.subtraction.classic import classic_subtraction
+from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 
 __all__ = [
@@ -429,27 +430,24 @@ def difference_frame(
             new_psf = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, objects=new_sources.objects,
                                    **PSF_STAR_LIMITS)
             new_field = PSFField(new_psf, registered.image.shape, (new_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
-    combined_mask = registered.mask | reference.mask
+    new = SubtractionImage(registered.image, new_field, new_sigma, registered.variance, registered.mask, reference.wcs)
+    ref = SubtractionImage(reference.image, reference.psf_field, ref_sigma, reference.variance, reference.mask,
+                           reference.wcs)
     common = {"new": registered.image, "reference": reference.image, "new_fwhm": new_field.constant.fwhm,
               "registration_rms": float(np.hypot(*astrometric_sigma)), "registration": registration,
               "pixel_offset": pixel_offset, "astrometric_sigma": astrometric_sigma, "new_psf_field": new_field}
     if method == "zogy":
-        result = zogy_field(
-            registered.image, reference.image, new_field, reference.psf_field, new_sigma, ref_sigma,
-            new_var=registered.variance, ref_var=reference.variance, flux_ratio=flux_ratio,
-            astrometric_sigma=astrometric_sigma, mask=combined_mask,
-            flux_ratio_stars=_positions(ref_sources.unflagged()),
-        )
+        options = ZogyOptions(flux_ratio=flux_ratio, flux_ratio_stars=_positions(ref_sources.unflagged()),
+                              astrometric_sigma=astrometric_sigma, psf_error="auto")
+        result = zogy_field(new, ref, options)
         return Difference(
             difference=result.difference, variance=result.difference_var, s_corr=result.S_corr, mask=result.mask,
             psf=result.P_D, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio, s_corr_std=result.s_corr_std,
             method="zogy", varying_psf=result.varying_psf, psf_error=result.psf_error,
             psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None, **common,
         )
-    result = classic_subtraction(
-        registered.image, reference.image, new_field.constant, reference.psf, registered.variance,
-        reference.variance, flux_ratio=flux_ratio, mask=combined_mask,
-    )
+    result = classic_subtraction(replace(new, psf=new_field.constant), replace(ref, psf=reference.psf),
+                                 ClassicOptions(flux_ratio=flux_ratio))
     return Difference(
         difference=result.difference, variance=result.difference_var, s_corr=result.significance, mask=result.mask,
         psf=result.psf, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio,

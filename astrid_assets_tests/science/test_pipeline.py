@@ -10,6 +10,7 @@ from astrid_assets.science.astrometry.residuals import measure_registration_resi
 from astrid_assets.science.detection import FLAG_EDGE, detect_candidates
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
@@ -45,17 +46,9 @@ def test_registered_frame_to_candidates() -> None:
     new_psf = estimate_psf(registered.image, 0.0, np.sqrt(registered.variance), registered.mask)
     ref_psf = estimate_psf(reference.image, reference.background, reference.background_rms)
     result = zogy(
-        registered.image,
-        ref_image,
-        new_psf,
-        ref_psf,
-        frame.background_rms,
-        reference.background_rms,
-        registered.variance,
-        reference.variance,
-        mask=registered.mask | reference.mask,
-        astrometric_sigma=(residuals.rms_x, residuals.rms_y),
-        backend="numpy",
+        SubtractionImage(registered.image, new_psf, frame.background_rms, registered.variance, registered.mask),
+        SubtractionImage(ref_image, ref_psf, reference.background_rms, reference.variance, reference.mask),
+        ZogyOptions(astrometric_sigma=(residuals.rms_x, residuals.rms_y), backend="numpy"),
     )
     usable = (result.mask & masks.UNUSABLE) == 0
     # resampling correlates the noise, yet S_corr stays normalised (variance resampled linearly)
@@ -96,17 +89,11 @@ def test_resampled_noise_keeps_s_corr_normalised() -> None:
         covered = np.isfinite(registered.image)
         assert np.std(registered.image[covered]) < 0.9 * 20.6
         result = zogy(
-            registered.image,
-            rng.normal(0.0, 6.6, SHAPE).astype(np.float32),
-            render_psf(2.5, 25, "moffat"),
-            render_psf(4.0, 25, "moffat"),
-            20.6,
-            6.6,
-            registered.variance,
-            np.full(SHAPE, 6.6**2, np.float32),
-            flux_ratio=1.0,
-            backend="numpy",
-            mask=registered.mask,
+            SubtractionImage(registered.image, render_psf(2.5, 25, "moffat"), 20.6, registered.variance,
+                             registered.mask),
+            SubtractionImage(rng.normal(0.0, 6.6, SHAPE).astype(np.float32), render_psf(4.0, 25, "moffat"), 6.6,
+                             np.full(SHAPE, 6.6**2, np.float32)),
+            ZogyOptions(flux_ratio=1.0, backend="numpy"),
         )
         assert result.s_corr_std == pytest.approx(1.0, abs=0.05)
 

@@ -61,7 +61,7 @@ handled by choosing this normalisation, not by a separate covariance term.
   (``a`` ≳ 2, e.g. 0.5″ onto 1.0″: S_corr std ≈ 1.05) alias noise that an area-weighted
   (drizzle-like) resampling would average away, so the map understates the noise there; much
   coarser ones (``a`` = 0.25, 2.0″ onto 1.0″) leave S_corr ≈ 0.97–1.00.
-  ``zogy(..., renormalise=True)`` absorbs what remains.
+  ZOGY with ``ZogyOptions(renormalise=True)`` absorbs what remains.
 """
 
 from __future__ import annotations

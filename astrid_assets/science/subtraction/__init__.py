@@ -2,6 +2,7 @@
 
 from astrid_assets.science.subtraction.classic import ClassicResult, classic_subtraction
 from astrid_assets.science.subtraction.fft_backends import (
+    BACKENDS,
     NumpyBackend,
     TorchBackend,
     embedded_rfft2,
@@ -18,6 +19,13 @@ from astrid_assets.science.subtraction.image_pair import (
     robust_std,
     sanitise_pair,
 )
+from astrid_assets.science.subtraction.inputs import (
+    CLASSIC_METHODS,
+    ClassicOptions,
+    SubtractionImage,
+    ZogyOptions,
+    pair_mask,
+)
 from astrid_assets.science.subtraction.tiles import (
     aperture_flux_ratio,
     blend_stamps,
@@ -29,8 +37,14 @@ from astrid_assets.science.subtraction.tiles import (
 from astrid_assets.science.subtraction.zogy import ZogyResult, zogy
 
 __all__ = [
+    "SubtractionImage",
+    "ZogyOptions",
+    "ClassicOptions",
+    "CLASSIC_METHODS",
+    "pair_mask",
     "ClassicResult",
     "classic_subtraction",
+    "BACKENDS",
     "NumpyBackend",
     "TorchBackend",
     "select_backend",

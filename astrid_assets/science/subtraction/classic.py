@@ -3,7 +3,9 @@
 The reference is convolved with a kernel that matches its PSF to the new image's — from the PSF
 models in Fourier space, or expanded on Gaussian × polynomial basis functions (Alard & Lupton
 1998, ApJ 503, 325) — scaled by the flux ratio and subtracted; the score is the difference over
-its noise (unit variance on blank sky). Conventions as in :mod:`~astrid_assets.science.subtraction.zogy`.
+its noise (unit variance on blank sky). Conventions as in :mod:`~astrid_assets.science.subtraction.zogy`; the
+images are :class:`~astrid_assets.science.subtraction.inputs.SubtractionImage`, the knobs a
+:class:`~astrid_assets.science.subtraction.inputs.ClassicOptions`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
-from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
+from astrid_assets.science.psf.model import as_psf_image, measure_fwhm
 from astrid_assets.science.subtraction.fft_backends import NumpyBackend, embedded_rfft2, filtered_variance
 from astrid_assets.science.subtraction.image_pair import odd_common_stamps, robust_std, sanitise_pair
+from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, pair_mask
 
 __all__ = ["ClassicResult", "classic_subtraction"]
 
@@ -110,22 +113,12 @@ def _fourier_kernel(psf_sharp: np.ndarray, psf_broad: np.ndarray, regularisation
 
 
 def classic_subtraction(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_psf: PSFModel | np.ndarray,
-    ref_psf: PSFModel | np.ndarray,
-    new_var: np.ndarray | float,
-    ref_var: np.ndarray | float,
-    flux_ratio: float | None = None,
-    *,
-    method: str = "fourier",
-    regularisation: float = 1e-3,
-    mask: np.ndarray | None = None,
+    new: SubtractionImage, ref: SubtractionImage, options: ClassicOptions = ClassicOptions()
 ) -> ClassicResult:
     """Convolve the sharper image to the broader PSF, scale, subtract (for comparison).
 
-    ``method="fourier"``: the matching kernel is the Wiener-regularised Fourier ratio of the
-    two PSF models (``regularisation`` λ relative to ``|P̂|² ≤ 1``); ``method="alard_lupton"``:
+    ``options.method="fourier"``: the matching kernel is the Wiener-regularised Fourier ratio of the
+    two PSF models (``regularisation`` λ relative to ``|P̂|² ≤ 1``); ``"alard_lupton"``:
     the kernel is a least-squares combination of Gaussian × polynomial basis functions
     (Alard & Lupton 1998) fitted to the PSF models (spatially constant, no background term).
     The difference is ``new − flux_ratio · ref`` with the sharper one convolved, in new-image
@@ -134,21 +127,14 @@ def classic_subtraction(
 
     Parameters
     ----------
-    new, ref : numpy.ndarray
-        Background-subtracted images on one grid, e-, indexed ``[y, x]``.
-    new_psf, ref_psf : PSFModel or numpy.ndarray
-        Their PSFs (models or odd centred stamps; normalised to unit sum here). The sharper
-        one (smaller :func:`~astrid_assets.science.psf.empirical.measure_fwhm`; ``new`` on a tie) is convolved.
-    new_var, ref_var : numpy.ndarray or float
-        Variance maps (or scalars), e-².
-    flux_ratio : float or None, default None
-        ``F_n / F_r``; fitted with :func:`fit_flux_ratio` when None.
-    method : {"fourier", "alard_lupton"}, default "fourier"
-        How the matching kernel is made.
-    regularisation : float, default 1e-3
-        Wiener regularisation λ of the Fourier-ratio kernel (ignored for Alard–Lupton).
-    mask : numpy.ndarray or None, default None
-        uint16 combined mask on this grid; ``UNUSABLE`` and non-finite pixels are zeroed.
+    new, ref : SubtractionImage
+        The pair on one grid: background-subtracted pixels (e-, ``[y, x]``), PSF models or odd centred
+        stamps (normalised to unit sum here; the sharper one, smaller
+        :func:`~astrid_assets.science.psf.empirical.measure_fwhm` and ``new`` on a tie, is convolved),
+        variance maps (e-²; uniform ``sigma²`` where None). The mask used is ``new.mask | ref.mask``:
+        ``UNUSABLE`` and non-finite pixels are zeroed.
+    options : ClassicOptions, default ClassicOptions()
+        Flux ratio (fitted with :func:`fit_flux_ratio` when None), kernel method and regularisation.
 
     Returns
     -------
@@ -158,39 +144,42 @@ def classic_subtraction(
     Raises
     ------
     ValueError
-        Unknown ``method``, images of different shapes, or even-sided PSFs.
+        Images of different shapes, or even-sided PSFs.
     FluxRatioError
-        When ``flux_ratio`` is None and cannot be fitted.
+        When ``options.flux_ratio`` is None and cannot be fitted.
     """
-    var_new = np.broadcast_to(np.asarray(new_var, np.float32), np.shape(new))
-    var_ref = np.broadcast_to(np.asarray(ref_var, np.float32), np.shape(ref))
-    new, ref, var_new, var_ref, bad, out_mask = sanitise_pair(new, ref, var_new, var_ref, mask)
-    shape = new.shape
+    var_new, var_ref = (
+        np.broadcast_to(np.asarray(image.sigma**2 if image.variance is None else image.variance, np.float32),
+                        np.shape(image.image))
+        for image in (new, ref)
+    )
+    new_image, ref_image, var_new, var_ref, bad, out_mask = sanitise_pair(new.image, ref.image, var_new, var_ref,
+                                                                          pair_mask(new, ref))
+    shape = new_image.shape
+    flux_ratio = options.flux_ratio
     if flux_ratio is None:
         flux_ratio = fit_flux_ratio(
-            new,
-            ref,
-            new_psf,
-            ref_psf,
+            new_image,
+            ref_image,
+            new.psf,
+            ref.psf,
             np.where(bad, np.inf, var_new),
             np.where(bad, np.inf, var_ref),
-            star_xy=psf_star_positions(ref_psf, new_psf),
+            star_xy=psf_star_positions(ref.psf, new.psf),
         ).ratio
-    psf_new, psf_ref = odd_common_stamps(as_psf_image(new_psf), as_psf_image(ref_psf))
+    psf_new, psf_ref = odd_common_stamps(as_psf_image(new.psf), as_psf_image(ref.psf))
     new_is_sharper = measure_fwhm(psf_new) <= measure_fwhm(psf_ref)
     sharp, broad = (psf_new, psf_ref) if new_is_sharper else (psf_ref, psf_new)
-    if method == "fourier":
-        kernel = _fourier_kernel(sharp, broad, regularisation)
-    elif method == "alard_lupton":
-        kernel = _alard_lupton_kernel(sharp, broad)
+    if options.method == "fourier":
+        kernel = _fourier_kernel(sharp, broad, options.regularisation)
     else:
-        raise ValueError(f"unknown method {method!r}; use 'fourier' or 'alard_lupton'")
+        kernel = _alard_lupton_kernel(sharp, broad)
     engine = NumpyBackend()
     kernel_hat = embedded_rfft2(kernel.astype(np.float32), shape)
     psf_hat = embedded_rfft2(broad.astype(np.float32), shape)
     one = np.complex64(1.0)
     filter_new, filter_ref = (kernel_hat, one * flux_ratio) if new_is_sharper else (one, flux_ratio * kernel_hat)
-    new_hat, ref_hat = engine.rfft2(new), engine.rfft2(ref)
+    new_hat, ref_hat = engine.rfft2(new_image), engine.rfft2(ref_image)
     diff_hat = filter_new * new_hat - filter_ref * ref_hat
     difference = engine.irfft2(diff_hat, shape)
     score_num = engine.irfft2(diff_hat * np.conj(psf_hat), shape)

@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-__all__ = ["NumpyBackend", "TorchBackend", "select_backend", "wrap_embed", "embedded_rfft2", "filtered_variance"]
+__all__ = [
+    "BACKENDS",
+    "NumpyBackend",
+    "TorchBackend",
+    "select_backend",
+    "wrap_embed",
+    "embedded_rfft2",
+    "filtered_variance",
+]
+
+#: Back-end names :func:`select_backend` accepts.
+BACKENDS = ("auto", "numpy", "torch", "torch-cpu")
 
 
 class NumpyBackend:
@@ -313,7 +324,7 @@ def select_backend(backend: str) -> NumpyBackend | TorchBackend:
     """
     if backend == "numpy":
         return NumpyBackend()
-    if backend not in ("auto", "torch", "torch-cpu"):
+    if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy', 'torch' or 'torch-cpu'")
     if backend == "auto" and "torch" not in sys.modules and not _nvidia_driver_present():
         return NumpyBackend()

@@ -5,8 +5,7 @@ of each axis, equally spaced). Node ``(i, j)`` owns the bilinear "tent" weight
 ``w_i(x) w_j(y)`` with ``w_i(x) = max(0, 1 − |x − c_i| / h)`` (``c_i`` the node, ``h`` the node
 spacing): the weights of all nodes sum to 1 at every pixel. Each node's region (the support of
 its tent plus an FFT margin) is differenced with :func:`~astrid_assets.science.subtraction.zogy.zogy` using the PSFs of
-both
-images evaluated at the node; the outputs (``D``, ``S``, ``S_N``, ``S_R``, the variance of ``S``,
+both images evaluated at the node; the outputs (``D``, ``S``, ``S_N``, ``S_R``, the variance of ``S``,
 the difference in e- and its variance) are blended with the tent weights, so the result is
 continuous and equals a constant-PSF ZOGY where the PSFs do not vary. ``S_corr`` is formed from
 the blended ``S`` and its blended variance (plus the PSF-error term, :mod:`~astrid_assets.science.psf.field`). The
@@ -14,8 +13,11 @@ difference PSF ``P_D`` of each node is kept: a candidate's PSF photometry uses t
 at its position (:func:`blend_stamps`). ZTF runs ZOGY on sub-image tiles in the same spirit
 (Masci et al. 2019, PASP 131, 018003).
 
-Conventions: images background-subtracted, e-, ``[y, x]`` 0-based; PSF stamps odd, unit sum,
-centred on the central pixel; ``flux_ratio`` is ``F_n / F_r`` (:mod:`~astrid_assets.science.subtraction.zogy`).
+Conventions: each image a :class:`~astrid_assets.science.subtraction.inputs.SubtractionImage` whose ``psf`` is a
+:class:`~astrid_assets.science.psf.field.PSFField`, background-subtracted, e-, ``[y, x]`` 0-based; PSF stamps odd,
+unit sum, centred on the central pixel; ``flux_ratio`` is ``F_n / F_r``
+(:mod:`~astrid_assets.science.subtraction.zogy`); the knobs a
+:class:`~astrid_assets.science.subtraction.inputs.ZogyOptions`.
 
 References
 ----------
@@ -24,7 +26,6 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -35,6 +36,7 @@ from astrid_assets.science.psf.field import PSFField, calibrate_psf_error, with_
 from astrid_assets.science.psf.model import measure_fwhm
 from astrid_assets.science.sources import star_catalogue, unusable_pixels
 from astrid_assets.science.subtraction.image_pair import robust_std, sanitise_pair
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions, pair_mask
 from astrid_assets.science.subtraction.zogy import ZogyResult, _zogy_sanitised, zogy
 
 __all__ = ["tile_nodes", "tent_weights", "blend_stamps", "zogy_tiled", "aperture_flux_ratio", "zogy_field"]
@@ -76,24 +78,20 @@ def _tile_span(centre: float, step: float, margin: int, length: int) -> tuple[in
     return max(0, int(np.floor(centre - step)) - margin), min(length, int(np.ceil(centre + step)) + margin + 1)
 
 
+def _node_stamps(psf: PSFField, shape: tuple[int, int], n_tiles: int) -> np.ndarray:
+    """``(n_tiles, n_tiles, s, s)`` PSF stamps of a field at the tile nodes (``[j, i]`` at ``(x_i, y_j)``),
+    evaluated together (:meth:`~astrid_assets.science.psf.field.PSFField.at_many`)."""
+    nodes_x, nodes_y = tile_nodes(shape[1], n_tiles), tile_nodes(shape[0], n_tiles)
+    grid_x, grid_y = (grid.ravel() for grid in np.meshgrid(nodes_x, nodes_y))
+    stamps = psf.at_many(grid_x, grid_y)
+    return stamps.reshape(n_tiles, n_tiles, *stamps.shape[1:])
+
+
 def zogy_tiled(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_psf_at: Callable[[float, float], np.ndarray],
-    ref_psf_at: Callable[[float, float], np.ndarray],
-    new_sigma: float,
-    ref_sigma: float,
-    new_var: np.ndarray | None,
-    ref_var: np.ndarray | None,
-    flux_ratio: float,
-    flux_ratio_err: float = 0.0,
-    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
-    backend: str = "auto",
+    new: SubtractionImage,
+    ref: SubtractionImage,
+    options: ZogyOptions,
     *,
-    mask: np.ndarray | None = None,
-    background: str = "plane",
-    psf_error: float | str | None = "auto",
-    star_xy: np.ndarray | None = None,
     n_tiles: int = N_TILES,
     margin: int = MARGIN,
 ) -> ZogyResult:
@@ -106,23 +104,15 @@ def zogy_tiled(
 
     Parameters
     ----------
-    new, ref : numpy.ndarray
-        Background-subtracted images on one grid, e-, ``[y, x]``.
-    new_psf_at, ref_psf_at : callable
-        ``(x, y) -> stamp``: each image's PSF at a position (px), odd, centred, any sum.
-    new_sigma, ref_sigma : float
-        Background noise per pixel, e-.
-    new_var, ref_var : numpy.ndarray or None
-        Variance maps, e-² (:func:`~astrid_assets.science.subtraction.zogy.zogy`).
-    flux_ratio, flux_ratio_err : float
-        ``F_n / F_r`` and its error, shared by all tiles (fitted once for the frame).
-    astrometric_sigma, backend, mask, background
-        As for :func:`~astrid_assets.science.subtraction.zogy.zogy`, per tile.
-    psf_error : float, "auto" or None, default "auto"
-        PSF-model error ``ε`` (:func:`~astrid_assets.science.psf.field.calibrate_psf_error`), calibrated on the
-        blended images at ``star_xy`` (or SEP detections on ``ref``) when ``"auto"``.
-    star_xy : numpy.ndarray or None, default None
-        ``(n, 2)`` star positions ``(x, y)``, px, for the calibration.
+    new, ref : SubtractionImage
+        The pair on one grid (as for :func:`~astrid_assets.science.subtraction.zogy.zogy`; mask
+        ``new.mask | ref.mask``), each ``psf`` a :class:`~astrid_assets.science.psf.field.PSFField`
+        evaluated at the tile nodes.
+    options : ZogyOptions
+        As for :func:`~astrid_assets.science.subtraction.zogy.zogy`, with ``flux_ratio`` given (one for
+        all tiles: :func:`zogy_field` fits it once for the frame). ``psf_error="auto"`` calibrates ``ε``
+        on the blended images at ``psf_error_stars`` (or SEP detections on ``ref``); ``renormalise``
+        divides the blended ``S_corr`` by its robust standard deviation.
     n_tiles : int, default 5
         Nodes per axis (at least 2).
     margin : int, default 40
@@ -132,17 +122,27 @@ def zogy_tiled(
     -------
     ZogyResult
         Blended images; ``P_D`` and ``psf_fwhm`` are the central node's, ``F_S`` their median;
-        ``parts["P_D_tiles"]`` holds the ``(n, n, s, s)`` per-node difference PSFs.
+        ``parts["P_D_tiles"]`` holds the ``(n, n, s, s)`` per-node difference PSFs (and, with
+        ``keep_parts``, the blended ``S_new``, ``S_ref``, ``V_S``).
+
+    Raises
+    ------
+    ValueError
+        ``options.flux_ratio`` is None.
     """
-    shape = new.shape
+    if options.flux_ratio is None:
+        raise ValueError("zogy_tiled needs options.flux_ratio (zogy_field fits it)")
+    shape = new.image.shape
     nodes_y, nodes_x = tile_nodes(shape[0], n_tiles), tile_nodes(shape[1], n_tiles)
     step_y, step_x = float(nodes_y[1] - nodes_y[0]), float(nodes_x[1] - nodes_x[0])
     weight_y = tent_weights(np.arange(shape[0]), nodes_y)
     weight_x = tent_weights(np.arange(shape[1]), nodes_x)
     keys = ("D", "S", "difference", "difference_var", "S_new", "S_ref", "V_S")
     sums = {key: np.zeros(shape, np.float32) for key in keys}
-    filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var,
-                                                                                           mask)
+    filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitise_pair(
+        new.image, ref.image, new.variance, ref.variance, pair_mask(new, ref))
+    new_stamps, ref_stamps = (_node_stamps(image.psf, shape, n_tiles) for image in (new, ref))
+    tile_options = replace(options, psf_error=None, keep_parts=True)
     psf_d, f_s, centre = [], [], None
     for j, cy in enumerate(nodes_y):
         y0, y1 = _tile_span(cy, step_y, margin, shape[0])
@@ -151,11 +151,11 @@ def zogy_tiled(
             x0, x1 = _tile_span(cx, step_x, margin, shape[1])
             box = (slice(y0, y1), slice(x0, x1))
             result = _zogy_sanitised(
-                filled_new[box], filled_ref[box], new_psf_at(cx, cy), ref_psf_at(cx, cy), new_sigma, ref_sigma,
-                None if filled_new_var is None else filled_new_var[box],
-                None if filled_ref_var is None else filled_ref_var[box], flux_ratio, float(flux_ratio_err or 0.0),
-                astrometric_sigma, backend, bad[box], out_mask[box], background=background, keep_parts=True,
-                score_std=False,
+                replace(new, image=filled_new[box], psf=new_stamps[j, i], mask=None,
+                        variance=None if filled_new_var is None else filled_new_var[box]),
+                replace(ref, image=filled_ref[box], psf=ref_stamps[j, i], mask=None,
+                        variance=None if filled_ref_var is None else filled_ref_var[box]),
+                tile_options, bad[box], out_mask[box], score_std=False,
             )
             weight = (weight_y[j, y0:y1, None] * weight_x[i, None, x0:x1]).astype(np.float32)
             images = {"D": result.D, "S": result.S, "difference": result.difference,
@@ -168,20 +168,26 @@ def zogy_tiled(
                 centre = result
         psf_d.append(row)
     epsilon = 0.0
-    if psf_error == "auto":
-        epsilon = calibrate_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], ref, ref_sigma, bad,
-                                      star_xy, centre.psf_fwhm)
-    elif psf_error:
-        epsilon = float(psf_error)
+    if options.psf_error == "auto":
+        epsilon = calibrate_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], ref.image, ref.sigma, bad,
+                                      options.psf_error_stars, centre.psf_fwhm)
+    elif options.psf_error:
+        epsilon = float(options.psf_error)
     S_corr = with_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], epsilon)
     S_corr[bad] = 0.0
-    tiles = np.asarray(psf_d, dtype=np.float32)
+    s_corr_std = robust_std(S_corr, ~bad)
+    scale = s_corr_std if options.renormalise and np.isfinite(s_corr_std) and s_corr_std > 0 else 1.0
+    if scale != 1.0:
+        S_corr /= np.float32(scale)
+    parts = {"P_D_tiles": np.asarray(psf_d, dtype=np.float32)}
+    if options.keep_parts:
+        parts.update({key: sums[key] for key in ("S_new", "S_ref", "V_S")})
     return ZogyResult(
         D=sums["D"], S=sums["S"], S_corr=S_corr, difference=sums["difference"],
         difference_var=sums["difference_var"], P_D=centre.P_D, F_D=centre.F_D, F_S=float(np.median(f_s)),
-        flux_ratio=float(flux_ratio), flux_ratio_err=float(flux_ratio_err), psf_fwhm=measure_fwhm(centre.P_D),
-        s_corr_std=robust_std(S_corr, ~bad), s_corr_scale=1.0, mask=out_mask, backend=centre.backend,
-        psf_error=float(epsilon), parts={"P_D_tiles": tiles},
+        flux_ratio=float(options.flux_ratio), flux_ratio_err=float(options.flux_ratio_err or 0.0),
+        psf_fwhm=measure_fwhm(centre.P_D), s_corr_std=s_corr_std, s_corr_scale=float(scale), mask=out_mask,
+        backend=centre.backend, psf_error=float(epsilon), parts=parts,
     )
 
 
@@ -233,62 +239,52 @@ def aperture_flux_ratio(
     return clipped_ratio_mean(ratio, error, good, clip)
 
 
-def zogy_field(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_field: PSFField,
-    ref_field: PSFField,
-    new_sigma: float,
-    ref_sigma: float,
-    new_var: np.ndarray | None = None,
-    ref_var: np.ndarray | None = None,
-    flux_ratio: float | None = None,
-    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
-    backend: str = "auto",
-    *,
-    mask: np.ndarray | None = None,
-    psf_error: float | str | None = "auto",
-    flux_ratio_stars: np.ndarray | None = None,
-) -> ZogyResult:
+def zogy_field(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = ZogyOptions()) -> ZogyResult:
     """ZOGY with each image's :class:`~astrid_assets.science.psf.field.PSFField`: one pass, or tiles where a PSF varies.
 
     When neither PSF varies this is :func:`~astrid_assets.science.subtraction.zogy.zogy` with the frame
-    PSFs (the flux ratio fitted by PSF photometry of ``flux_ratio_stars`` when None). Otherwise the
-    flux ratio is fitted once from large-aperture photometry (:func:`aperture_flux_ratio`, radius 3 ×
-    the largest FWHM) and :func:`zogy_tiled` differences the frame with the PSFs at each node.
-    ``psf_error`` as for :func:`~astrid_assets.science.subtraction.zogy.zogy`, calibrated at the fields'
-    stars (the reference's first; SEP detections on ``ref`` when neither has 3). With
+    PSFs (the flux ratio fitted by PSF photometry of ``options.flux_ratio_stars`` when None). Otherwise
+    the flux ratio is fitted once from large-aperture photometry (:func:`aperture_flux_ratio`, radius 3 ×
+    the largest FWHM) and :func:`zogy_tiled` differences the frame with the PSFs at each node. The
+    PSF-model error is calibrated at ``options.psf_error_stars``, else the fields' stars (the
+    reference's first), else SEP detections on ``ref`` when neither has 3. With
     ``psf_error="auto"`` the tiled result is kept only when its
     calibrated PSF-model error ε is below the one-pass result's: the model that leaves less at the
     stars wins, and a tie keeps the frame PSFs (on the real ESO 085-030 pair, whose FWHM changes by
     26 % over the frame in both images, the tiles' PSFs, each from fewer stars, left 8 candidates
     at stars where one pass leaves 4; ε is 0 for both). The result's ``varying_psf`` says which was done.
+
+    Parameters
+    ----------
+    new, ref : SubtractionImage
+        The pair on one grid, each ``psf`` a :class:`~astrid_assets.science.psf.field.PSFField` (mask
+        ``new.mask | ref.mask``; otherwise as for :func:`~astrid_assets.science.subtraction.zogy.zogy`).
+    options : ZogyOptions, default ZogyOptions()
+        The knobs of both passes (:class:`~astrid_assets.science.subtraction.inputs.ZogyOptions`); the
+        pipeline sets ``psf_error="auto"``.
+
+    Returns
+    -------
+    ZogyResult
+        The one pass's result, or the tiled one (``varying_psf`` True, ``parts["P_D_tiles"]``).
     """
-    star_xy = next((f.star_xy for f in (ref_field, new_field) if len(f.star_xy) >= 3), None)
+    new_field, ref_field = new.psf, ref.psf
+    star_xy = options.psf_error_stars
     if star_xy is None:
-        star_xy = star_catalogue(ref, 0.0, ref_sigma, mask, n=300)[:, :2]
-    one_pass = zogy(new, ref, new_field.constant, ref_field.constant, new_sigma, ref_sigma, new_var, ref_var,
-                    flux_ratio, astrometric_sigma, backend, mask=mask, psf_error=psf_error, star_xy=star_xy,
-                    flux_ratio_stars=flux_ratio_stars)
+        star_xy = next((f.star_xy for f in (ref_field, new_field) if len(f.star_xy) >= 3), None)
+    if star_xy is None:
+        star_xy = star_catalogue(ref.image, 0.0, ref.sigma, pair_mask(new, ref), n=300)[:, :2]
+    options = replace(options, psf_error_stars=star_xy)
+    one_pass = zogy(replace(new, psf=new_field.constant), replace(ref, psf=ref_field.constant), options)
     if not (new_field.varies or ref_field.varies):
         return one_pass
-    flux_ratio_err = 0.0
-    if flux_ratio is None:
+    if options.flux_ratio is None:
         widths = [f.fwhm_plane[0] + 0.5 * f.fwhm_range for f in (new_field, ref_field)]
-        flux_ratio, flux_ratio_err, _ = aperture_flux_ratio(
-            new, ref, new_sigma**2 if new_var is None else new_var, ref_sigma**2 if ref_var is None else ref_var,
-            star_xy, 3.0 * max(widths), mask)
-    def psf_at(which: PSFField):
-        """``(x, y) -> stamp``: the field's PSFs at the tile nodes, evaluated together; elsewhere
-        :meth:`~astrid_assets.science.psf.field.PSFField.at`."""
-        grid_x, grid_y = (grid.ravel() for grid in np.meshgrid(tile_nodes(new.shape[1]), tile_nodes(new.shape[0])))
-        stamps = dict(zip(zip(grid_x.tolist(), grid_y.tolist(), strict=True), which.at_many(grid_x, grid_y),
-                          strict=True))
-        return lambda x, y: stamps[(x, y)] if (x, y) in stamps else which.at(x, y)
-
-    result = zogy_tiled(new, ref, psf_at(new_field), psf_at(ref_field), new_sigma, ref_sigma, new_var, ref_var,
-                        flux_ratio, flux_ratio_err, astrometric_sigma, backend, mask=mask, psf_error=psf_error,
-                        star_xy=star_xy)
-    if psf_error == "auto" and result.psf_error >= one_pass.psf_error:
+        ratio, ratio_err, _ = aperture_flux_ratio(
+            new.image, ref.image, new.sigma**2 if new.variance is None else new.variance,
+            ref.sigma**2 if ref.variance is None else ref.variance, star_xy, 3.0 * max(widths), pair_mask(new, ref))
+        options = replace(options, flux_ratio=ratio, flux_ratio_err=ratio_err)
+    result = zogy_tiled(new, ref, options)
+    if options.psf_error == "auto" and result.psf_error >= one_pass.psf_error:
         return one_pass  # the tiles' PSF models leave no less error at the stars than the frame PSFs
     return replace(result, varying_psf=True)

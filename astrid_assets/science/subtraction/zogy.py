@@ -16,13 +16,15 @@ References
 
 Conventions
 -----------
-* ``new`` and ``ref`` are background-subtracted images in electrons (e-) on the same pixel
-  grid (see :mod:`astrid_assets.science.astrometry.register`), indexed ``[y, x]``, 0-based.
+* ``new`` and ``ref`` are :class:`~astrid_assets.science.subtraction.inputs.SubtractionImage`: background-subtracted
+  images in electrons (e-) on the same pixel grid (see :mod:`astrid_assets.science.astrometry.register`), indexed
+  ``[y, x]``, 0-based, each with its PSF, noise, variance and mask; the knobs are a
+  :class:`~astrid_assets.science.subtraction.inputs.ZogyOptions`.
 * PSFs are odd-sized stamps centred on their central pixel (any sum; they are normalised).
 * ``flux_ratio`` is ``F_n / F_r``: the counts a source gives in the new image per count in
   the reference (``10**(0.4 (zp_new − zp_ref))`` for photometric zero points ``zp``). We set
   ``F_r = 1`` and ``F_n = flux_ratio``.
-* ``new_sigma`` / ``ref_sigma`` are the background noise (e- rms per pixel) used in the
+* ``new.sigma`` / ``ref.sigma`` are the background noise (e- rms per pixel) used in the
   filters; the variance maps (e-², background + source Poisson + read noise) enter only
   the ``S_corr`` normalisation and the difference-image noise map.
 * ``difference`` is ``D`` rescaled to new-image electrons: a transient of ``c`` e- in the
@@ -31,8 +33,8 @@ Conventions
 FFT convolutions are periodic: a source within a kernel radius of one edge leaks into the
 opposite edge band, so detections within ``edge`` pixels of the border must be flagged (as
 :func:`astrid_assets.science.detection.candidates.detect_candidates` does). Pixels that are non-finite or
-flagged ``UNUSABLE`` in ``mask`` are filled from their usable neighbours in both images and
-their variance maps (:func:`sanitise_pair`), and reported as 0 in the outputs.
+flagged ``UNUSABLE`` in the pair's mask (``new.mask | ref.mask``) are filled from their usable neighbours in
+both images and their variance maps (:func:`sanitise_pair`), and reported as 0 in the outputs.
 
 Beyond the paper
 ----------------
@@ -55,7 +57,7 @@ Beyond the paper
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,7 +65,7 @@ import scipy.fft as sfft
 
 from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
 from astrid_assets.science.psf.field import calibrate_psf_error, with_psf_error
-from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
+from astrid_assets.science.psf.model import as_psf_image, measure_fwhm
 from astrid_assets.science.subtraction.fft_backends import (
     NumpyBackend,
     TorchBackend,
@@ -71,12 +73,12 @@ from astrid_assets.science.subtraction.fft_backends import (
     select_backend,
 )
 from astrid_assets.science.subtraction.image_pair import (
-    BACKGROUND_MODELS,
     background_plane,
     odd_common_stamps,
     robust_std,
     sanitise_pair,
 )
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions, pair_mask
 
 __all__ = ["ZogyResult", "zogy"]
 
@@ -106,16 +108,16 @@ class ZogyResult:
     F_S : float
         Flux normalisation of ``S`` (eq. 42); ``S · F_n / F_S`` is the PSF flux in new e-.
     flux_ratio, flux_ratio_err : float
-        ``F_n / F_r`` used (and its error, 0 if given).
+        ``F_n / F_r`` used and its error (the fit's; for a given ratio ``ZogyOptions.flux_ratio_err`` or 0).
     psf_fwhm : float
         FWHM of ``P_D``, px (of the pixelised stamp, :func:`~astrid_assets.science.psf.empirical.measure_fwhm`).
     s_corr_std : float
         Robust (1.4826 × MAD) standard deviation of ``S_corr`` over usable pixels,
         measured before any renormalisation.
     s_corr_scale : float
-        Factor ``S_corr`` was divided by (1.0 unless ``renormalise=True``).
+        Factor ``S_corr`` was divided by (1.0 unless ``ZogyOptions.renormalise``).
     mask : numpy.ndarray
-        uint16 mask on the output grid (the input mask; non-finite input → ``NO_DATA``).
+        uint16 mask on the output grid (``new.mask | ref.mask``; non-finite input → ``NO_DATA``).
     backend : str
         ``"numpy"`` or ``"torch-cuda"`` / ``"torch-cpu"``.
     psf_error : float
@@ -125,7 +127,7 @@ class ZogyResult:
         Whether the PSFs varied over the frame and tiles were differenced
         (:mod:`~astrid_assets.science.subtraction.tiles`).
     parts : dict or None
-        With ``keep_parts=True``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
+        With ``ZogyOptions.keep_parts``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
         (the variance of ``S`` before the PSF-error term, e-⁻² units of ``S²``); else None.
     """
 
@@ -258,74 +260,22 @@ def _zogy_kernels(
     )
 
 
-def zogy(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_psf: PSFModel | np.ndarray,
-    ref_psf: PSFModel | np.ndarray,
-    new_sigma: float,
-    ref_sigma: float,
-    new_var: np.ndarray | None = None,
-    ref_var: np.ndarray | None = None,
-    flux_ratio: float | None = None,
-    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
-    backend: str = "auto",
-    *,
-    mask: np.ndarray | None = None,
-    renormalise: bool = False,
-    flux_ratio_err: float | None = None,
-    background: str = "plane",
-    psf_error: float | str | None = None,
-    star_xy: np.ndarray | None = None,
-    flux_ratio_stars: np.ndarray | None = None,
-    keep_parts: bool = False,
-) -> ZogyResult:
+def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = ZogyOptions()) -> ZogyResult:
     """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
 
     Parameters
     ----------
-    new, ref : numpy.ndarray
-        Background-subtracted images on one pixel grid, e-, indexed ``[y, x]``.
-    new_psf, ref_psf : PSFModel or numpy.ndarray
-        Their PSFs (:class:`PSFModel` or odd centred stamps; normalised to unit sum here).
-    new_sigma, ref_sigma : float
-        Background noise per pixel, e- (used in the ZOGY filters); must be positive.
-    new_var, ref_var : numpy.ndarray or None, default None
-        Per-pixel variance maps, e-², including source Poisson noise; they
-        give the source-noise terms V(S_N), V(S_R) (eqs. 26–27) and the difference noise map.
-        Without them the variance is taken as uniform ``sigma²`` (no source-noise term).
-    flux_ratio : float or None, default None
-        ``F_n / F_r``; fitted with :func:`fit_flux_ratio` when None (stars from the
-        PSF models if they carry them, else SEP detections on ``ref``).
-    astrometric_sigma : tuple of float, default (0.0, 0.0)
-        Registration noise ``(σ_x, σ_y)``, px, for eqs. 30–33; zero leaves those terms out.
-    backend : str, default "auto"
-        ``"auto"`` (torch on CUDA when available, else numpy), ``"numpy"``,
-        ``"torch"`` or ``"torch-cpu"``. The numpy path never imports torch.
-    mask : numpy.ndarray or None, default None
-        uint16 combined mask of both images on this grid; ``UNUSABLE`` pixels are filled from their
-        neighbours before filtering and 0 in the outputs.
-    flux_ratio_err : float or None, default None
-        Uncertainty of a given ``flux_ratio`` (ignored when it is fitted: the fit's error is used);
-        None or 0 leaves the flux-ratio term out of ``S_corr``'s variance.
-    background : {"plane", "constant", "none"}, default "plane"
-        Differential background removed from ``D`` and ``S`` (module docstring).
-    renormalise : bool, default False
-        Divide ``S_corr`` by its measured robust standard deviation (absorbs noise
-        correlations from resampling that the variance maps do not describe).
-    psf_error : float, "auto" or None, default None
-        Relative PSF-model error ``ε``: ``ε² max(S_N S_R, 0)`` joins the variance of ``S``
-        (the residual a PSF error leaves at a source present in both images, ≈ ``ε S_N``; it
-        vanishes for a new or a vanished source). ``"auto"`` calibrates ``ε`` at bright stars
-        in both images (:func:`~astrid_assets.science.psf.field.calibrate_psf_error`); None or 0 leaves it out.
-    star_xy : numpy.ndarray or None, default None
-        ``(n, 2)`` star positions ``(x, y)``, px, for ``psf_error="auto"``; None: the PSF
-        models' stars, else SEP detections on ``ref``.
-    flux_ratio_stars : numpy.ndarray or None, default None
-        ``(n, 2)`` star positions ``(x, y)``, px, for the flux-ratio fit (e.g. the reference's stored
-        detections); None: the PSF models' stars, else SEP detections on ``ref``.
-    keep_parts : bool, default False
-        Return ``S_N``, ``S_R`` and the variance of ``S`` in ``ZogyResult.parts``.
+    new, ref : SubtractionImage
+        The new image and the reference on one pixel grid: background-subtracted pixels (e-), a
+        :class:`~astrid_assets.science.psf.model.PSFModel` or odd centred stamp each (normalised to unit
+        sum here), the background noise ``sigma`` (e-, in the filters), optional variance maps (e-²,
+        with source Poisson noise: the source-noise terms V(S_N), V(S_R) of eqs. 26–27 and the
+        difference noise map; without them the variance is uniform ``sigma²``) and masks. The mask used
+        is ``new.mask | ref.mask``: ``UNUSABLE`` pixels are filled from their neighbours before
+        filtering and are 0 in the outputs.
+    options : ZogyOptions, default ZogyOptions()
+        Flux ratio (fitted with :func:`fit_flux_ratio` when None), astrometric noise, back end,
+        differential background, PSF-model error, renormalisation (:class:`ZogyOptions`).
 
     Returns
     -------
@@ -335,95 +285,68 @@ def zogy(
     Raises
     ------
     ValueError
-        Images of different shapes, a non-positive or non-finite ``flux_ratio``, a
-        non-positive ``new_sigma`` / ``ref_sigma``, an unknown ``backend`` or even-sided PSFs.
+        Images of different shapes, a fitted flux ratio that is not positive and finite, or even-sided PSFs.
     FluxRatioError
-        When ``flux_ratio`` is None and cannot be fitted.
+        When ``options.flux_ratio`` is None and cannot be fitted.
     """
-    new, ref, new_var, ref_var, bad, out_mask = sanitise_pair(new, ref, new_var, ref_var, mask)
-    if flux_ratio is None:
+    new_image, ref_image, new_var, ref_var, bad, out_mask = sanitise_pair(new.image, ref.image, new.variance,
+                                                                           ref.variance, pair_mask(new, ref))
+    if options.flux_ratio is None:
+        stars = options.flux_ratio_stars
         fit = fit_flux_ratio(
-            new,
-            ref,
-            new_psf,
-            ref_psf,
-            new_sigma**2 if new_var is None else np.where(bad, np.inf, new_var),
-            ref_sigma**2 if ref_var is None else np.where(bad, np.inf, ref_var),
+            new_image,
+            ref_image,
+            new.psf,
+            ref.psf,
+            new.sigma**2 if new_var is None else np.where(bad, np.inf, new_var),
+            ref.sigma**2 if ref_var is None else np.where(bad, np.inf, ref_var),
             mask=None,
-            star_xy=flux_ratio_stars if flux_ratio_stars is not None else psf_star_positions(ref_psf, new_psf),
+            star_xy=stars if stars is not None else psf_star_positions(ref.psf, new.psf),
         )
-        flux_ratio, flux_ratio_err = fit.ratio, fit.ratio_err
-    else:
-        flux_ratio_err = float(flux_ratio_err or 0.0)
-    return _zogy_sanitised(
-        new, ref, new_psf, ref_psf, new_sigma, ref_sigma, new_var, ref_var, flux_ratio, flux_ratio_err,
-        astrometric_sigma, backend, bad, out_mask, renormalise=renormalise, background=background,
-        psf_error=psf_error, star_xy=star_xy, keep_parts=keep_parts,
-    )
+        options = replace(options, flux_ratio=fit.ratio, flux_ratio_err=fit.ratio_err)
+    return _zogy_sanitised(replace(new, image=new_image, variance=new_var),
+                           replace(ref, image=ref_image, variance=ref_var), options, bad, out_mask)
 
 
 def _zogy_sanitised(
-    new: np.ndarray,
-    ref: np.ndarray,
-    new_psf: PSFModel | np.ndarray,
-    ref_psf: PSFModel | np.ndarray,
-    new_sigma: float,
-    ref_sigma: float,
-    new_var: np.ndarray | None,
-    ref_var: np.ndarray | None,
-    flux_ratio: float,
-    flux_ratio_err: float,
-    astrometric_sigma: tuple[float, float],
-    backend: str,
+    new: SubtractionImage,
+    ref: SubtractionImage,
+    options: ZogyOptions,
     bad: np.ndarray,
     out_mask: np.ndarray,
-    *,
-    renormalise: bool = False,
-    background: str = "plane",
-    psf_error: float | str | None = None,
-    star_xy: np.ndarray | None = None,
-    keep_parts: bool = False,
     score_std: bool = True,
 ) -> ZogyResult:
     """:func:`zogy` on a pair already through :func:`sanitise_pair`, with a given flux ratio.
 
-    ``new``, ``ref``, ``new_var``, ``ref_var`` are the filled float32 arrays, ``bad`` and ``out_mask``
-    the unusable pixels and output mask :func:`sanitise_pair` returned for them (or cut-outs of all
-    six on one box, as :func:`~astrid_assets.science.subtraction.tiles.zogy_tiled` passes);
-    ``flux_ratio_err`` is a float (0: no flux-ratio term). ``score_std=False`` leaves the robust
-    standard deviation of ``S_corr`` unmeasured (``s_corr_std`` NaN; ``renormalise`` then does
-    nothing). The other arguments and the result are :func:`zogy`'s.
+    ``new.image``, ``ref.image`` and their variances are the filled float32 arrays, ``bad`` and
+    ``out_mask`` the unusable pixels and output mask :func:`sanitise_pair` returned for them (or
+    cut-outs of all six on one box, as :func:`~astrid_assets.science.subtraction.tiles.zogy_tiled`
+    passes); the images' masks are not read. ``options.flux_ratio`` must be given.
+    ``score_std=False`` leaves the robust standard deviation of ``S_corr`` unmeasured (``s_corr_std``
+    NaN; ``renormalise`` then does nothing). The result is :func:`zogy`'s.
     """
-    shape = new.shape
-    if background not in BACKGROUND_MODELS:
-        raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {background!r}")
-    if not (np.isfinite(flux_ratio) and flux_ratio > 0):
-        raise ValueError(f"flux_ratio must be positive and finite, got {flux_ratio}")
-    if not (new_sigma > 0 and ref_sigma > 0):
-        raise ValueError(f"new_sigma and ref_sigma must be positive, got {new_sigma}, {ref_sigma}")
-    engine = select_backend(backend)
-    kernels = _zogy_kernels(
-        engine,
-        as_psf_image(new_psf),
-        as_psf_image(ref_psf),
-        shape,
-        float(new_sigma),
-        float(ref_sigma),
-        float(flux_ratio),
-    )
-    with_parts = keep_parts or (psf_error is not None and psf_error != 0)
+    flux_ratio, psf_error = options.flux_ratio, options.psf_error
+    if flux_ratio is None:
+        raise ValueError("options.flux_ratio must be given for a sanitised pair")
+    flux_ratio_err = float(options.flux_ratio_err or 0.0)
+    new_sigma, ref_sigma = float(new.sigma), float(ref.sigma)
+    engine = select_backend(options.backend)
+    kernels = _zogy_kernels(engine, as_psf_image(new.psf), as_psf_image(ref.psf), new.image.shape, new_sigma,
+                            ref_sigma, float(flux_ratio))
+    with_parts = options.keep_parts or (psf_error is not None and psf_error != 0)
     outputs = _zogy_images(
-        engine, kernels, new, ref, new_var, ref_var, float(new_sigma), float(ref_sigma), astrometric_sigma,
-        flux_ratio_err / float(flux_ratio), background, bad, with_parts,
+        engine, kernels, new.image, ref.image, new.variance, ref.variance, new_sigma, ref_sigma,
+        options.astrometric_sigma, flux_ratio_err / float(flux_ratio), options.background, bad, with_parts,
     )
     D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
     parts = {key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S")} if with_parts else None
     epsilon = 0.0
     if with_parts and psf_error is not None and psf_error != 0:
         if psf_error == "auto":
+            star_xy = options.psf_error_stars
             if star_xy is None:
-                star_xy = psf_star_positions(ref_psf, new_psf)
-            epsilon = calibrate_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], ref, ref_sigma, bad,
+                star_xy = psf_star_positions(ref.psf, new.psf)
+            epsilon = calibrate_psf_error(S, parts["V_S"], parts["S_new"], parts["S_ref"], ref.image, ref.sigma, bad,
                                           star_xy, measure_fwhm(kernels.psf_d))
         else:
             epsilon = float(psf_error)
@@ -432,7 +355,7 @@ def _zogy_sanitised(
     for image in (D, S, S_corr):
         image[bad] = 0.0
     s_corr_std = robust_std(S_corr, ~bad) if score_std else float("nan")
-    scale = s_corr_std if renormalise and np.isfinite(s_corr_std) and s_corr_std > 0 else 1.0
+    scale = s_corr_std if options.renormalise and np.isfinite(s_corr_std) and s_corr_std > 0 else 1.0
     if scale != 1.0:
         S_corr /= np.float32(scale)
     to_electrons = np.float32(flux_ratio / kernels.f_d)
@@ -446,14 +369,14 @@ def _zogy_sanitised(
         F_D=kernels.f_d,
         F_S=kernels.f_s,
         flux_ratio=float(flux_ratio),
-        flux_ratio_err=float(flux_ratio_err),
+        flux_ratio_err=flux_ratio_err,
         psf_fwhm=measure_fwhm(kernels.psf_d),
         s_corr_std=s_corr_std,
         s_corr_scale=float(scale),
         mask=out_mask,
         backend=engine.name,
         psf_error=float(epsilon),
-        parts=parts if keep_parts else None,
+        parts=parts if options.keep_parts else None,
     )
 
 

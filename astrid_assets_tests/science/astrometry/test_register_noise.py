@@ -36,6 +36,7 @@ from astrid_assets.science.astrometry.residuals import measure_registration_resi
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import robust_std, zogy
 from astrid_assets_tests.science import scenes
 
@@ -96,17 +97,9 @@ def _difference(pixel_scale: float, seed: int = 7):
     new_psf = estimate_psf(registered.image, 0.0, new_sigma, registered.mask)
     ref_psf = estimate_psf(reference.image, reference.background, reference.background_rms)
     result = zogy(
-        registered.image,
-        ref_image,
-        new_psf,
-        ref_psf,
-        new_sigma,
-        reference.background_rms,
-        registered.variance,
-        reference.variance,
-        mask=registered.mask | reference.mask,
-        astrometric_sigma=(residuals.rms_x, residuals.rms_y),
-        backend="numpy",
+        SubtractionImage(registered.image, new_psf, new_sigma, registered.variance, registered.mask),
+        SubtractionImage(ref_image, ref_psf, reference.background_rms, reference.variance, reference.mask),
+        ZogyOptions(astrometric_sigma=(residuals.rms_x, residuals.rms_y), backend="numpy"),
     )
     candidates = detect_candidates(
         result.S_corr,
@@ -162,16 +155,10 @@ def test_resampled_variance_is_noise_power_per_area_not_per_pixel_variance(pixel
     per_pixel = np.nanstd(registered.image) / np.sqrt(np.nanmedian(registered.variance))
     assert per_pixel == pytest.approx(1.09 if pixel_scale < 1 else 0.70, abs=0.02)
     result = zogy(
-        registered.image,
-        rng.normal(0.0, ref_sigma, SHAPE).astype(np.float32),
-        render_psf(NEW_FWHM, 25, "moffat"),
-        render_psf(REF_FWHM, 25, "moffat"),
-        sigma * np.sqrt(area),
-        ref_sigma,
-        registered.variance,
-        np.full(SHAPE, ref_sigma**2, np.float32),
-        flux_ratio=1.0,
-        backend="numpy",
-        mask=registered.mask,
+        SubtractionImage(registered.image, render_psf(NEW_FWHM, 25, "moffat"), sigma * np.sqrt(area),
+                         registered.variance, registered.mask),
+        SubtractionImage(rng.normal(0.0, ref_sigma, SHAPE).astype(np.float32), render_psf(REF_FWHM, 25, "moffat"),
+                         ref_sigma, np.full(SHAPE, ref_sigma**2, np.float32)),
+        ZogyOptions(flux_ratio=1.0, backend="numpy"),
     )
     assert result.s_corr_std == pytest.approx(1.0, abs=0.03)

@@ -25,6 +25,7 @@ from astrid_assets.science.injection.inject import completeness, inject_sources,
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.model import ShiftablePSF
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
@@ -60,15 +61,9 @@ def inject_and_detect(new_fwhm, ref_fwhm, snr, seed):
     new_psf = estimate_psf(injected.image, pair.new.background, pair.new.background_rms)
     ref_psf = estimate_psf(pair.ref.image, pair.ref.background, pair.ref.background_rms)
     result = zogy(
-        injected.image - pair.new.background,
-        pair.ref.image - pair.ref.background,
-        new_psf,
-        ref_psf,
-        pair.new.background_rms,
-        pair.ref.background_rms,
-        injected.variance,
-        pair.ref.variance,
-        backend="numpy",
+        SubtractionImage(injected.image - pair.new.background, new_psf, pair.new.background_rms, injected.variance),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_psf, pair.ref.background_rms, pair.ref.variance),
+        ZogyOptions(backend="numpy"),
     )
     candidates = detect_candidates(
         result.S_corr,

@@ -36,6 +36,7 @@ from astrid_assets.science.detection import (
     detect_candidates,
 )
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 from astrid_assets_tests.science.frame_scenes import identity_masters
@@ -49,17 +50,11 @@ PSF_SIZE = 31  # PSF stamps into ZOGY: P_D has this side, half-size 15
 def subtract(pair: scenes.Pair, mask: np.ndarray):
     """ZOGY with the true PSFs (31-px stamps) and the combined mask, then detection."""
     result = zogy(
-        pair.new.image - pair.new.background,
-        pair.ref.image - pair.ref.background,
-        render_psf(NEW_FWHM, PSF_SIZE, "moffat"),
-        render_psf(REF_FWHM, PSF_SIZE, "moffat"),
-        pair.new.background_rms,
-        pair.ref.background_rms,
-        pair.new.variance,
-        pair.ref.variance,
-        flux_ratio=1.0,
-        backend="numpy",
-        mask=mask,
+        SubtractionImage(pair.new.image - pair.new.background, render_psf(NEW_FWHM, PSF_SIZE, "moffat"),
+                         pair.new.background_rms, pair.new.variance, mask),
+        SubtractionImage(pair.ref.image - pair.ref.background, render_psf(REF_FWHM, PSF_SIZE, "moffat"),
+                         pair.ref.background_rms, pair.ref.variance, mask),
+        ZogyOptions(flux_ratio=1.0, backend="numpy"),
     )
     candidates = detect_candidates(
         result.S_corr, result.difference, result.difference_var, result.mask, None, result.psf_fwhm,

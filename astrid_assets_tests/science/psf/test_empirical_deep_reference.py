@@ -39,6 +39,7 @@ import pytest
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
@@ -81,16 +82,9 @@ def test_deep_reference_leaves_no_false_candidates_at_bright_stars() -> None:
     pair = deep_pair(seed=2, flux_range=(1e4, 1e7))
     new_psf, ref_psf = estimate(pair.new), estimate(pair.ref)
     result = zogy(
-        pair.new.image - pair.new.background,
-        pair.ref.image - pair.ref.background,
-        new_psf,
-        ref_psf,
-        pair.new.background_rms,
-        pair.ref.background_rms,
-        pair.new.variance,
-        pair.ref.variance,
-        flux_ratio=None,  # fitted from the PSF stars
-        backend="numpy",
+        SubtractionImage(pair.new.image - pair.new.background, new_psf, pair.new.background_rms, pair.new.variance),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_psf, pair.ref.background_rms, pair.ref.variance),
+        ZogyOptions(flux_ratio=None, backend="numpy"),  # the flux ratio fitted from the PSF stars
     )
     candidates = detect_candidates(
         result.S_corr,

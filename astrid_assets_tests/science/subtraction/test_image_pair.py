@@ -16,6 +16,7 @@ import pytest
 
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.psf.profiles import render_psf
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
@@ -30,9 +31,9 @@ def pair():
 def subtract(pair, new_extra=0.0, **options):
     new = pair.new.image - np.float32(pair.new.background) + np.float32(new_extra)
     ref = pair.ref.image - np.float32(pair.ref.background)
-    return zogy(new, ref, render_psf(NEW_FWHM, 25, "moffat"), render_psf(REF_FWHM, 25, "moffat"),
-                pair.new.background_rms, pair.ref.background_rms, pair.new.variance, pair.ref.variance,
-                backend="numpy", **options)
+    return zogy(SubtractionImage(new, render_psf(NEW_FWHM, 25, "moffat"), pair.new.background_rms, pair.new.variance),
+                SubtractionImage(ref, render_psf(REF_FWHM, 25, "moffat"), pair.ref.background_rms, pair.ref.variance),
+                ZogyOptions(backend="numpy", **options))
 
 
 @pytest.mark.parametrize("offset_sigma", [0.05, 0.1])

@@ -24,6 +24,8 @@ The FWHM plane comes out 1.48–1.50 px per frame width (true 1.5). On frames wh
 vary the result is the constant-PSF ZOGY's, bit for bit.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -35,6 +37,7 @@ from astrid_assets.science.pipeline import difference_frame, find_candidates
 from astrid_assets.science.products import CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import estimate_psf_field, with_psf_error
+from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import blend_stamps, zogy_field
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
@@ -50,8 +53,9 @@ def fields(frame: scenes.Frame, image: np.ndarray | None = None):
 def difference(scene: scenes.VaryingPair, image: np.ndarray, new_field, ref_field):
     pair = scene.pair
     return zogy_field(
-        image - pair.new.background, pair.ref.image - pair.ref.background, new_field, ref_field,
-        pair.new.background_rms, pair.ref.background_rms, pair.new.variance, pair.ref.variance, backend="numpy",
+        SubtractionImage(image - pair.new.background, new_field, pair.new.background_rms, pair.new.variance),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_field, pair.ref.background_rms, pair.ref.variance),
+        ZogyOptions(backend="numpy", psf_error="auto"),
     )
 
 
@@ -93,10 +97,11 @@ def test_constant_psf_gives_the_constant_psf_zogy() -> None:
     new_field, ref_field = fields(pair.new), fields(pair.ref)
     assert not new_field.varies and not ref_field.varies
     assert abs(new_field.fwhm_plane[1]) < 0.05 and abs(new_field.fwhm_plane[2]) < 0.05
-    args = (pair.new.image - pair.new.background, pair.ref.image - pair.ref.background)
-    noise = (pair.new.background_rms, pair.ref.background_rms, pair.new.variance, pair.ref.variance)
-    result = zogy_field(*args, new_field, ref_field, *noise, backend="numpy")
-    plain = zogy(*args, new_field.constant, ref_field.constant, *noise, backend="numpy")
+    new = SubtractionImage(pair.new.image - pair.new.background, new_field, pair.new.background_rms, pair.new.variance)
+    ref = SubtractionImage(pair.ref.image - pair.ref.background, ref_field, pair.ref.background_rms, pair.ref.variance)
+    result = zogy_field(new, ref, ZogyOptions(backend="numpy", psf_error="auto"))
+    plain = zogy(replace(new, psf=new_field.constant), replace(ref, psf=ref_field.constant),
+                 ZogyOptions(backend="numpy"))
     assert not result.varying_psf and result.psf_error == 0.0
     np.testing.assert_array_equal(result.S_corr, plain.S_corr)
     np.testing.assert_array_equal(result.difference, plain.difference)
@@ -142,9 +147,13 @@ def test_tiles_are_kept_only_where_they_leave_less_psf_error_at_the_stars() -> N
     new_field, ref_field = fields(pair.new), fields(pair.ref)
     assert new_field.varies and ref_field.varies
     result = difference(scene, pair.new.image, new_field, ref_field)
-    one_pass = zogy(pair.new.image - pair.new.background, pair.ref.image - pair.ref.background, new_field.constant,
-                    ref_field.constant, pair.new.background_rms, pair.ref.background_rms, pair.new.variance,
-                    pair.ref.variance, backend="numpy", psf_error="auto", star_xy=ref_field.star_xy)
+    one_pass = zogy(
+        SubtractionImage(pair.new.image - pair.new.background, new_field.constant, pair.new.background_rms,
+                         pair.new.variance),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_field.constant, pair.ref.background_rms,
+                         pair.ref.variance),
+        ZogyOptions(backend="numpy", psf_error="auto", psf_error_stars=ref_field.star_xy),
+    )
     assert result.varying_psf and result.psf_error < one_pass.psf_error
     candidates = detect_candidates(result.S_corr, result.difference, result.difference_var, result.mask, None,
                                    result.psf_fwhm, 5.0, difference_psf=result.P_D,

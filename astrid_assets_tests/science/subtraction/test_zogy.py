@@ -12,6 +12,7 @@ from astrid_assets.science.photometry.flux_ratio import FluxRatioError, fit_flux
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets.science.subtraction.classic import classic_subtraction
+from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets_tests.science import scenes
 
@@ -32,16 +33,9 @@ def noise_pair(shape, seed):
 def noise_zogy(shape, new_fwhm, ref_fwhm, seed):
     new, ref, new_var, ref_var = noise_pair(shape, seed)
     return zogy(
-        new,
-        ref,
-        render_psf(new_fwhm, 25, "moffat"),
-        render_psf(ref_fwhm, 25, "moffat"),
-        float(np.sqrt(new_var[0, 0])),
-        float(np.sqrt(ref_var[0, 0])),
-        new_var,
-        ref_var,
-        flux_ratio=1.0,
-        backend="numpy",
+        SubtractionImage(new, render_psf(new_fwhm, 25, "moffat"), float(np.sqrt(new_var[0, 0])), new_var),
+        SubtractionImage(ref, render_psf(ref_fwhm, 25, "moffat"), float(np.sqrt(ref_var[0, 0])), ref_var),
+        ZogyOptions(flux_ratio=1.0, backend="numpy"),
     )
 
 
@@ -121,15 +115,9 @@ def run_zogy(pair, new_image=None, new_var=None, source_noise=True, psf_size=25,
     ref_psf = estimate_psf(pair.ref.image, pair.ref.background, pair.ref.background_rms, size=psf_size)
     variances = (new_var, pair.ref.variance) if source_noise else (None, None)
     return zogy(
-        new_image - pair.new.background,
-        pair.ref.image - pair.ref.background,
-        new_psf,
-        ref_psf,
-        pair.new.background_rms,
-        pair.ref.background_rms,
-        *variances,
-        backend="numpy",
-        **kwargs,
+        SubtractionImage(new_image - pair.new.background, new_psf, pair.new.background_rms, variances[0]),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_psf, pair.ref.background_rms, variances[1]),
+        ZogyOptions(backend="numpy", **kwargs),
     )
 
 
@@ -219,7 +207,8 @@ def test_masked_pixels_are_zeroed_and_flagged() -> None:
     mask = np.zeros(new.shape, np.uint16)
     mask[50, 60] = masks.SATURATED
     psf = render_psf(3.0, 25, "moffat")
-    result = zogy(new, ref, psf, psf, 20.6, 6.6, new_var, ref_var, flux_ratio=1.0, backend="numpy", mask=mask)
+    result = zogy(SubtractionImage(new, psf, 20.6, new_var, mask), SubtractionImage(ref, psf, 6.6, ref_var),
+                  ZogyOptions(flux_ratio=1.0, backend="numpy"))
     assert result.mask[100, 100] & masks.NO_DATA
     assert result.mask[50, 60] & masks.SATURATED
     assert np.all(np.isfinite(result.S_corr))
@@ -230,9 +219,9 @@ def test_torch_backend_matches_numpy() -> None:
     """The torch path (run here on the CPU; on CUDA in production) gives the numpy answer."""
     new, ref, new_var, ref_var = noise_pair((256, 256), seed=4)
     new_psf, ref_psf = render_psf(2.5, 25, "moffat"), render_psf(4.0, 25, "moffat")
-    args = (new, ref, new_psf, ref_psf, 20.6, 6.6, new_var, ref_var, 1.0, (0.05, 0.05))
-    cpu = zogy(*args, backend="numpy")
-    torch_cpu = zogy(*args, backend="torch-cpu")
+    images = (SubtractionImage(new, new_psf, 20.6, new_var), SubtractionImage(ref, ref_psf, 6.6, ref_var))
+    cpu = zogy(*images, ZogyOptions(flux_ratio=1.0, astrometric_sigma=(0.05, 0.05), backend="numpy"))
+    torch_cpu = zogy(*images, ZogyOptions(flux_ratio=1.0, astrometric_sigma=(0.05, 0.05), backend="torch-cpu"))
     assert torch_cpu.backend == "torch-cpu"
     for name in ("D", "S", "S_corr", "difference_var"):
         a, b = getattr(cpu, name), getattr(torch_cpu, name)
@@ -250,13 +239,9 @@ def test_classic_subtraction_finds_transient_with_unit_variance_score(method, ne
     new_psf = estimate_psf(pair.new.image, pair.new.background, pair.new.background_rms)
     ref_psf = estimate_psf(pair.ref.image, pair.ref.background, pair.ref.background_rms)
     result = classic_subtraction(
-        pair.new.image - pair.new.background,
-        pair.ref.image - pair.ref.background,
-        new_psf,
-        ref_psf,
-        pair.new.variance,
-        pair.ref.variance,
-        method=method,
+        SubtractionImage(pair.new.image - pair.new.background, new_psf, pair.new.background_rms, pair.new.variance),
+        SubtractionImage(pair.ref.image - pair.ref.background, ref_psf, pair.ref.background_rms, pair.ref.variance),
+        ClassicOptions(method=method),
     )
     assert result.flux_ratio == pytest.approx(1.0, abs=0.02)
     assert result.convolved == ("new" if new_fwhm < ref_fwhm else "ref")
