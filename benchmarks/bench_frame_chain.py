@@ -13,7 +13,7 @@ every code version starts from the same pixels. Each timed run is a child proces
 code of one checkout (``PYTHONPATH``), runs and versions alternate (new, baseline, new, …), and each
 child reports the median over its frames of:
 
-* ``calibrate`` — ``calibrate_frame`` (and ``measure_frame`` where the code has it: the frame's stars
+* ``calibrate`` — ``calibrate_frame`` (and ``measurements.measure_frame`` where the code has it: the frame's stars
   and PSF are measured once, at calibration);
 * ``difference`` — ``difference_frame`` against the field's reference as the assets store it (built
   and, where the code measures references, measured before timing): registration, PSF, ZOGY;
@@ -73,10 +73,15 @@ def child(data_path: str) -> dict:
         from astrid_assets.science.masters import build_masters
         from astrid_assets.science.quality import measure_quality
     from astrid_assets.science import pipeline
+
+    try:
+        from astrid_assets.science import measurements
+    except ImportError:  # code from before frames and references carried their measurements
+        measurements = None
     from astrid_assets.science.products import CalibratedFrame
 
-    measure_frame = getattr(pipeline, "measure_frame", lambda frame: frame)
-    measure_reference = getattr(pipeline, "measure_reference", lambda reference: reference)
+    measure_frame = getattr(measurements, "measure_frame", lambda frame: frame)
+    measure_reference = getattr(measurements, "measure_reference", lambda reference: reference)
     reuse = "like" in injection_recovery.__code__.co_varnames
 
     nights = pickle.loads(Path(data_path).read_bytes())

@@ -36,8 +36,8 @@ import scipy.fft
 from astrid_assets.defs.calibration import archive_reduced
 from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.frames.files import read_frame
-from astrid_assets.science.pipeline import PSF_STAR_LIMITS
 from astrid_assets.science.psf.field import estimate_psf_field
+from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 

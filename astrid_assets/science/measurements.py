@@ -1,5 +1,6 @@
-"""What an image's stars and PSF are, stored with the image: FITS extensions for a star catalogue, a
-PSF model and a PSF field.
+"""An image's stars and PSF, measured once and stored with the image: :func:`measure_frame` (when a
+frame is calibrated), :func:`measure_reference` (when a reference is built), and their FITS
+extensions for a star catalogue, a PSF model and a PSF field.
 
 A calibrated frame carries the star catalogue (``STARS``) and PSF (``PSF``, ``PSFSTARS``) measured
 once when it was calibrated; a reference carries its catalogue and its PSF field (``PSF`` with the
@@ -11,15 +12,25 @@ grid (pixel ``[j, i]`` centred at ``(x, y) = (i, j)``); fluxes in the image's un
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from astrid_assets.science.psf.field import PSFField
-from astrid_assets.science.psf.model import PSFModel
-from astrid_assets.science.sources import STARS_COLUMNS
+from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.field import PSFField, estimate_psf_field
+from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
+from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
+from astrid_assets.science.sources import STARS_COLUMNS, Sources
+
+if TYPE_CHECKING:  # the products import this module to store what it measures
+    from astrid_assets.science.products import CalibratedFrame, Reference
 
 __all__ = [
+    "measure_frame",
+    "measure_reference",
     "stars_hdu",
     "stars_from",
     "psf_model_hdus",
@@ -27,6 +38,58 @@ __all__ = [
     "psf_field_hdus",
     "psf_field_from",
 ]
+
+
+def measure_frame(frame: CalibratedFrame) -> CalibratedFrame:
+    """The frame with its star catalogue and PSF, measured once (when it is calibrated) and stored with it.
+
+    One SEP extraction at 5σ of ``science − background`` (noise ``background_rms``) gives the
+    catalogue (:class:`~astrid_assets.science.sources.Sources`); the PSF is estimated from it
+    (:func:`~astrid_assets.science.psf.empirical.estimate_psf` with
+    :data:`~astrid_assets.science.psf.stars.PSF_STAR_LIMITS`). Reference building (zero points), the
+    first registration check and the injection check reuse both.
+
+    Parameters
+    ----------
+    frame : CalibratedFrame
+        The calibrated frame (e-, sky included).
+
+    Returns
+    -------
+    CalibratedFrame
+        A copy with ``stars`` and ``psf`` (None when the PSF cannot be estimated: too few stars).
+    """
+    sources = Sources.extract(frame.science, frame.background, frame.background_rms, frame.mask)
+    try:
+        psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
+                           objects=sources.objects, **PSF_STAR_LIMITS)
+    except PSFError:
+        psf = None
+    return replace(frame, stars=sources.objects, psf=psf)
+
+
+def measure_reference(reference: Reference) -> Reference:
+    """The reference with its star catalogue and PSF field, measured once (when it is built); as it is if
+    it carries them already.
+
+    Detections at 5σ with the noise :attr:`~astrid_assets.science.products.Reference.sky_sigma`; the PSF
+    field (:func:`~astrid_assets.science.psf.field.estimate_psf_field`) around the co-add's own PSF stamp.
+
+    Parameters
+    ----------
+    reference : Reference
+
+    Returns
+    -------
+    Reference
+    """
+    if reference.stars is not None and reference.psf_field is not None:
+        return reference
+    sources = reference.sources
+    psf_field = estimate_psf_field(
+        reference.image, 0.0, reference.sky_sigma, reference.mask, size=reference.psf.shape[0],
+        constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0), sources=sources, **PSF_STAR_LIMITS)
+    return replace(reference, stars=sources.objects, psf_field=psf_field)
 
 
 def stars_hdu(objects: np.ndarray, name: str = "STARS") -> fits.BinTableHDU:

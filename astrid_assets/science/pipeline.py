@@ -39,10 +39,12 @@ from astrid_assets.science.astrometry.residuals import (
 )
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.detection.stamps import cut_stamps
+from astrid_assets.science.measurements import measure_reference
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import PSFField, estimate_psf_field
-from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
+from astrid_assets.science.psf.model import PSFError, PSFModel
+from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
 from astrid_assets.science.sources import Sources, star_positions
 from astrid_assets.science.subtraction.classic import classic_subtraction
@@ -50,9 +52,6 @@ from astrid_assets.science.subtraction.inputs import ClassicOptions, Subtraction
 from astrid_assets.science.subtraction.tiles import zogy_field
 
 __all__ = [
-    "PSF_STAR_LIMITS",
-    "measure_frame",
-    "measure_reference",
     "pointing_offset",
     "on_reference_sky",
     "build_reference",
@@ -61,62 +60,6 @@ __all__ = [
     "difference_frame",
     "find_candidates",
 ]
-
-#: PSF stars: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a sparse field
-#: at high latitude holds only a handful of stars above the estimator's stricter defaults.
-PSF_STAR_LIMITS = {"min_snr": 15.0, "min_stars": 3}
-
-
-def measure_frame(frame: CalibratedFrame) -> CalibratedFrame:
-    """The frame with its star catalogue and PSF, measured once (when it is calibrated) and stored with it.
-
-    One SEP extraction at 5σ of ``science − background`` (noise ``background_rms``) gives the
-    catalogue (:class:`~astrid_assets.science.sources.Sources`); the PSF is estimated from it
-    (:func:`~astrid_assets.science.psf.empirical.estimate_psf` with :data:`PSF_STAR_LIMITS`). Reference
-    building (zero points), the first registration check and the injection check reuse both.
-
-    Parameters
-    ----------
-    frame : CalibratedFrame
-        The calibrated frame (e-, sky included).
-
-    Returns
-    -------
-    CalibratedFrame
-        A copy with ``stars`` and ``psf`` (None when the PSF cannot be estimated: too few stars).
-    """
-    sources = Sources.extract(frame.science, frame.background, frame.background_rms, frame.mask)
-    try:
-        psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
-                           objects=sources.objects, **PSF_STAR_LIMITS)
-    except PSFError:
-        psf = None
-    return replace(frame, stars=sources.objects, psf=psf)
-
-
-def measure_reference(reference: Reference) -> Reference:
-    """The reference with its star catalogue and PSF field, measured once (when it is built); as it is if
-    it carries them already.
-
-    Detections at 5σ with the noise :attr:`~astrid_assets.science.products.Reference.sky_sigma`; the PSF
-    field (:func:`~astrid_assets.science.psf.field.estimate_psf_field`) around the co-add's own PSF stamp.
-
-    Parameters
-    ----------
-    reference : Reference
-
-    Returns
-    -------
-    Reference
-    """
-    if reference.stars is not None and reference.psf_field is not None:
-        return reference
-    sources = reference.sources
-    psf_field = estimate_psf_field(
-        reference.image, 0.0, reference.sky_sigma, reference.mask, size=reference.psf.shape[0],
-        constant=PSFModel(reference.psf, measure_fwhm(reference.psf), 0), sources=sources, **PSF_STAR_LIMITS)
-    return replace(reference, stars=sources.objects, psf_field=psf_field)
-
 
 def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[CalibratedFrame, str]:
     """The frame with a WCS on the reference's grid, and how it was registered (``wcs`` or ``star-pattern``).

@@ -174,7 +174,8 @@ class CalibratedFrame:
 @dataclass
 class Reference:
     """A field's deep reference: background-subtracted co-add (e-), variance, mask and PSF, and its
-    stars and PSF field measured once when it was built (:func:`~astrid_assets.science.pipeline.measure_reference`)."""
+    stars and PSF field measured once when it was built
+    (:func:`~astrid_assets.science.measurements.measure_reference`)."""
 
     image: np.ndarray  #: float32 background-subtracted co-add, e- of the anchor frame, ``[y, x]``
     variance: np.ndarray  #: float32 variance of ``image``, e-²

@@ -9,7 +9,8 @@ from astropy.io import fits
 
 from astrid_assets.science.frames.files import read_extensions, to_fits_bytes
 from astrid_assets.science.injection.fakes import injection_recovery
-from astrid_assets.science.pipeline import difference_frame, find_candidates, measure_frame, measure_reference
+from astrid_assets.science.measurements import measure_frame, measure_reference
+from astrid_assets.science.pipeline import difference_frame, find_candidates
 from astrid_assets.science.products import CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets_tests.science import scenes

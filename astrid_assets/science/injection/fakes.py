@@ -23,9 +23,10 @@ import pandas as pd
 
 from astrid_assets.science import masks
 from astrid_assets.science.injection.inject import inject_sources, match_catalogues, psf_optimal_snr
-from astrid_assets.science.pipeline import PSF_STAR_LIMITS, difference_frame, find_candidates, on_reference_sky
+from astrid_assets.science.pipeline import difference_frame, find_candidates, on_reference_sky
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.sources import star_catalogue
 
 __all__ = [

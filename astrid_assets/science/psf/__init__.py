@@ -25,6 +25,7 @@ from astrid_assets.science.psf.profiles import (
     render_psf,
 )
 from astrid_assets.science.psf.stars import (
+    PSF_STAR_LIMITS,
     SEP_REJECT_FLAGS,
     cut_centred_stamps,
     isolated_among,
@@ -62,6 +63,7 @@ __all__ = [
     "profile_image_jacobian",
     "profile_images_jacobians",
     "render_psf",
+    "PSF_STAR_LIMITS",
     "SEP_REJECT_FLAGS",
     "stamp_is_clean",
     "isolated_among",

@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA
 
 __all__ = [
+    "PSF_STAR_LIMITS",
     "SEP_REJECT_FLAGS",
     "stamp_is_clean",
     "isolated_among",
@@ -23,6 +24,9 @@ __all__ = [
     "shape_cut",
 ]
 
+#: PSF stars the pipeline asks for: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a
+#: sparse field at high latitude holds only a handful of stars above the estimator's stricter defaults.
+PSF_STAR_LIMITS = {"min_snr": 15.0, "min_stars": 3}
 SEP_REJECT_FLAGS = sep.OBJ_MERGED | sep.OBJ_TRUNC
 
 
