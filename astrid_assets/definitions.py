@@ -7,7 +7,7 @@ default or production) is decided by environment variables alone; see :mod:`astr
 from dagster import Definitions, in_process_executor
 
 from astrid_assets import settings
-from astrid_assets.automation.alerts import alert_on_run_failure
+from astrid_assets.automation.alerts import alert_on_failed_nights, alert_on_run_failure
 from astrid_assets.automation.rescoring import rescore_after_new_champion
 from astrid_assets.automation.retraining import retrain_on_new_labels
 from astrid_assets.automation.schedules import nightly_schedule
@@ -55,6 +55,6 @@ defs = Definitions(
     executor=in_process_executor,
     jobs=[nightly_pipeline, build_training_dataset, train_unet],
     schedules=[nightly_schedule],
-    sensors=[retrain_on_new_labels, rescore_after_new_champion, alert_on_run_failure],
+    sensors=[retrain_on_new_labels, rescore_after_new_champion, alert_on_run_failure, alert_on_failed_nights],
     resources=default_resources(),
 )

@@ -70,6 +70,14 @@ def not_differenced(differences) -> str:
     return "  not differenced: " + ", ".join(f"{reason} {count}" for reason, count in counts.items())
 
 
+def run_failed_nights(result) -> dict[str, str]:
+    """Night → why, for the nights of the run that a gate failed (and the steps downstream skipped)."""
+    from astrid_assets.defs.nightly import failed_nights
+
+    return failed_nights(event.step_materialization_data.materialization
+                         for event in result.get_asset_materialization_events())
+
+
 def print_summary(nights: list[str], result) -> None:
     from astrid_assets import settings
     from astrid_assets.io.tables import read_nights
@@ -90,6 +98,12 @@ def print_summary(nights: list[str], result) -> None:
             f" {len(found):5d} {int((found['flags'] == 0).sum()):5d} {injection_completeness(result, night):>11}"
             + not_differenced(differences[differences.night == night])
         )
+    failed = run_failed_nights(result)
+    if failed:
+        print(f"\n{len(nights) - len(failed)} of {len(nights)} nights processed; {len(failed)} failed"
+              " (the steps after the failure skipped them, keeping what they had stored):")
+        for night, why in failed.items():
+            print(f"  {night}: {why}")
     print(
         "\n(refs: fields with a reference; diffs: frames differenced with ZOGY; cands: |S_corr| >= 5;"
         " clean: unflagged; inj.: injection-recovery completeness at S/N >= 10)"

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+from astrid_assets.defs.nightly import FAILED_NIGHTS_TAG
+
 #: The nightly chain's assets, in order (the selection a window backfill materializes).
 NIGHTLY_ASSETS = ("raw_observations", "calibrated_frames", "reference_images", "difference_images",
                   "candidate_detections", "scored_detections")
@@ -44,7 +46,17 @@ BACKFILL_STATUS = """
 query BackfillStatus($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     __typename
-    ... on PartitionBackfill { status runs(limit: 1000) { id status } }
+    ... on PartitionBackfill { status runs(limit: 1000) { id status tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_TAGS = """
+query RunTags($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { tags { key value } }
     ... on Error { message }
   }
 }
@@ -97,7 +109,8 @@ def trigger_night(url: str, night: str, wait: bool = True, timeout_s: float = 36
     """Run ``nightly_pipeline`` for ``night`` (``YYYY-MM-DD``); the run id.
 
     With ``wait`` (the default), returns once the run succeeded, and raises :class:`TriggerError`
-    if it failed, was cancelled or is still going after ``timeout_s``.
+    if it failed, was cancelled, finished without processing the night (its inputs failed a quality
+    gate: the run's ``astrid/failed_nights`` tag) or is still going after ``timeout_s``.
     """
     client = client_for(url)
     try:
@@ -119,7 +132,18 @@ def trigger_night(url: str, night: str, wait: bool = True, timeout_s: float = 36
         time.sleep(poll_s)
     if status != "SUCCESS":
         raise TriggerError(f"night {night}: run {run_id} ended {status}; see {url.rstrip('/')}/runs/{run_id}")
+    run = graphql(url, RUN_TAGS, {"runId": run_id})["runOrError"]
+    failed = failed_nights_of(run.get("tags") or [])
+    if failed:
+        raise TriggerError(f"night {night}: run {run_id} finished but could not process night(s) {', '.join(failed)}; "
+                           f"why: {url.rstrip('/')}/runs/{run_id}")
     return run_id
+
+
+def failed_nights_of(tags: list[dict]) -> list[str]:
+    """The nights a finished run reports it could not process (its ``astrid/failed_nights`` tag)."""
+    value = next((tag["value"] for tag in tags if tag["key"] == FAILED_NIGHTS_TAG), "")
+    return [night for night in value.split(",") if night]
 
 
 def window_backfill_params(start: str, end: str, assets=NIGHTLY_ASSETS, title: str | None = None) -> dict:
@@ -135,8 +159,8 @@ def trigger_window(url: str, start: str, end: str, wait: bool = True, timeout_s:
                    poll_s: float = 10, assets=NIGHTLY_ASSETS) -> str:
     """Backfill the nightly assets for the nights ``start`` … ``end`` (inclusive); the backfill id.
 
-    With ``wait``, returns once every run of the backfill succeeded, and raises
-    :class:`TriggerError` naming the failed runs otherwise.
+    With ``wait``, returns once every run of the backfill succeeded with every night processed, and
+    raises :class:`TriggerError` naming the failed runs, or the nights a run could not process, otherwise.
     """
     launched = graphql(url, LAUNCH_BACKFILL, {"params": window_backfill_params(start, end, assets)})
     result = launched["launchPartitionBackfill"]
@@ -160,6 +184,10 @@ def trigger_window(url: str, start: str, end: str, wait: bool = True, timeout_s:
     if backfill["status"] not in {"COMPLETED", "COMPLETED_SUCCESS"} or failed:
         raise TriggerError(f"nights {start} … {end}: backfill {backfill_id} ended {backfill['status']}"
                            + (f"; runs not successful: {', '.join(failed)}" if failed else ""))
+    bad_nights = sorted({night for run in runs for night in failed_nights_of(run.get("tags") or [])})
+    if bad_nights:
+        raise TriggerError(f"nights {start} … {end}: backfill {backfill_id} finished but could not process "
+                           f"night(s) {', '.join(bad_nights)}; each run's page says why")
     return backfill_id
 
 

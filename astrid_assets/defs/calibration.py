@@ -9,14 +9,14 @@ from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrated_frames_checks
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
-from astrid_assets.resources import ObjectStoreResource
+from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.calibration.masters import MasterCalibrations, build_masters
 from astrid_assets.science.calibration.quality import mark_seeing_outliers, measure_quality, verdict
 from astrid_assets.science.frames.files import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
 from astrid_assets.science.frames.headers import CALIBRATION_KINDS, exposure_time
+from astrid_assets.science.measurements import measure_frame
 from astrid_assets.science.photometry import zeropoints
-from astrid_assets.science.pipeline import measure_frame
 from astrid_assets.science.products import CalibratedFrame
 
 #: ``calibrated_frames`` keys taken from :attr:`CalibratedFrame.info` (what the reduction found
@@ -97,7 +97,7 @@ def _card_text(text: str | None) -> str:
 
 def calibrated_hdus(calibrated: CalibratedFrame, header: fits.Header, night: str) -> list:
     """SCI (e-), MASK (bit flags), VARIANCE (e-²), BKG and BKGRMS (e-) extensions with the WCS, and the
-    frame's stars and PSF (``STARS``, ``PSF``, ``PSFSTARS``: :func:`~astrid_assets.science.pipeline.measure_frame`).
+    frame's stars and PSF (``STARS``, ``PSF``, ``PSFSTARS``: :func:`~astrid_assets.science.measurements.measure_frame`).
 
     The SCI header records the data state and the gain, read noise and saturation used, with
     where they came from (``DATASTAT``, ``CALGAIN``/``GAINSRC``, ``CALRDN``/``RDNSRC``,
@@ -143,6 +143,7 @@ def calibrated_frames(
     context: AssetExecutionContext,
     raw_observations: pd.DataFrame,
     object_store: ObjectStoreResource,
+    database: DatabaseResource,
 ):
     """Calibrated science frames with masks, variance and background maps, and quality rows.
 
@@ -154,11 +155,12 @@ def calibrated_frames(
     measured. Each row records the data state and where gain, read noise and saturation came
     from; the metadata lists every assumption. A frame too poor to use keeps its row with
     ``usable = False`` and the reasons; a frame (or calibration frame) that fails is reported
-    and the rest of the night goes on.
+    and the rest of the night goes on. A night whose raw frames failed a gate is skipped.
     """
     store = object_store.open()
     yield from for_each_night(context, lambda night: calibrate_night(
-        context, night, night_rows(raw_observations, night), store), calibrated_frames_checks)
+        context, night, night_rows(raw_observations, night), store), calibrated_frames_checks,
+        upstream={"raw_observations": raw_observations}, database=database)
 
 
 def calibrate_night(

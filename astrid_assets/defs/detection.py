@@ -23,7 +23,7 @@ from astrid_assets.io import schema
 from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
-from astrid_assets.resources import ObjectStoreResource
+from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.science.astrometry.align import is_placeholder
 from astrid_assets.science.frames.files import header_wcs, read_extensions
 from astrid_assets.science.injection.fakes import injection_recovery
@@ -74,6 +74,7 @@ def candidate_detections(
     config: DetectionConfig,
     difference_images: pd.DataFrame,
     object_store: ObjectStoreResource,
+    database: DatabaseResource,
 ):
     """Positive and negative sources with |S_corr| ≥ threshold on each difference image.
 
@@ -90,7 +91,8 @@ def candidate_detections(
         injections[night] = inject_night(context, config, searched, store, night)
         return table, metadata
 
-    yield from for_each_night(context, night_fn, candidate_detections_checks)
+    yield from for_each_night(context, night_fn, candidate_detections_checks,
+                              upstream={"difference_images": difference_images}, database=database)
     yield injection_check(config, injections)
 
 

@@ -159,7 +159,7 @@ def reference_images(
     made: dict[str, dict] = {}  # this run's latest reference per field: later nights of a range build on it
     yield from for_each_night(context, lambda night: references_night(
         context, night, config, night_rows(calibrated_frames, night), store, database, made,
-    ), reference_images_checks)
+    ), reference_images_checks, upstream={"calibrated_frames": calibrated_frames}, database=database)
 
 
 def references_night(
@@ -224,6 +224,7 @@ def difference_images(
     calibrated_frames: pd.DataFrame,
     reference_images: pd.DataFrame,
     object_store: ObjectStoreResource,
+    database: DatabaseResource,
 ):
     """Each usable calibrated frame registered onto its field's reference and subtracted.
 
@@ -237,7 +238,8 @@ def difference_images(
     store = object_store.open()
     yield from for_each_night(context, lambda night: difference_night(
         context, night, config, night_rows(calibrated_frames, night), night_rows(reference_images, night), store,
-    ), difference_images_checks)
+    ), difference_images_checks, database=database,
+        upstream={"calibrated_frames": calibrated_frames, "reference_images": reference_images})
 
 
 def failure_reason(error: Exception) -> str:

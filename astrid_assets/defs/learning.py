@@ -21,7 +21,7 @@ from pydantic import create_model
 
 from astrid_assets import settings
 from astrid_assets.defs.datasets import collect_stamps
-from astrid_assets.defs.nightly import nightly_asset
+from astrid_assets.defs.nightly import nightly_asset, report_nights, upstream_failures
 from astrid_assets.defs.quality_checks import (
     SCORED_DETECTIONS_CHECKS,
     scored_detections_checks,
@@ -258,11 +258,15 @@ def scored_detections(
     alias). ``real`` says whether the probability reaches the operating threshold recorded with that
     version (:func:`astrid_assets.ml.metrics.recorded_threshold`). Candidates with no champion to score them pass
     through unscored (probability, version and ``real`` null) and the metadata says so. Every row records the
-    registry version of the model that scored it.
+    registry version of the model that scored it. A night whose candidates failed a gate (or that an asset
+    upstream skipped) is not scored: its stored rows are kept and the metadata says why.
     """
     from astrid_assets.ml.champions import assign_champions, score_with_champions
     from astrid_assets.ml.training import predict
 
+    nights = list(context.partition_keys)
+    skipped = upstream_failures(context.instance, nights, {"candidate_detections": candidate_detections})
+    candidate_detections = candidate_detections[~candidate_detections.night.isin(skipped)].reset_index(drop=True)
     table = candidate_detections[["night", "candidate_id", "frame_id"]].copy()
     aliases = model_registry.aliases() if len(table) else {}
     frames = database.read_nights("raw_observations", sorted(table.night.unique())) if len(table) else None
@@ -294,5 +298,10 @@ def scored_detections(
             "thresholds": MetadataValue.json(thresholds),
             "champions": MetadataValue.md(by_version.to_markdown(index=False)),
         }
+    results = list(scored_detections_checks([night for night in nights if night not in skipped], table))
+    if skipped:
+        kept = database.read_nights("scored_detections", sorted(skipped))
+        table = pd.concat([t for t in (table, kept) if len(t)], ignore_index=True) if len(kept) else table
+    metadata |= report_nights(context, "scored_detections", nights, skipped, {})
     yield Output(table, metadata=metadata)
-    yield from scored_detections_checks(list(context.partition_keys), table)
+    yield from results

@@ -1,16 +1,20 @@
 """Data-quality checks of the nightly assets, evaluated in the asset's own step on the rows it just wrote.
 
 Each check looks at every night of the run and names the nights (and frames) that fail. A
-*blocking* check that fails with ERROR stops the assets downstream of it in that run: the rows
-stay stored for inspection but are not built upon. Checks that describe a normal state of the sky
-(a cloudy night without frames, a field without a reference yet) only warn.
+nightly check is never *blocking*: Dagster blocks per asset and per run, so one bad night of a
+45-night backfill would stop every night downstream. Instead some ERROR checks are the asset's
+*gates* (:data:`GATES`): a night that fails one is not built upon — every asset downstream skips
+that night, keeping what it had stored for it, and says why (:func:`~astrid_assets.defs.nightly.for_each_night`)
+— while the other nights of the run go on. The failing night's rows stay stored for inspection.
+Checks that describe a normal state of the sky (a cloudy night without frames, a field without a
+reference yet) only warn.
 
 The thresholds are module constants so that a survey with other characteristics changes them in
 one place. The gates of a training dataset are the exception: their thresholds are part of the
 dataset's configuration (``min_samples``, ``min_minority_fraction``), recorded with it.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,8 +29,13 @@ MAX_DIFFERENCE_MASKED_FRACTION = 0.25  #: masked-pixel fraction of a difference 
 MAX_CANDIDATES_PER_FRAME = 500  #: median candidates per searched frame; more means a failed subtraction
 
 
-def spec(asset: str, name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
-    return AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+GATE_NOTE = (" A gate: a night that fails it is not built upon (the downstream assets skip that night and say "
+             "why); the other nights of the run go on.")
+
+
+def spec(asset: str, name: str, description: str, blocking: bool = False, gate: bool = False) -> AssetCheckSpec:
+    """A check of ``asset``; ``gate``: one of its :data:`GATES` (per night, never blocking: see the module)."""
+    return AssetCheckSpec(name, asset=asset, description=description + (GATE_NOTE if gate else ""), blocking=blocking)
 
 
 def by_night(nights: list[str], table: pd.DataFrame, measure: Callable[[pd.DataFrame], float | None]) -> dict:
@@ -50,7 +59,7 @@ RAW_OBSERVATIONS_CHECKS = [
     spec("raw_observations", "science_frames_received",
          "Every night of the run delivered at least one science frame (a clouded-out night warns)."),
     spec("raw_observations", "quarantine_rate",
-         f"At most {MAX_QUARANTINE_FRACTION:.0%} of a night's frames are quarantined as unreadable.", blocking=True),
+         f"At most {MAX_QUARANTINE_FRACTION:.0%} of a night's frames are quarantined as unreadable.", gate=True),
 ]
 
 
@@ -67,10 +76,10 @@ def raw_observations_checks(nights: list[str], table: pd.DataFrame) -> Iterator[
 CALIBRATED_FRAMES_CHECKS = [
     spec("calibrated_frames", "masked_fraction",
          f"The median fraction of masked pixels of a night's calibrated frames is at most "
-         f"{MAX_MEDIAN_MASKED_FRACTION:.0%}; more means broken masters or cosmic-ray rejection.", blocking=True),
+         f"{MAX_MEDIAN_MASKED_FRACTION:.0%}; more means broken masters or cosmic-ray rejection.", gate=True),
     spec("calibrated_frames", "calibration_failures",
          f"At most {MAX_FAILED_CALIBRATION_FRACTION:.0%} of a night's science frames fail to calibrate.",
-         blocking=True),
+         gate=True),
 ]
 
 
@@ -101,7 +110,7 @@ DIFFERENCE_IMAGES_CHECKS = [
     spec("difference_images", "s_corr_variance",
          f"S_corr has unit variance on blank sky: differences whose robust std lies outside "
          f"{S_CORR_STD_RANGE} are rejected (not searched), and a night fails if more than "
-         f"{MAX_REJECTED_DIFFERENCE_FRACTION:.0%} of its differences are.", blocking=True),
+         f"{MAX_REJECTED_DIFFERENCE_FRACTION:.0%} of its differences are.", gate=True),
     spec("difference_images", "difference_masked_fraction",
          f"No difference image has more than {MAX_DIFFERENCE_MASKED_FRACTION:.0%} of its pixels masked."),
     spec("difference_images", "frames_differenced",
@@ -152,7 +161,7 @@ def difference_images_checks(nights: list[str], table: pd.DataFrame) -> Iterator
 CANDIDATE_DETECTIONS_CHECKS = [
     spec("candidate_detections", "candidate_density",
          f"The median number of candidates per searched frame is at most {MAX_CANDIDATES_PER_FRAME}; "
-         "a flood of candidates means a failed subtraction and is not scored.", blocking=True),
+         "a flood of candidates means a failed subtraction and is not scored.", gate=True),
 ]
 
 
@@ -177,6 +186,55 @@ def scored_detections_checks(nights: list[str], table: pd.DataFrame) -> Iterator
 
     yield result("real_probabilities_valid", by_night(nights, table, invalid), lambda n: n > 0,
                  AssetCheckSeverity.ERROR, "nights with missing or invalid probabilities")
+
+
+#: Each nightly asset's checks (the function of its rows for the run's nights).
+CHECKS: dict[str, Callable[[list[str], pd.DataFrame], Iterator[AssetCheckResult]]] = {
+    "raw_observations": raw_observations_checks,
+    "calibrated_frames": calibrated_frames_checks,
+    "reference_images": reference_images_checks,
+    "difference_images": difference_images_checks,
+    "candidate_detections": candidate_detections_checks,
+    "scored_detections": scored_detections_checks,
+}
+
+#: The gates of each nightly asset: its checks that, failing for a night, keep the assets downstream from
+#: building on that night; each with the reason in words for the night's value (thresholds read when called).
+GATES: dict[str, dict[str, Callable[[float], str]]] = {
+    "raw_observations": {
+        "quarantine_rate": lambda f: f"{f:.0%} of the night's frames quarantined as unreadable "
+                                     f"(limit {MAX_QUARANTINE_FRACTION:.0%})"},
+    "calibrated_frames": {
+        "masked_fraction": lambda f: f"median masked-pixel fraction of the calibrated frames {f:.1%} "
+                                     f"(limit {MAX_MEDIAN_MASKED_FRACTION:.0%})",
+        "calibration_failures": lambda f: f"{f:.0%} of the science frames failed to calibrate "
+                                          f"(limit {MAX_FAILED_CALIBRATION_FRACTION:.0%})"},
+    "difference_images": {
+        "s_corr_variance": lambda f: f"{f:.0%} of the differences rejected for a robust S_corr std outside "
+                                     f"{S_CORR_STD_RANGE} (limit {MAX_REJECTED_DIFFERENCE_FRACTION:.0%})"},
+    "candidate_detections": {
+        "candidate_density": lambda n: f"median {n:.0f} candidates per searched frame, a failed subtraction "
+                                       f"(limit {MAX_CANDIDATES_PER_FRAME})"},
+}
+
+
+def gate_failures(asset: str, results: Iterable[AssetCheckResult]) -> dict[str, str]:
+    """The nights failing one of ``asset``'s :data:`GATES` among its check ``results``: night → why
+    (``"<asset> <check>: <reason>"``, several joined by ``"; "``), in night order."""
+    gates = GATES.get(asset, {})
+    reasons: dict[str, list[str]] = {}
+    for check in results:
+        if check.check_name not in gates or check.passed:
+            continue
+        values, why = check.metadata["by_night"].value, gates[check.check_name]
+        for night in check.metadata["failing_nights"].value:
+            reasons.setdefault(night, []).append(f"{asset} {check.check_name}: {why(values[night])}")
+    return {night: "; ".join(why) for night, why in sorted(reasons.items())}
+
+
+def night_failures(asset: str, nights: list[str], table: pd.DataFrame) -> dict[str, str]:
+    """The ``nights`` whose rows of ``asset`` in ``table`` fail one of its gates: night → why."""
+    return gate_failures(asset, CHECKS[asset](nights, table)) if GATES.get(asset) else {}
 
 
 TRAINING_DATASETS_CHECKS = [

@@ -78,8 +78,8 @@ def test_three_nights_from_an_empty_store(astrid_home):
     assert "data:image/png;base64" in check.metadata["completeness_curve"].value
 
 
-def test_a_window_of_nights_runs_as_one_run_and_a_blocking_check_stops_bad_differences(astrid_home, monkeypatch):
-    """The backfill policy's single run: three nights, each step once; then a failing blocking check."""
+def test_a_window_of_nights_runs_as_one_run_and_a_failing_gate_stops_the_night_downstream(astrid_home, monkeypatch):
+    """The backfill policy's single run: three nights, each step once; then a night failing a gate."""
     from dagster import AssetKey
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -105,18 +105,23 @@ def test_a_window_of_nights_runs_as_one_run_and_a_blocking_check_stops_bad_diffe
     injection = next(c for c in result.get_asset_check_evaluations() if c.check_name == "injection_recovery")
     assert set(injection.metadata["completeness_by_night"].value) == set(NIGHTS[1:]) and injection.passed
 
-    # A survey whose S_corr is far from unit variance: every difference is rejected, the blocking check fails,
-    # and nothing downstream runs, so the candidates already stored for the night are kept.
+    # A survey whose S_corr is far from unit variance: every difference is rejected and the night fails the
+    # s_corr_variance gate. The check does not block the run; candidate_detections skips the night, keeping
+    # the candidates it had stored for it, and says why.
     monkeypatch.setattr(quality_checks, "S_CORR_STD_RANGE", (5.0, 6.0))
     night = NIGHTS[-1]
     before = read_nights("candidate_detections", [night])
     rerun = job.get_subset(asset_selection={AssetKey("difference_images"), AssetKey("candidate_detections")})
     bad = rerun.execute_in_process(partition_key=night, instance=instance, raise_on_error=False)
-    assert not bad.success
+    assert bad.success
     check = next(c for c in bad.get_asset_check_evaluations() if c.check_name == "s_corr_variance")
-    assert not check.passed and check.metadata["failing_nights"].value == [night]
+    assert not check.passed and not check.blocking and check.metadata["failing_nights"].value == [night]
     differences = read_nights("difference_images", [night])
     assert (differences.status == "rejected").all() and differences.problem.str.contains("S_corr").all()
-    assert not bad.asset_materializations_for_node("candidate_detections")
+    skipped = metadata_of(bad, "candidate_detections")
+    assert skipped["night_status"] == "skipped" and skipped["skipped"] == 1
+    assert skipped["night_problem"].startswith("difference_images s_corr_variance: 100% of the differences rejected")
+    assert metadata_of(bad, "difference_images")["night_status"] == "failed"
+    assert instance.get_run_by_id(bad.run_id).tags["astrid/failed_nights"] == night
     after = read_nights("candidate_detections", [night])
-    assert len(after) == len(before) > 0
+    assert len(after) == len(before) > 0 and set(after.candidate_id) == set(before.candidate_id)

@@ -81,3 +81,42 @@ def test_range_metadata_sums_counts_and_keeps_each_night():
     assert merged["nights"] == 2 and merged["frames"] == 10 and "median_fwhm" not in merged
     assert "2024-01-06" in merged["by_night"].value and "2.9" in merged["by_night"].value
     assert merge_night_metadata({"2024-01-05": {"frames": 4}}) == {"frames": 4}
+
+
+def test_no_nightly_check_blocks_and_the_gates_name_each_failing_night_with_why():
+    """Dagster blocks per asset and run: a blocking nightly check would stop every night of a range."""
+    nightly = [qc.RAW_OBSERVATIONS_CHECKS, qc.CALIBRATED_FRAMES_CHECKS, qc.REFERENCE_IMAGES_CHECKS,
+               qc.DIFFERENCE_IMAGES_CHECKS, qc.CANDIDATE_DETECTIONS_CHECKS, qc.SCORED_DETECTIONS_CHECKS]
+    specs = {s.name: s for specs in nightly for s in specs}
+    assert not any(s.blocking for s in specs.values())
+    gates = {name for gates in qc.GATES.values() for name in gates}
+    assert gates == {"quarantine_rate", "masked_fraction", "calibration_failures", "s_corr_variance",
+                     "candidate_density"}
+    assert all("not built upon" in specs[name].description for name in gates)
+
+    differences = pd.DataFrame({
+        "night": ["2024-01-05"] * 3 + ["2024-01-06"] * 2, "frame_id": list("abcde"),
+        "status": ["rejected", "rejected", "ok", "ok", "ok"], "s_corr_std": [2.0, 2.1, 1.0, 1.0, 1.02],
+        "masked_fraction": [0.01] * 5,
+    })
+    failures = qc.night_failures("difference_images", NIGHTS, differences)
+    assert list(failures) == ["2024-01-05"]
+    assert failures["2024-01-05"].startswith("difference_images s_corr_variance: 67% of the differences rejected")
+    assert qc.night_failures("reference_images", NIGHTS, differences) == {}  # warnings only: no gate
+
+
+def test_a_runs_failed_nights_come_from_the_nights_materializations():
+    from dagster import AssetMaterialization
+
+    from astrid_assets.defs.nightly import NIGHT_PROBLEM, NIGHT_STATUS, failed_nights
+
+    def event(asset, night, status, problem=None):
+        return AssetMaterialization(asset, partition=night, metadata={
+            NIGHT_STATUS: status, **({NIGHT_PROBLEM: problem} if problem else {})})
+
+    why = "difference_images s_corr_variance: 100% of the differences rejected"
+    events = [event("difference_images", "2024-01-05", "ok"), event("difference_images", "2024-01-06", "failed", why),
+              event("candidate_detections", "2024-01-05", "ok"),
+              event("candidate_detections", "2024-01-06", "skipped", why)]
+    assert failed_nights(events) == {"2024-01-06": why}
+    assert failed_nights(events[:1] + events[2:3]) == {}
