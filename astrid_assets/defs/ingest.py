@@ -34,7 +34,7 @@ from astrid_assets.science.frames.headers import (
     observation_mjd,
 )
 from astrid_assets.surveys.base import RawFrame
-from astrid_assets.surveys.fits_drop import fetch_fits_drop
+from astrid_assets.surveys.fits_drop import ASSUMED, fetch_fits_drop
 from astrid_assets.surveys.simulated import fetch_simulated
 
 
@@ -105,7 +105,9 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
     ``has_wcs`` says whether the frame has a usable celestial WCS and ``wcs_problem`` why a
     malformed one was dropped; ``imagetyp_card`` is the frame-type card as written; ``instrument``
     is the frame's instrument key (``TELESCOP`` / ``INSTRUME``, else the source: see
-    :func:`~astrid_assets.science.frames.headers.instrument_key`).
+    :func:`~astrid_assets.science.frames.headers.instrument_key`); ``field_reason`` says how the
+    source decided the field (``"header OBJECT"``, a pointing..., ``"assumed: ..."``; null where the
+    source does not say).
     """
     kind = image_type(header)
     ra, dec = frame_centre(image, header)
@@ -132,6 +134,7 @@ def frame_row(raw: RawFrame, image, header: fits.Header, path: str | None) -> di
         "status": "ok",
         "problem": None,
         "instrument": instrument_key(header, raw.source),
+        "field_reason": raw.field_reason or None,
     }
 
 
@@ -153,7 +156,9 @@ def raw_observations(
     a celestial WCS are accepted (``has_wcs`` false: they are registered by star patterns); a
     malformed WCS is dropped and its problem kept in ``wcs_problem``. Frame types follow the
     ``IMAGETYP`` conventions of common acquisition software; frames that are neither science nor
-    calibration (focus, test, arc...) keep their row as ``other``. The stored header gains the
+    calibration (focus, test, arc...) keep their row as ``other``. A drop-folder frame without a
+    ``FIELD``/``OBJECT`` card is put in a field by its pointing (``field_reason`` says how; a field
+    that had to be assumed is logged as a warning and counted in ``fields_assumed``). The stored header gains the
     standard ``EXPTIME``/``MJD-OBS``/``DATE-OBS`` cards where it only had other spellings. A night
     with no frames is an empty partition, not an error.
     """
@@ -169,6 +174,8 @@ def ingest_night(
     """One night's ``raw_observations`` rows and metadata."""
     rows, quarantined = [], []
     for raw in fetch_night(night, config, simulated_survey):
+        if raw.field_reason.startswith(ASSUMED):
+            context.log.warning(f"{raw.frame_id}: field {raw.field!r} {raw.field_reason}")
         try:
             image, header = read_frame(raw.fits_bytes, night, raw.frame_id)
         except FrameError as error:
@@ -178,6 +185,7 @@ def ingest_night(
             rows.append({
                 "night": night, "frame_id": raw.frame_id, "field": raw.field, "source": raw.source,
                 "path": path, "status": "quarantined", "problem": error.problem,
+                "field_reason": raw.field_reason or None,
             })
             continue
         header.extend(normalised_cards(header), update=True)
@@ -203,6 +211,7 @@ def ingest_night(
             {str(k): int(v) for k, v in accepted.groupby(accepted.imagetyp.fillna("?")).size().items()}
         ),
         "fields": MetadataValue.json(sorted(accepted.field.unique().tolist())),
+        "fields_assumed": int(accepted.field_reason.fillna("").str.startswith(ASSUMED).sum()),
         "quarantined": len(quarantined),
         "quarantine": MetadataValue.md(
             "\n".join(f"- `{q['frame_id']}`: {q['problem']}" for q in quarantined) or "none"

@@ -38,6 +38,7 @@ raw_observations = _nightly_table(
     Column("status", String(16), nullable=False),  # ok | quarantined
     Column("problem", Text),
     Column("instrument", String(128)),  # TELESCOP / INSTRUME, else the source (science.headers.instrument_key)
+    Column("field_reason", Text),  # how the field was decided (header OBJECT, pointing...); "assumed: ..." if assumed
 )
 
 calibrated_frames = _nightly_table(

@@ -16,3 +16,5 @@ class RawFrame:
     field: str  #: sky field (pointing) name
     source: str  #: ``"simulated"``, ``"fits_drop"``, ``"skyview"`` or ``"mast"``
     fits_bytes: bytes
+    #: how ``field`` was decided, e.g. ``"header OBJECT"``; starts ``"assumed:"`` when it was assumed
+    field_reason: str = ""

@@ -8,20 +8,37 @@ read noise and saturation from ``GAIN``/``EGAIN``/``GAINA``..., ``RDNOISE``/``RE
 ``RDNOISEA``..., ``SATURATE``/``DATAMAX``/``SATURATA``... — and what is missing is worked out from
 the pixels (gain from the sky's variance, saturation from a pile-up or the ADC ceiling) and
 recorded as assumed. A WCS is not required (frames without one are registered by star patterns).
-Files ending ``.fits``, ``.fit``, ``.fts`` (any case), ``.fits.fz`` or ``.fits.gz`` are read. The
-field is read from ``FIELD`` (else ``OBJECT``); files are not validated here — ``raw_observations``
-validates every frame the same way whatever its source.
+Files ending ``.fits``, ``.fit``, ``.fts`` (any case), ``.fits.fz`` or ``.fits.gz`` are read; files
+are not validated here — ``raw_observations`` validates every frame the same way whatever its source.
+
+The field of a frame (:func:`frame_fields`), with the reason recorded in ``RawFrame.field_reason``:
+
+* ``FIELD``, else ``OBJECT``, as written (made path-safe);
+* a science frame without either: its pointing (WCS centre, else ``RA``/``DEC``,
+  ``OBJCTRA``/``OBJCTDEC``, ``TELRA``/``TELDEC``... cards), grouped with the frames pointing within
+  a quarter of the frame's width and named after the pointing (``P123.46+45.61``), see
+  :mod:`astrid_assets.science.frames.pointing`. The earlier nights of the drop folder are read
+  first (headers only, oldest first), so a later night at (nearly) the same pointing gets the same
+  field id as the first night that saw it;
+* a calibration or other frame without either: ``drop`` (calibration frames are matched by type,
+  not by field);
+* a science frame with no pointing at all: ``drop``, the one field of the folder's unplaced frames
+  — an assumption (the frames may be of several targets), said so in the reason.
 """
 
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from astropy.io import fits
 
+from astrid_assets.science.frames.headers import image_type
+from astrid_assets.science.frames.pointing import Pointing, group_pointings, header_pointing
 from astrid_assets.surveys.base import RawFrame
 
 SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")
+_NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def safe_id(text: str) -> str:
@@ -29,29 +46,118 @@ def safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "frame"
 
 
-def _field_of(path: Path) -> str:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = fits.getheader(path)
-        return safe_id(str(header.get("FIELD") or header.get("OBJECT") or "drop"))
-    except Exception:  # unreadable: raw_observations quarantines it with the precise reason
-        return "unknown"
+#: Field of the frames that are not placed on the sky (no FIELD/OBJECT card, no pointing or not science).
+UNPLACED_FIELD = "drop"
+#: Start of the reason of a field that was assumed, not read or worked out.
+ASSUMED = "assumed:"
 
 
-def fetch_fits_drop(root: str | Path, night: str) -> list[RawFrame]:
-    """Every FITS file in ``<root>/<night>/``, sorted by name; ``[]`` if the folder is absent."""
+def _image_header(path: Path) -> fits.Header:
+    """The header of the file's image: the primary HDU's, or the first extension's when the primary
+    holds no data (a tile-compressed ``.fits.fz``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path, memmap=False) as hdus:
+            header = hdus[0].header
+            if not header.get("NAXIS") and len(hdus) > 1 and hdus[1].header.get("NAXIS"):
+                merged = header.copy()
+                merged.extend(hdus[1].header, update=True)
+                return merged
+            return header.copy()
+
+
+def frame_fields(paths: list[Path], known: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Field id and the reason for it, for each file of one night (see the module's description).
+
+    Parameters
+    ----------
+    paths : list of pathlib.Path
+        The night's files, in a stable order (by name): the first frame of a pointing names its field.
+    known : iterable of str
+        Field ids of earlier nights; a pointing within the grouping radius of one keeps its name.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(field, reason)`` per file; ``("unknown", ...)`` for an unreadable file (quarantined
+        later by ``raw_observations``).
+    """
+    decided: list[tuple[str, str] | None] = []
+    placed: list[tuple[int, Pointing]] = []
+    for index, path in enumerate(paths):
+        try:
+            header = _image_header(path)
+        except Exception:  # unreadable: raw_observations quarantines it with the precise reason
+            decided.append(("unknown", "unreadable header"))
+            continue
+        for key in ("FIELD", "OBJECT"):
+            value = header.get(key)
+            if value is not None and not isinstance(value, bool) and str(value).strip():
+                decided.append((safe_id(str(value).strip()), f"header {key}"))
+                break
+        else:
+            kind = image_type(header)
+            pointing = header_pointing(header) if kind == "object" else None
+            if kind != "object":
+                decided.append((UNPLACED_FIELD, f"{kind} frame without FIELD/OBJECT: not a sky field"))
+            elif pointing is None:
+                decided.append((UNPLACED_FIELD, f"{ASSUMED} no FIELD/OBJECT card and no pointing (no WCS, no RA/DEC "
+                                                f"cards): put with every unplaced frame of the drop folder"))
+            else:
+                decided.append(None)
+                placed.append((index, pointing))
+    for (index, _), named in zip(placed, group_pointings([p for _, p in placed], known), strict=True):
+        decided[index] = named
+    return [entry for entry in decided if entry is not None]
+
+
+def _paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
+
+
+def known_fields(root: str | Path, night: str) -> list[str]:
+    """Field ids given to the drop folder's nights before ``night``, oldest night first.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        The drop folder.
+    night : str
+        ``YYYY-MM-DD``; only the folders of earlier nights are read (headers only).
+
+    Returns
+    -------
+    list of str
+        Distinct field ids in the order they were first given.
+    """
+    known: dict[str, None] = {}
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and _NIGHT.fullmatch(p.name) and p.name < night)
+    for folder in folders:
+        for field, _ in frame_fields(_paths(folder), known):
+            known.setdefault(field, None)
+    return list(known)
+
+
+def fetch_fits_drop(root: str | Path, night: str, known: Iterable[str] = ()) -> list[RawFrame]:
+    """Every FITS file in ``<root>/<night>/``, sorted by name; ``[]`` if the folder is absent.
+
+    Each frame's field is decided by :func:`frame_fields`, matching pointings against the fields of
+    the folder's earlier nights (:func:`known_fields`) and ``known`` (field ids from elsewhere, e.g.
+    earlier ``raw_observations`` rows; matched first).
+    """
     folder = Path(root) / night
     if not folder.is_dir():
         return []
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
+    paths = _paths(folder)
+    fields = frame_fields(paths, [*known, *known_fields(root, night)])
     return [
         RawFrame(
             frame_id=safe_id(f"{night.replace('-', '')}-{path.name.split('.')[0]}"),
             night=night,
-            field=_field_of(path),
+            field=field,
             source="fits_drop",
             fits_bytes=path.read_bytes(),
+            field_reason=reason,
         )
-        for path in paths
+        for path, (field, reason) in zip(paths, fields, strict=True)
     ]

@@ -42,6 +42,21 @@ from astrid_assets.science.frames.headers import (
     observation_date,
     observation_mjd,
 )
+from astrid_assets.science.frames.pointing import (
+    DEFAULT_GROUP_RADIUS,
+    GROUP_FRACTION,
+    MAX_GROUP_RADIUS,
+    MIN_GROUP_RADIUS,
+    POINTING_KEYS,
+    Pointing,
+    angular_distance,
+    field_pointing,
+    group_pointings,
+    header_pointing,
+    parse_angle,
+    pixel_scale,
+    pointing_field_name,
+)
 
 __all__ = [
     "ORIGINAL_TYPE_CARD",
@@ -82,4 +97,17 @@ __all__ = [
     "INSTRUMENT_KEY_LENGTH",
     "instrument_key",
     "instrument_slug",
+    "POINTING_KEYS",
+    "GROUP_FRACTION",
+    "DEFAULT_GROUP_RADIUS",
+    "MIN_GROUP_RADIUS",
+    "MAX_GROUP_RADIUS",
+    "Pointing",
+    "parse_angle",
+    "pixel_scale",
+    "header_pointing",
+    "angular_distance",
+    "pointing_field_name",
+    "field_pointing",
+    "group_pointings",
 ]
