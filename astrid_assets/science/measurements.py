@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.analytic import estimate_frame_psf
 from astrid_assets.science.psf.field import PSFField, estimate_psf_field
 from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
@@ -44,10 +44,12 @@ def measure_frame(frame: CalibratedFrame) -> CalibratedFrame:
     """The frame with its star catalogue and PSF, measured once (when it is calibrated) and stored with it.
 
     One SEP extraction at 5σ of ``science − background`` (noise ``background_rms``) gives the
-    catalogue (:class:`~astrid_assets.science.sources.Sources`); the PSF is estimated from it
-    (:func:`~astrid_assets.science.psf.empirical.estimate_psf` with
-    :data:`~astrid_assets.science.psf.stars.PSF_STAR_LIMITS`). Reference building (zero points), the
-    first registration check and the injection check reuse both.
+    catalogue (:class:`~astrid_assets.science.sources.Sources`); the PSF is estimated from it by the
+    ladder (:func:`~astrid_assets.science.psf.analytic.estimate_frame_psf` with
+    :data:`~astrid_assets.science.psf.stars.PSF_STAR_LIMITS`: the empirical stack, else a Moffat or
+    Gaussian fitted to the one to ten best stars; ``psf.psf_source`` says which, ``psf.n_stars`` and
+    ``psf.star_xy`` the stars used). Reference building (zero points), the first registration check and
+    the injection check reuse both.
 
     Parameters
     ----------
@@ -57,11 +59,11 @@ def measure_frame(frame: CalibratedFrame) -> CalibratedFrame:
     Returns
     -------
     CalibratedFrame
-        A copy with ``stars`` and ``psf`` (None when the PSF cannot be estimated: too few stars).
+        A copy with ``stars`` and ``psf`` (None only when the frame has no usable star at all).
     """
     sources = Sources.extract(frame.science, frame.background, frame.background_rms, frame.mask)
     try:
-        psf = estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
+        psf = estimate_frame_psf(frame.science, frame.background, frame.background_rms, frame.mask,
                            objects=sources.objects, **PSF_STAR_LIMITS)
     except PSFError:
         psf = None
@@ -136,7 +138,10 @@ def stars_from(extensions: dict, name: str = "STARS") -> np.ndarray | None:
 
 
 def psf_model_hdus(psf: PSFModel, name: str = "PSF") -> list:
-    """A PSF model as its stamp (``FWHM`` px and ``NSTARS`` cards) and a ``PSFSTARS`` table (x, y, flux).
+    """A PSF model as its stamp (``FWHM`` px, ``NSTARS`` and ``PSFSRC`` cards) and a ``PSFSTARS`` table (x, y, flux).
+
+    ``PSFSRC`` is :attr:`~astrid_assets.science.psf.model.PSFModel.psf_source` (``empirical``, ``moffat`` or
+    ``gaussian``); a stamp stored without it reads back as ``empirical``.
 
     Parameters
     ----------
@@ -149,7 +154,8 @@ def psf_model_hdus(psf: PSFModel, name: str = "PSF") -> list:
     """
     image = fits.ImageHDU(np.asarray(psf.image, dtype=np.float32), name=name)
     image.header["FWHM"] = (float(psf.fwhm), "PSF FWHM after pixelisation, px")
-    image.header["NSTARS"] = (int(psf.n_stars), "stars stacked")
+    image.header["NSTARS"] = (int(psf.n_stars), "stars stacked or fitted")
+    image.header["PSFSRC"] = (str(psf.psf_source), "PSF from: empirical, moffat or gaussian")
     xy = np.asarray(psf.star_xy, dtype=np.float64).reshape(-1, 2)
     flux = np.asarray(psf.star_flux, dtype=np.float64)
     if len(flux) != len(xy):
@@ -179,7 +185,8 @@ def psf_model_from(extensions: dict, name: str = "PSF") -> PSFModel | None:
     if stars is not None and len(stars[0]):
         xy = np.column_stack([np.asarray(stars[0]["x"], float), np.asarray(stars[0]["y"], float)])
         flux = np.asarray(stars[0]["flux"], float)
-    return PSFModel(np.asarray(image, dtype=np.float32), float(header["FWHM"]), int(header["NSTARS"]), xy, flux)
+    return PSFModel(np.asarray(image, dtype=np.float32), float(header["FWHM"]), int(header["NSTARS"]), xy, flux,
+                    psf_source=str(header.get("PSFSRC", "empirical")))
 
 
 #: Header cards of a stored PSF field: the FWHM plane, its errors, whether it varies, the polynomial degree.

@@ -41,7 +41,7 @@ from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.measurements import measure_reference
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
-from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.analytic import estimate_frame_psf
 from astrid_assets.science.psf.field import PSFField, estimate_psf_field
 from astrid_assets.science.psf.model import PSFError, PSFModel
 from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
@@ -330,7 +330,10 @@ def difference_frame(
     RegistrationError
         No overlap, WCS off by more than the field, too few matched stars, a median star offset above 5 px.
     PSFError
-        The frame's PSF cannot be estimated.
+        The frame has no usable star (``"no star: …"``): its PSF comes from the ladder
+        (:func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`: the empirical stack, else a Moffat or
+        Gaussian fitted to one to ten stars; the rung is ``new_psf_field.constant.psf_source``, stored as
+        ``PSFSRC`` in the ``NEWPSF`` header).
     ValueError
         Unknown ``method``, or a flux ratio that cannot be fitted (``FluxRatioError``).
     """
@@ -368,10 +371,11 @@ def difference_frame(
                                            **PSF_STAR_LIMITS)
             # a bare stamp: the flux ratio is fitted at the reference's stored stars (flux_ratio_stars)
             new_field = replace(new_field, constant=PSFModel(new_field.constant.image, new_field.constant.fwhm,
-                                                             new_field.constant.n_stars))
+                                                             new_field.constant.n_stars,
+                                                             psf_source=new_field.constant.psf_source))
         else:
-            new_psf = estimate_psf(registered.image, 0.0, new_sigma, registered.mask, objects=new_sources.objects,
-                                   **PSF_STAR_LIMITS)
+            new_psf = estimate_frame_psf(registered.image, 0.0, new_sigma, registered.mask,
+                                         objects=new_sources.objects, **PSF_STAR_LIMITS)
             new_field = PSFField(new_psf, registered.image.shape, (new_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
     new = SubtractionImage(registered.image, new_field, new_sigma, registered.variance, registered.mask, reference.wcs)
     ref = SubtractionImage(reference.image, reference.psf_field, ref_sigma, reference.variance, reference.mask,

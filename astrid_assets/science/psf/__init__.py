@@ -1,5 +1,13 @@
-"""Point-spread functions: profiles, single-star fits, PSF stars, empirical stacks, PSF models and fields."""
+"""Point-spread functions: profiles, single-star fits, PSF stars, empirical stacks, the PSF ladder (empirical,
+else a fitted Moffat/Gaussian), PSF models and fields."""
 
+from astrid_assets.science.psf.analytic import (
+    ANALYTIC_MIN_SNR,
+    MAX_FIT_STARS,
+    analytic_stars,
+    estimate_frame_psf,
+    fit_analytic_psf,
+)
 from astrid_assets.science.psf.empirical import estimate_psf
 from astrid_assets.science.psf.field import (
     CALIBRATION_MIN_RATIO,
@@ -9,7 +17,7 @@ from astrid_assets.science.psf.field import (
     estimate_psf_field,
     with_psf_error,
 )
-from astrid_assets.science.psf.model import PSFError, PSFModel, ShiftablePSF, as_psf_image, measure_fwhm
+from astrid_assets.science.psf.model import PSF_SOURCES, PSFError, PSFModel, ShiftablePSF, as_psf_image, measure_fwhm
 from astrid_assets.science.psf.profile_fit import MoffatFit, ProfileFit, fit_moffat, fit_moffats, levenberg_marquardt
 from astrid_assets.science.psf.profiles import (
     GAUSSIAN_FWHM_PER_SIGMA,
@@ -36,6 +44,12 @@ from astrid_assets.science.psf.stars import (
 
 __all__ = [
     "estimate_psf",
+    "estimate_frame_psf",
+    "fit_analytic_psf",
+    "analytic_stars",
+    "ANALYTIC_MIN_SNR",
+    "MAX_FIT_STARS",
+    "PSF_SOURCES",
     "CALIBRATION_MIN_RATIO",
     "with_psf_error",
     "calibrate_psf_error",

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from astrid_assets.science.psf.analytic import estimate_frame_psf
 from astrid_assets.science.psf.empirical import (
     _model_variance,
     _moffat_wings_many,
     _radius_grid,
     _recentre,
-    estimate_psf,
 )
 from astrid_assets.science.psf.model import PSFModel, as_psf_image, measure_fwhm
 from astrid_assets.science.psf.profile_fit import fit_moffats
@@ -170,8 +170,8 @@ class PSFField:
     Attributes
     ----------
     constant : PSFModel
-        The frame's PSF (:func:`~astrid_assets.science.psf.empirical.estimate_psf`), used everywhere when ``varies`` is
-        False.
+        The frame's PSF (:func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`), used everywhere when
+        ``varies`` is False.
     shape : tuple of int
         ``(ny, nx)`` of the frame, px.
     fwhm_plane : tuple of float
@@ -355,8 +355,8 @@ def estimate_psf_field(
 ) -> PSFField:
     """The frame's PSF and, when its FWHM varies over the frame, a PSFEx-like spatial model.
 
-    ``constant`` (or :func:`~astrid_assets.science.psf.empirical.estimate_psf` with the same arguments) is the frame
-    PSF. The
+    ``constant`` (or the PSF ladder, :func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`, with the same
+    arguments: the empirical stack, else a Moffat or Gaussian fitted to one to ten stars) is the frame PSF. The
     stars for the spatial model are selected as for it but with a half-light radius within 60 %
     of the median (a 25 % cut keeps only the stars of the frame's middle when the PSF widens
     towards an edge). Each star's FWHM comes from a linearised stretch fit against the frame PSF;
@@ -391,7 +391,7 @@ def estimate_psf_field(
     Raises
     ------
     PSFError
-        When the frame PSF cannot be estimated.
+        When the frame PSF cannot be estimated (``"no star: …"``: no usable star at all).
     """
     sources = sources or Sources.extract(image, background, background_rms, mask)
     frame, rms, bad, objects = sources.frame, sources.rms, sources.bad, sources.objects
@@ -399,8 +399,8 @@ def estimate_psf_field(
     measured = None
     if constant is None:
         measured = select_psf_stars(frame, rms, bad, objects, size, min_snr, 0.02, MAX_FIELD_STARS)
-        constant = estimate_psf(image, background, background_rms, mask, size, min_snr=min_snr, min_stars=min_stars,
-                                max_stars=MAX_FIELD_STARS, objects=objects, stars=measured)
+        constant = estimate_frame_psf(image, background, background_rms, mask, size, min_snr=min_snr,
+                                      min_stars=min_stars, max_stars=MAX_FIELD_STARS, objects=objects, stars=measured)
     size = constant.size
     flat = ((constant.fwhm, 0.0, 0.0), (np.inf, np.inf, np.inf))
     if measured is None:

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["PSFError", "PSFModel", "ShiftablePSF", "as_psf_image", "measure_fwhm"]
+__all__ = ["PSF_SOURCES", "PSFError", "PSFModel", "ShiftablePSF", "as_psf_image", "measure_fwhm"]
+
+#: How a frame's PSF was made, the rungs of :func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`:
+#: an empirical stack of stars, or a Moffat or Gaussian profile fitted to one to a few stars.
+PSF_SOURCES = ("empirical", "moffat", "gaussian")
 
 
 class PSFError(ValueError):
@@ -24,7 +28,7 @@ class PSFError(ValueError):
 
 @dataclass(frozen=True)
 class PSFModel:
-    """An empirical PSF.
+    """A frame's PSF: an empirical stack of stars or an analytic profile fitted to a few.
 
     Attributes
     ----------
@@ -35,12 +39,16 @@ class PSFModel:
         Full width at half maximum, pixels (from the area above half maximum of the
         pixel-integrated stamp, i.e. after pixelisation; :func:`measure_fwhm`).
     n_stars : int
-        Number of stars stacked.
+        Number of stars stacked (empirical) or fitted (analytic profile).
     star_xy : numpy.ndarray
         ``(n_stars, 2)`` windowed centroids ``(x, y)`` of the stars used, pixels (0-based,
         pixel centres at integers); empty by default.
     star_flux : numpy.ndarray
         PSF-fit fluxes of those stars, e- (background subtracted); empty by default.
+    psf_source : str, default "empirical"
+        How the stamp was made (:data:`PSF_SOURCES`): ``"empirical"`` (a stack of stars,
+        :func:`~astrid_assets.science.psf.empirical.estimate_psf`), ``"moffat"`` or ``"gaussian"`` (a
+        pixel-integrated profile fitted to the stars, :func:`~astrid_assets.science.psf.analytic.fit_analytic_psf`).
     """
 
     image: np.ndarray
@@ -48,6 +56,7 @@ class PSFModel:
     n_stars: int
     star_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
     star_flux: np.ndarray = field(default_factory=lambda: np.empty(0))
+    psf_source: str = "empirical"
 
     @property
     def size(self) -> int:
