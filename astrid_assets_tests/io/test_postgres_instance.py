@@ -22,7 +22,7 @@ from astrid_assets.defs.calibration import calibrated_frames
 from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import schema
 from astrid_assets.io.tables import TableIOManager, engine_for
-from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets.resources import DatabaseResource, ObjectStoreResource, SimulatedSurveyResource
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def resources(database_url: str, bucket: str) -> dict:
     return {
         "table_io_manager": TableIOManager(database_url=database_url),
         "object_store": ObjectStoreResource(url=f"s3://{bucket}/astrid"),
+        "database": DatabaseResource(url=database_url),  # the night loop reads its inputs' night status
         "simulated_survey": SimulatedSurveyResource(fields=["F01"], frames_per_night=2, size=256),
     }
 

@@ -35,7 +35,7 @@ from astrid_assets.defs.calibration import calibrated_frames
 from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import object_store, schema, tables
 from astrid_assets.io.tables import TableIOManager, engine_for
-from astrid_assets.resources import ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets.resources import DatabaseResource, ObjectStoreResource, SimulatedSurveyResource
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +86,7 @@ def resources(database_url: str | None, store_url: str | None, seed: int = 2024)
     return {
         "table_io_manager": TableIOManager(database_url=database_url),
         "object_store": ObjectStoreResource(url=store_url),
+        "database": DatabaseResource(url=database_url),  # the night loop reads its inputs' night status
         "simulated_survey": SimulatedSurveyResource(seed=seed, fields=["F01"], frames_per_night=2, size=256),
     }
 
