@@ -22,9 +22,9 @@ Method
    of the scaled variance map). Per-frame weights avoid the bias that per-pixel inverse
    variances (which include the source's own Poisson noise) give to bright stars. The
    variance is ``Σ w_i² V_i / (Σ w_i)²`` over the frames kept at each pixel.
-5. The PSF is estimated on the co-add (:func:`astrid_assets.science.psf.empirical.estimate_psf`); it
-   is a weighted mixture of the frames' PSFs, which is why frames of poor seeing should be
-   left out (:func:`select_best_frames`).
+5. The PSF is estimated on the co-add (:func:`astrid_assets.science.psf.analytic.estimate_frame_psf`:
+   the empirical stack, or a fitted profile where stars are too few); it is a weighted mixture of the
+   frames' PSFs, which is why frames of poor seeing should be left out (:func:`select_best_frames`).
 
 ``method="proper"`` replaces steps 3–5 by the proper co-add of Zackay & Ofek (2017)
 (:mod:`~astrid_assets.science.reference.proper_coadd`): each frame's PSF is estimated, outliers on blank sky are
@@ -50,7 +50,7 @@ from scipy.ndimage import binary_dilation
 from astrid_assets.science import masks
 from astrid_assets.science.astrometry.register import Registered, register_to_reference
 from astrid_assets.science.photometry.flux_ratio import FluxRatioError, fit_flux_ratio
-from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.analytic import estimate_frame_psf
 from astrid_assets.science.psf.model import PSFError, PSFModel, measure_fwhm
 from astrid_assets.science.reference.proper_coadd import proper_combine, reject_outliers
 
@@ -165,12 +165,13 @@ def _register_frames(frames: Sequence[Frame], ref_wcs: WCS, ref_shape: tuple[int
 
 
 def _frame_psfs(registered: list[Registered], psf_size: int) -> list[PSFModel]:
-    """The PSF of each registered frame (:func:`~astrid_assets.science.psf.empirical.estimate_psf`)."""
+    """The PSF of each registered frame (:func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`: the
+    empirical stack, or a fitted profile where too few stars make one)."""
     psfs = []
     for index, frame in enumerate(registered):
         rms = np.sqrt(np.where(np.isfinite(frame.variance), frame.variance, np.nan))
         try:
-            psfs.append(estimate_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
+            psfs.append(estimate_frame_psf(frame.image, 0.0, np.nan_to_num(rms, nan=1.0), frame.mask, psf_size))
         except PSFError as error:
             raise PSFError(f"frame {index}: {error}") from None
     return psfs
@@ -339,7 +340,7 @@ def coadd(
     psf_error = ""
     try:
         rms = np.sqrt(np.nan_to_num(variance, nan=np.nanmax(variance)))
-        psf = estimate_psf(image, 0.0, rms, mask, psf_size)
+        psf = estimate_frame_psf(image, 0.0, rms, mask, psf_size)
     except PSFError as error:
         psf_error = str(error)
     return Coadd(
