@@ -25,7 +25,7 @@ from astrid_assets.science import masks
 from astrid_assets.science.injection.inject import inject_sources, match_catalogues, psf_optimal_snr
 from astrid_assets.science.pipeline import difference_frame, find_candidates, on_reference_sky
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
-from astrid_assets.science.psf.empirical import estimate_psf
+from astrid_assets.science.psf.analytic import estimate_frame_psf
 from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.sources import star_catalogue
 
@@ -245,11 +245,11 @@ def injection_recovery(
     ------
     RegistrationError, PSFError
         As :func:`~astrid_assets.science.pipeline.difference_frame` and
-        :func:`~astrid_assets.science.psf.empirical.estimate_psf` raise them.
+        :func:`~astrid_assets.science.psf.analytic.estimate_frame_psf` raise them.
     """
     frame, _ = on_reference_sky(frame, reference)
-    psf = frame.psf or estimate_psf(frame.science, frame.background, frame.background_rms, frame.mask,
-                                    **PSF_STAR_LIMITS)
+    psf = frame.psf or estimate_frame_psf(frame.science, frame.background, frame.background_rms, frame.mask,
+                                          **PSF_STAR_LIMITS)
     stars = (star_catalogue(frame.science, frame.background, frame.background_rms, frame.mask, n=500,
                             aperture=2.0 * psf.fwhm, sources=frame.sources)
              if host_fraction > 0 or change_fraction > 0 else np.empty((0, 3)))
