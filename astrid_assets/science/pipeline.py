@@ -46,7 +46,7 @@ from astrid_assets.science.psf.field import PSFField, estimate_psf_field
 from astrid_assets.science.psf.model import PSFError, PSFModel
 from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
-from astrid_assets.science.sources import Sources, star_positions
+from astrid_assets.science.sources import Sources
 from astrid_assets.science.subtraction.classic import classic_subtraction
 from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
@@ -95,8 +95,7 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
         wcs, _ = align_to_reference(
             frame.science, frame.background, frame.background_rms, frame.mask,
             reference.image, reference.sky_sigma, reference.mask, reference.wcs,
-            frame_xy=star_positions(None, None, None, None, sources=frame.sources),
-            reference_xy=star_positions(None, None, None, None, sources=reference.sources))
+            frame_xy=frame.sources.control_stars(), reference_xy=reference.sources.control_stars())
     except AlignmentError as error:
         raise RegistrationError(f"frame has no WCS and {error}") from None
     return frame.with_wcs(wcs, "star-pattern"), "star-pattern"
@@ -384,7 +383,7 @@ def difference_frame(
               "registration_rms": float(np.hypot(*astrometric_sigma)), "registration": registration,
               "pixel_offset": pixel_offset, "astrometric_sigma": astrometric_sigma, "new_psf_field": new_field}
     if method == "zogy":
-        options = ZogyOptions(flux_ratio=flux_ratio, flux_ratio_stars=_positions(ref_sources.unflagged()),
+        options = ZogyOptions(flux_ratio=flux_ratio, flux_ratio_stars=ref_sources.unflagged_xy(),
                               astrometric_sigma=astrometric_sigma, psf_error="auto")
         result = zogy_field(new, ref, options)
         return Difference(
@@ -400,11 +399,6 @@ def difference_frame(
         psf=result.psf, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio,
         s_corr_std=result.significance_std, method="classic", **common,
     )
-
-
-def _positions(objects: np.ndarray) -> np.ndarray:
-    """``(n, 2)`` positions ``(x, y)`` of a catalogue, px."""
-    return np.column_stack([objects["x"], objects["y"]]).astype(np.float64).reshape(-1, 2)
 
 
 def _sigma_on_grid(frame: CalibratedFrame, registered) -> float:

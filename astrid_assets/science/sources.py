@@ -228,6 +228,16 @@ class Sources:
         """The detections SEP did not flag (``flag == 0``)."""
         return self.objects[self.objects["flag"] == 0]
 
+    def unflagged_xy(self) -> np.ndarray:
+        """``(n, 2)`` float64 positions ``(x, y)``, px, of the unflagged detections."""
+        stars = self.unflagged()
+        return np.column_stack([stars["x"], stars["y"]]).astype(np.float64).reshape(-1, 2)
+
+    def control_stars(self, n: int = MAX_CONTROL_POINTS) -> np.ndarray:
+        """``(m, 2)`` positions of the ``n`` brightest unflagged detections (isophotal flux), brightest first:
+        what :func:`star_positions` returns for this image."""
+        return star_catalogue(None, None, None, None, n, sources=self)[:, :2]
+
 
 def star_catalogue(
     image: np.ndarray, background, rms, mask: np.ndarray | None, n: int = MAX_CONTROL_POINTS,
