@@ -305,8 +305,9 @@ def _mask_bright_stars_and_cosmic_rays(
     mask: np.ndarray,
     saturation: float | None,
     noise: NoiseModel,
+    gain: float,
     assumptions: list[str],
-) -> tuple[float | None, np.ndarray, dict]:
+) -> tuple[float | None, np.ndarray, dict, NoiseModel]:
     """BRIGHT_STAR and COSMIC_RAY (set in ``mask``) on a first background.
 
     A first SEP background and rms with SATURATED, BAD_PIXEL and NO_DATA left out, and the variance
@@ -317,17 +318,24 @@ def _mask_bright_stars_and_cosmic_rays(
     sky); COSMIC_RAY from :func:`~astrid_assets.science.calibration.cosmics.cosmic_ray_mask` with the
     noise model of the state (read noise for the Poisson model, else the measured variance).
 
+    The Poisson model is first checked against the measured sky noise
+    (:meth:`~astrid_assets.science.calibration.noise.NoiseModel.matched_to_sky`), so the cosmic-ray
+    search and the variance map use the noise the frame has.
+
     Returns
     -------
-    fwhm, cosmic, details
-        The quick FWHM (px; None with too few stars), the cosmic-ray pixels and the search's details
-        (``objlim``, ``spared``).
+    fwhm, cosmic, details, noise
+        The quick FWHM (px; None with too few stars), the cosmic-ray pixels, the search's details
+        (``objlim``, ``spared``) and the noise model, checked.
     """
     saturated = (mask & masks.SATURATED) != 0
     bad = (mask & (masks.BAD_PIXEL | masks.NO_DATA)) != 0
     raw_saturated = raw >= saturation if saturation is not None else np.zeros(raw.shape, bool)
     satlevel = float(np.min(science[raw_saturated])) if raw_saturated.any() else 1e30  # e-
     background, background_rms = background_maps(science, saturated | bad)
+    noise, note = noise.matched_to_sky(background, background_rms, ~(saturated | bad), gain)
+    if note:
+        assumptions.append(note)
     first_variance = noise.variance(background, background_rms)
     fwhm = quick_fwhm(science - background, background_rms, saturated | bad | ~np.isfinite(first_variance))
     if raw_saturated.any():
@@ -343,7 +351,7 @@ def _mask_bright_stars_and_cosmic_rays(
         saturated,
         noise.read_noise if noise.poisson else float(np.median(background_rms)),
         satlevel,
-        None if noise.poisson else first_variance,
+        None if noise.poisson and noise.photon_scale == 1.0 else first_variance,
         fwhm=fwhm,
         background=background,
         details=details,
@@ -351,7 +359,7 @@ def _mask_bright_stars_and_cosmic_rays(
     mask[cosmic] |= masks.COSMIC_RAY
     if fwhm is None:
         assumptions.append("too few stars for a quick FWHM: L.A.Cosmic with its default object limit, no PSF test")
-    return fwhm, cosmic, details
+    return fwhm, cosmic, details, noise
 
 
 def calibrate_frame(
@@ -444,8 +452,8 @@ def calibrate_frame(
         poisson=with_masters and detector.gain.value is not None and read_noise is not None,
         source_gain=math.inf if gain_unknown else 1.0,
     )
-    fwhm, cosmic, details = _mask_bright_stars_and_cosmic_rays(
-        raw, science, mask, detector.saturation.value, noise, assumptions
+    fwhm, cosmic, details, noise = _mask_bright_stars_and_cosmic_rays(
+        raw, science, mask, detector.saturation.value, noise, float(gain.value), assumptions
     )
     background, background_rms = background_maps(science, (mask & masks.UNUSABLE) != 0)
     info = {
