@@ -15,8 +15,11 @@ from astrid_assets.defs.calibration import calibrated_frames
 from astrid_assets.defs.datasets import training_datasets
 from astrid_assets.defs.detection import candidate_detections
 from astrid_assets.defs.differencing import difference_images, reference_images
+from astrid_assets.defs.forced_photometry import forced_photometry
 from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.defs.learning import scored_detections, unet_models
+from astrid_assets.defs.objects import object_detections, transient_objects
+from astrid_assets.defs.packets import alert_packets, notifications
 from astrid_assets.io.tables import TableIOManager
 from astrid_assets.jobs import build_training_dataset, nightly_pipeline, train_unet
 from astrid_assets.resources import (
@@ -26,9 +29,12 @@ from astrid_assets.resources import (
     SimulatedSurveyResource,
     mlflow_run,
 )
+from astrid_assets.resources.pool import FramePoolResource
 
 nightly_assets = [
     raw_observations, calibrated_frames, reference_images, difference_images, candidate_detections, scored_detections,
+    object_detections, transient_objects, forced_photometry,
+    alert_packets, notifications,
 ]
 learning_assets = [training_datasets, unet_models]
 MLFLOW_EXPERIMENT = "astrid-unet"
@@ -40,6 +46,7 @@ def default_resources() -> dict:
         "object_store": ObjectStoreResource(),
         "simulated_survey": SimulatedSurveyResource(),
         "database": DatabaseResource(),
+        "frame_pool": FramePoolResource(),  # ASTRID_POOL: where a step's frames run (astrid_assets.pool)
         "model_registry": ModelRegistryResource(),
         "mlflow": mlflow_run.configured(
             {"experiment_name": MLFLOW_EXPERIMENT, "mlflow_tracking_uri": settings.mlflow_tracking_uri()}

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from astrid_assets.io import migrate
-from astrid_assets.io.schema import LABELS, candidate_detections, validations
+from astrid_assets.io.schema import LABELS, candidate_detections, expert_reviews, validations
 from astrid_assets.io.tables import engine_for
 
 
@@ -130,24 +130,31 @@ def simulated_curation(
     return pd.DataFrame(labels)
 
 
-def labelled_candidates(url: str, night_start: str, night_end: str) -> pd.DataFrame:
+def labelled_candidates(url: str, night_start: str, night_end: str, method: str = "majority") -> pd.DataFrame:
     """Candidates of the night window with a consensus label, for building training datasets.
 
-    ``unsure`` labels are ignored. For each candidate: ``label`` is the majority of its real/bogus
-    labels (a tie counts as real), ``agreement`` the fraction of labels that agree with it, and
-    ``n_labels`` how many there are; joined with the candidate's row (stamps, FWHM, frame).
+    The consensus is :func:`astrid_assets.review.consensus.consensus`: each labeller's newest label is
+    their vote, ``unsure`` abstains; ``method`` ``majority`` (a tie counts as real) or ``dawid-skene``;
+    an expert review settles a candidate. ``label`` is the consensus, ``agreement`` its confidence,
+    ``n_labels`` how many votes there are; joined with the candidate's row (stamps, FWHM, frame).
     """
+    from astrid_assets.review.consensus import consensus
+
     migrate.upgrade(url)
-    window = (validations.c.night >= night_start) & (validations.c.night <= night_end)
+    columns = ["candidate_id", "label", "agreement", "n_labels"]
     with engine_for(url).connect() as connection:
-        labels = pd.read_sql(select(validations.c.candidate_id, validations.c.label)
-                             .where(window & validations.c.label.in_(["real", "bogus"])), connection)
-        if labels.empty:
-            return pd.DataFrame(columns=["candidate_id", "label", "agreement", "n_labels"])
-        votes = labels.assign(real=labels.label == "real").groupby("candidate_id").real.agg(["mean", "size"])
-        ids = votes.index.tolist()
+        labels = pd.read_sql(select(validations.c.validation_id, validations.c.candidate_id, validations.c.labeller,
+                                    validations.c.label)
+                             .where((validations.c.night >= night_start) & (validations.c.night <= night_end)),
+                             connection)
+        reviews = pd.read_sql(select(expert_reviews.c.review_id, expert_reviews.c.candidate_id,
+                                     expert_reviews.c.confirmed)
+                              .where((expert_reviews.c.night >= night_start) & (expert_reviews.c.night <= night_end)),
+                              connection)
+        votes = consensus(labels, reviews, method)
+        if votes.empty:
+            return pd.DataFrame(columns=columns)
+        ids = votes.candidate_id.tolist()
         rows = pd.concat([pd.read_sql(select(candidate_detections).where(
             candidate_detections.c.candidate_id.in_(ids[i: i + 500])), connection) for i in range(0, len(ids), 500)])
-    votes = votes.assign(label=np.where(votes["mean"] >= 0.5, "real", "bogus"),
-                         agreement=np.maximum(votes["mean"], 1 - votes["mean"]), n_labels=votes["size"])
-    return rows.merge(votes[["label", "agreement", "n_labels"]], left_on="candidate_id", right_index=True)
+    return rows.merge(votes[columns], on="candidate_id")

@@ -9,15 +9,21 @@ at run time (``request.getfixturevalue``) by a test without it fails that test.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from astrid_assets.testing import servers
 
+# A test's Dagster runs hand their frames to the serial pool (no worker processes to start per run); the
+# pool tests (astrid_assets_tests/test_pool.py) choose their engines themselves.
+os.environ.setdefault("ASTRID_POOL", "serial")
+
 #: Fixtures that start a server (PostgreSQL, moto's S3 server, MLflow, dagster-webserver, Chromium),
 #: defined here and in the folders' conftest.py; a test using one, even through another fixture, is integration.
-SERVER_FIXTURES = frozenset({"postgres_url", "s3_endpoint", "mlflow_uri", "pg_database", "dagster_ui", "browser"})
+SERVER_FIXTURES = frozenset({"postgres_url", "s3_endpoint", "mlflow_uri", "pg_database", "dagster_ui", "browser",
+                             "smtp_server", "webhook_server"})
 #: Folders of this package whose tests all start servers.
 SERVER_FOLDERS = frozenset({"e2e", "ui"})
 HERE = Path(__file__).resolve().parent

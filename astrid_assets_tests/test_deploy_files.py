@@ -45,6 +45,10 @@ EXPECTED_SERVICES = {
     "user-code",
     "webserver",
     "daemon",
+    "dask-scheduler",
+    "dask-worker",
+    "review",
+    "review-proxy",
 }
 DAGSTER_SERVICES = ("dagster-init", "user-code", "webserver", "daemon")
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}

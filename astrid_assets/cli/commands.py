@@ -408,11 +408,13 @@ COMMANDS = (add_demo_parser, add_label_parser, add_import_labels_parser, add_can
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from astrid_assets.cli import doctor  # `astrid doctor [--migrate]`: check every configured backend
+    # `astrid export`, `astrid objects`: the object catalogue; `astrid doctor [--migrate]`: every configured backend
+    from astrid_assets.cli import catalogue, doctor
+    from astrid_assets.review import cli as review  # `astrid review`, `astrid person`: the scanning page
 
     parser = argparse.ArgumentParser(prog="astrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for add_parser in (*COMMANDS, doctor.add_parser):
+    for add_parser in (*COMMANDS, catalogue.add_parsers, review.add_parsers, doctor.add_parser):
         add_parser(commands)
     return parser
 

@@ -1,15 +1,21 @@
 """``calibrated_frames``: bias, dark and flat correction, masks, noise maps and frame quality."""
 
+import io
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, MetadataValue
 
+from astrid_assets.defs.frames import frame_store, log_failures
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrated_frames_checks
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
+from astrid_assets.pool import FramePool, SerialPool
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
+from astrid_assets.resources.pool import FramePoolResource
 from astrid_assets.science.calibration.calibrate import calibrate_frame
 from astrid_assets.science.calibration.masters import MasterCalibrations, build_masters
 from astrid_assets.science.calibration.quality import mark_seeing_outliers, measure_quality, verdict
@@ -144,6 +150,7 @@ def calibrated_frames(
     raw_observations: pd.DataFrame,
     object_store: ObjectStoreResource,
     database: DatabaseResource,
+    frame_pool: FramePoolResource,
 ):
     """Calibrated science frames with masks, variance and background maps, and quality rows.
 
@@ -159,62 +166,122 @@ def calibrated_frames(
     """
     store = object_store.open()
     yield from for_each_night(context, lambda night: calibrate_night(
-        context, night, night_rows(raw_observations, night), store), calibrated_frames_checks,
+        context, night, night_rows(raw_observations, night), store, frame_pool.open()), calibrated_frames_checks,
         upstream={"raw_observations": raw_observations}, database=database)
 
 
+def masters_key(night: str) -> str:
+    """Object-store key (before its content hash) of the night's master calibrations, as the frames' tasks read them."""
+    return f"calibrated_frames/{night}/masters.fits"
+
+
+def masters_to_bytes(masters: MasterCalibrations) -> bytes:
+    """``masters`` as FITS bytes, values and types kept: BIAS (ADU), DARK (ADU/s), FLAT, BADPIX; ``GAIN`` (e-/ADU)
+    and ``RDNOISE`` (e-) cards where photon transfer measured them."""
+    primary = fits.PrimaryHDU(masters.bias)
+    primary.name = "BIAS"
+    for card, value in (("GAIN", masters.gain), ("RDNOISE", masters.read_noise)):
+        if value is not None:
+            primary.header[card] = float(value)
+    return to_fits_bytes([primary, fits.ImageHDU(masters.dark, name="DARK"), fits.ImageHDU(masters.flat, name="FLAT"),
+                          fits.ImageHDU(masters.bad_pixels.astype(np.uint8), name="BADPIX")])
+
+
+@lru_cache(maxsize=2)
+def stored_masters(store_url: str, key: str) -> MasterCalibrations:
+    """The master calibrations at ``key`` (:func:`masters_to_bytes`), read once per worker process."""
+    with fits.open(io.BytesIO(frame_store(store_url).get(key))) as hdus:
+        header = hdus["BIAS"].header
+
+        def native(name: str) -> np.ndarray:  # the stored values and type, in this machine's byte order
+            data = hdus[name].data
+            return data.astype(data.dtype.newbyteorder("="))
+
+        return MasterCalibrations(
+            bias=native("BIAS"), dark=native("DARK"), flat=native("FLAT"), bad_pixels=native("BADPIX").astype(bool),
+            gain=header.get("GAIN"), read_noise=header.get("RDNOISE"))
+
+
+def frame_base(night: str, frame: dict) -> dict:
+    """The columns of a ``calibrated_frames`` row known before calibration."""
+    return {"night": night, "frame_id": frame["frame_id"], "field": frame["field"], "filter": frame["filter"],
+            "mjd_obs": frame["mjd_obs"]}
+
+
+def calibrate_one(store_url: str, night: str, frame: dict, masters_at: str | None) -> tuple[dict, list[str]]:
+    """One science frame (its ``raw_observations`` row) calibrated, measured and stored: its ``calibrated_frames``
+    row and the assumptions made. A task of the frame pool: keys in, a row out.
+
+    ``masters_at`` is the key of the night's master calibrations (None: the frame is taken as reduced
+    elsewhere, or raw without calibration frames). A frame that fails gets a ``failed`` row with its problem.
+    """
+    store = frame_store(store_url)
+    base = frame_base(night, frame)
+    masters = stored_masters(store_url, masters_at) if masters_at else None
+    columns = set(schema.calibrated_frames.c.keys())
+    try:
+        raw_image, header = read_frame(store.get(frame["path"]), night, frame["frame_id"])
+        header.extend(normalised_cards(header), update=True)
+        frame_masters = masters if masters is not None else archive_reduced(raw_image.shape)
+        if frame_masters.bias.shape != raw_image.shape:
+            raise FrameError(night, frame["frame_id"], f"shape {raw_image.shape} differs from the "
+                             f"night's calibration frames {frame_masters.bias.shape}")
+        calibrated = measure_frame(calibrate_frame(raw_image, header, frame_masters))
+        quality = measure_quality(calibrated, header)
+        usable, reasons = verdict(quality)
+    except Exception as error:  # one bad frame must not sink the night
+        problem = error.problem if isinstance(error, FrameError) else f"{type(error).__name__}: {error}"
+        return {**base, "usable": False, "status": "failed", "problem": problem}, []
+    content = to_fits_bytes(calibrated_hdus(calibrated, header, night))
+    path = store.put_versioned(f"calibrated_frames/{night}/{frame['frame_id']}.fits", content)
+    info = calibrated.info
+    if masters is not None:
+        how = "night-masters"
+    else:
+        how = "uncalibrated" if info.get("data_state") == "raw" else "archive-reduced"
+    frame_assumptions = list(info.get("assumptions", []))
+    return {
+        **base, **{k: quality.get(k) for k in columns if k in quality},
+        **{k: info.get(k) for k in INFO_KEYS},
+        "assumptions": "; ".join(frame_assumptions) or None,
+        "exptime": exposure_time(header),
+        "path": path, "calibration": how,
+        "zero_point": header.get("MAGZP"), "usable": usable,
+        "stars": zeropoints.encode(zeropoints.zero_point_stars(
+            calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,
+            quality.get("fwhm_px"), sources=calibrated.sources)), "reasons": "; ".join(reasons) or None,
+        "status": "ok", "problem": None,
+    }, frame_assumptions
+
+
 def calibrate_night(
-    context: AssetExecutionContext, night: str, raw_observations: pd.DataFrame, store: ObjectStore
+    context: AssetExecutionContext, night: str, raw_observations: pd.DataFrame, store: ObjectStore,
+    pool: FramePool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """One night's ``calibrated_frames`` rows and metadata."""
+    """One night's ``calibrated_frames`` rows and metadata; the science frames calibrated in ``pool`` (serial: None)."""
     accepted = raw_observations[raw_observations.status == "ok"]
     science = accepted[accepted.imagetyp == "object"]
     calibration_problems: list[str] = []
     masters = night_masters(accepted, store, night, calibration_problems)
     for problem in calibration_problems:
         context.log.warning(f"calibration frames: {problem}")
-    columns = set(schema.calibrated_frames.c.keys())
+    masters_at = store.put_versioned(masters_key(night), masters_to_bytes(masters)) if (
+        masters is not None and len(science)) else None
+    frames = [{k: getattr(frame, k) for k in ("frame_id", "field", "filter", "mjd_obs", "path")}
+              for frame in science.itertuples()]
+    outcomes = (pool or SerialPool()).run_frames(
+        calibrate_one, [(store.url, night, frame, masters_at) for frame in frames],
+        [f"frame {frame['frame_id']}" for frame in frames])
+    log_failures(context, night, "calibration", outcomes)
     rows, failures, assumptions = [], [], []
-    for frame in science.itertuples():
-        base = {"night": night, "frame_id": frame.frame_id, "field": frame.field,
-                "filter": frame.filter, "mjd_obs": frame.mjd_obs}
-        try:
-            raw_image, header = read_frame(store.get(frame.path), night, frame.frame_id)
-            header.extend(normalised_cards(header), update=True)
-            frame_masters = masters if masters is not None else archive_reduced(raw_image.shape)
-            if frame_masters.bias.shape != raw_image.shape:
-                raise FrameError(night, frame.frame_id, f"shape {raw_image.shape} differs from the "
-                                 f"night's calibration frames {frame_masters.bias.shape}")
-            calibrated = measure_frame(calibrate_frame(raw_image, header, frame_masters))
-            quality = measure_quality(calibrated, header)
-            usable, reasons = verdict(quality)
-        except Exception as error:  # one bad frame must not sink the night
-            problem = error.problem if isinstance(error, FrameError) else f"{type(error).__name__}: {error}"
-            context.log.warning(f"night {night}, frame {frame.frame_id}: calibration failed: {problem}")
-            failures.append(f"- `{frame.frame_id}`: {problem}")
-            rows.append({**base, "usable": False, "status": "failed", "problem": problem})
-            continue
-        content = to_fits_bytes(calibrated_hdus(calibrated, header, night))
-        path = store.put_versioned(f"calibrated_frames/{night}/{frame.frame_id}.fits", content)
-        info = calibrated.info
-        if masters is not None:
-            how = "night-masters"
-        else:
-            how = "uncalibrated" if info.get("data_state") == "raw" else "archive-reduced"
-        frame_assumptions = list(info.get("assumptions", []))
-        assumptions.extend(f"- `{frame.frame_id}`: {text}" for text in frame_assumptions)
-        rows.append({
-            **base, **{k: quality.get(k) for k in columns if k in quality},
-            **{k: info.get(k) for k in INFO_KEYS},
-            "assumptions": "; ".join(frame_assumptions) or None,
-            "exptime": exposure_time(header),
-            "path": path, "calibration": how,
-            "zero_point": header.get("MAGZP"), "usable": usable,
-            "stars": zeropoints.encode(zeropoints.zero_point_stars(
-                calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,
-                quality.get("fwhm_px"), sources=calibrated.sources)), "reasons": "; ".join(reasons) or None,
-            "status": "ok", "problem": None,
-        })
+    for frame, outcome in zip(frames, outcomes, strict=True):
+        row, frame_assumptions = outcome.value if outcome.ok else (
+            {**frame_base(night, frame), "usable": False, "status": "failed", "problem": outcome.error}, [])
+        if row["status"] == "failed":
+            context.log.warning(f"night {night}, frame {frame['frame_id']}: calibration failed: {row['problem']}")
+            failures.append(f"- `{frame['frame_id']}`: {row['problem']}")
+        assumptions.extend(f"- `{frame['frame_id']}`: {text}" for text in frame_assumptions)
+        rows.append(row)
     table = mark_seeing_outliers(pd.DataFrame(rows, columns=list(schema.calibrated_frames.c.keys())))
     ok = table[table.status == "ok"]
     states = pd.Series([row.get("data_state") for row in rows if row.get("status") == "ok"], dtype=object)

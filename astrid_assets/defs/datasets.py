@@ -40,6 +40,7 @@ class DatasetConfig(Config):
     night_end: str = "9999-12-31"
     sources: list[str] = []  #: raw-frame sources to include (simulated, fits_drop, skyview, mast); empty: all
     confidence_threshold: float = 0.6  #: minimum fraction of a candidate's labels agreeing with its consensus
+    consensus: str = "majority"  #: how several people's labels combine: majority or dawid-skene (review.consensus)
     max_samples: int = 20000  #: stratified subsample above this
     split_fractions: list[float] = [0.7, 0.15, 0.15]  #: train / val / test, whole nights per split
     seed: int = 0
@@ -67,7 +68,8 @@ def collect_stamps(candidates: pd.DataFrame, store: ObjectStore) -> np.ndarray:
 
 def human_examples(config: DatasetConfig, database: DatabaseResource, store: ObjectStore) -> Examples:
     """Candidates of the window with a consensus label of at least ``confidence_threshold`` agreement."""
-    candidates = labelled_candidates(database.resolved_url(), config.night_start, config.night_end)
+    candidates = labelled_candidates(database.resolved_url(), config.night_start, config.night_end,
+                                     config.consensus)
     candidates = candidates[candidates.agreement >= config.confidence_threshold]
     if config.sources and len(candidates):
         raw = database.read_nights("raw_observations", sorted(candidates.night.unique()))

@@ -17,19 +17,22 @@ from dagster import (
     MetadataValue,
 )
 
+from astrid_assets.defs.frames import frame_store, log_failures, stored_reference
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import CANDIDATE_DETECTIONS_CHECKS, candidate_detections_checks
 from astrid_assets.io import schema
 from astrid_assets.io.arrays import save_arrays
 from astrid_assets.io.object_store import ObjectStore
+from astrid_assets.pool import FramePool, SerialPool
 from astrid_assets.previews import completeness_curve, markdown_image, triplet_grid
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
+from astrid_assets.resources.pool import FramePoolResource
 from astrid_assets.science.astrometry.align import is_placeholder
 from astrid_assets.science.frames.files import header_wcs, read_extensions
 from astrid_assets.science.injection.fakes import injection_recovery
 from astrid_assets.science.injection.inject import summarise_completeness
 from astrid_assets.science.pipeline import find_candidates
-from astrid_assets.science.products import CalibratedFrame, Difference, Reference
+from astrid_assets.science.products import CalibratedFrame, Difference
 
 
 class DetectionConfig(Config):
@@ -75,6 +78,7 @@ def candidate_detections(
     difference_images: pd.DataFrame,
     object_store: ObjectStoreResource,
     database: DatabaseResource,
+    frame_pool: FramePoolResource,
 ):
     """Positive and negative sources with |S_corr| ≥ threshold on each difference image.
 
@@ -87,8 +91,10 @@ def candidate_detections(
     injections: dict[str, InjectionOutcome | None] = {}
 
     def night_fn(night: str) -> tuple[pd.DataFrame, dict]:
-        table, metadata, searched = detect_night(night, config, night_rows(difference_images, night), store)
-        injections[night] = inject_night(context, config, searched, store, night)
+        pool = frame_pool.open()
+        table, metadata, searched = detect_night(night, config, night_rows(difference_images, night), store, pool,
+                                                 context)
+        injections[night] = inject_night(context, config, searched, store, night, pool)
         return table, metadata
 
     yield from for_each_night(context, night_fn, candidate_detections_checks,
@@ -96,36 +102,57 @@ def candidate_detections(
     yield injection_check(config, injections)
 
 
+#: What the injection test needs of a searched frame: frame id, reference key, its candidates, calibrated and
+#: difference keys.
+Searched = tuple[str, str, pd.DataFrame, str, str]
+
+
+def detect_one(store_url: str, night: str, threshold: float, frame_id: str, field: str, difference_path: str,
+               reference_path: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The candidates of one difference image, their stamps stored: its ``candidate_detections`` rows and the
+    stamps of its three best candidates (for the preview). A task of the frame pool: keys in, rows out."""
+    store = frame_store(store_url)
+    reference = stored_reference(store_url, reference_path)
+    extensions = read_extensions(store.get(difference_path))
+    difference = Difference.from_extensions(extensions, reference.image)
+    header = extensions["DIFF"][1]
+    wcs = None if is_placeholder(header) else header_wcs(header)  # a placeholder grid has no sky
+    found, stamps = find_candidates(difference, wcs, threshold)
+    stamp_path = store.put_versioned(f"candidate_detections/{night}/{frame_id}.stamps.npy", stamps_to_bytes(stamps))
+    found = found.assign(
+        night=night, frame_id=frame_id, field=field,
+        candidate_id=[f"{frame_id}-c{i:04d}" for i in range(len(found))],
+        stamp_path=stamp_path, stamp_index=np.arange(len(found)),
+    )
+    best = found.sort_values("rule_score", ascending=False).head(3)
+    return found, stamps[best.stamp_index.to_numpy()]
+
+
 def detect_night(
-    night: str, config: DetectionConfig, differences: pd.DataFrame, store: ObjectStore
-) -> tuple[pd.DataFrame, dict, list[tuple[str, Reference, pd.DataFrame, str, str]]]:
-    """One night's candidates, their metadata, and per searched frame what the injection test needs."""
+    night: str, config: DetectionConfig, differences: pd.DataFrame, store: ObjectStore,
+    pool: FramePool | None = None, context: AssetExecutionContext | None = None,
+) -> tuple[pd.DataFrame, dict, list[Searched]]:
+    """One night's candidates, their metadata, and per searched frame what the injection test needs; the
+    frames searched in ``pool`` (serial: None). A frame whose search failed twice is left out and named in
+    the metadata (``frames_failed``)."""
     differences = differences[differences.status == "ok"]
-    references: dict[str, Reference] = {}
-    tables, previews = [], []
-    searched: list[tuple[str, Reference, pd.DataFrame, str, str]] = []
-    for row in differences.itertuples():
-        if row.reference_path not in references:
-            references[row.reference_path] = Reference.from_extensions(read_extensions(store.get(row.reference_path)))
-        reference = references[row.reference_path]
-        extensions = read_extensions(store.get(row.path))
-        difference = Difference.from_extensions(extensions, reference.image)
-        header = extensions["DIFF"][1]
-        wcs = None if is_placeholder(header) else header_wcs(header)  # a placeholder grid has no sky
-        found, stamps = find_candidates(difference, wcs, config.threshold)
-        stamp_path = store.put_versioned(f"candidate_detections/{night}/{row.frame_id}.stamps.npy",
-                                         stamps_to_bytes(stamps))
-        found = found.assign(
-            night=night, frame_id=row.frame_id, field=row.field,
-            candidate_id=[f"{row.frame_id}-c{i:04d}" for i in range(len(found))],
-            stamp_path=stamp_path, stamp_index=np.arange(len(found)),
-        )
+    outcomes = (pool or SerialPool()).run_frames(
+        detect_one, [(store.url, night, config.threshold, row.frame_id, row.field, row.path, row.reference_path)
+                     for row in differences.itertuples()], [f"frame {f}" for f in differences.frame_id])
+    if context is not None:
+        log_failures(context, night, "detection", outcomes)
+    tables, previews, failed = [], [], []
+    searched: list[Searched] = []
+    for row, outcome in zip(differences.itertuples(), outcomes, strict=True):
+        if not outcome.ok:
+            failed.append(f"- `{row.frame_id}`: {outcome.error}")
+            continue
+        found, best_stamps = outcome.value
         tables.append(found)
-        searched.append((row.frame_id, reference, found, row.calibrated_path, row.path))
-        if len(found):
-            best = found.sort_values("rule_score", ascending=False).head(3)
-            previews += [(stamps[i], f"{cid} S/N {snr:.0f}") for i, cid, snr in
-                         zip(best.stamp_index, best.candidate_id, best.snr, strict=True)]
+        searched.append((row.frame_id, row.reference_path, found, row.calibrated_path, row.path))
+        best = found.sort_values("rule_score", ascending=False).head(3)
+        previews += [(stamp, f"{cid} S/N {snr:.0f}") for stamp, cid, snr in
+                     zip(best_stamps, best.candidate_id, best.snr, strict=True)]
     columns = list(schema.candidate_detections.c.keys())
     table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     metadata = {
@@ -135,6 +162,7 @@ def detect_night(
         "unflagged": int((table["flags"] == 0).sum()),
         "frames_searched": len(differences),
         "threshold_s_corr": config.threshold,
+        **({"frames_failed": MetadataValue.md("\n".join(failed))} if failed else {}),
     }
     if previews:
         metadata["top_candidates"] = MetadataValue.md(markdown_image(
@@ -155,22 +183,35 @@ class InjectionOutcome:
     false_detections: list[int]
 
 
-def inject_night(context, config: DetectionConfig, searched, store: ObjectStore, night: str) -> InjectionOutcome | None:
-    """Inject fakes into copies of up to ``injection_frames`` calibrated frames of the night and recover them."""
+def inject_one(store_url: str, night: str, config: DetectionConfig, frame_id: str, reference_path: str,
+               found: pd.DataFrame, calibrated_path: str, difference_path: str):
+    """The injection test of one frame (:func:`~astrid_assets.science.injection.fakes.injection_recovery`): fakes
+    into a copy of the calibrated frame, differenced and detected as the night was. A task of the frame pool."""
+    store = frame_store(store_url)
+    reference = stored_reference(store_url, reference_path)
+    frame = CalibratedFrame.from_extensions(read_extensions(store.get(calibrated_path)))
+    # the untouched frame's registration, PSF field and flux ratio serve the frame with fakes
+    difference = Difference.from_extensions(read_extensions(store.get(difference_path)), reference.image)
+    rng = np.random.default_rng(frame_seed(night, frame_id))
+    return injection_recovery(frame, reference, found, rng, n_fakes=config.injection_fakes,
+                              threshold=config.threshold, like=difference)
+
+
+def inject_night(context, config: DetectionConfig, searched: list[Searched], store: ObjectStore, night: str,
+                 pool: FramePool | None = None) -> InjectionOutcome | None:
+    """Inject fakes into copies of up to ``injection_frames`` calibrated frames of the night and recover them;
+    the frames tested in ``pool`` (serial: None)."""
     if config.injection_frames == 0 or not searched:
         return None
+    tested = searched[: config.injection_frames]
+    outcomes = (pool or SerialPool()).run_frames(
+        inject_one, [(store.url, night, config, *frame) for frame in tested], [f"frame {f[0]}" for f in tested])
     snr, recovered, errors, false_detections, frames, stamps = [], [], [], [], [], []
-    for frame_id, reference, found, calibrated_path, difference_path in searched[: config.injection_frames]:
-        frame = CalibratedFrame.from_extensions(read_extensions(store.get(calibrated_path)))
-        # the untouched frame's registration, PSF field and flux ratio serve the frame with fakes
-        difference = Difference.from_extensions(read_extensions(store.get(difference_path)), reference.image)
-        rng = np.random.default_rng(frame_seed(night, frame_id))
-        try:
-            outcome = injection_recovery(frame, reference, found, rng, n_fakes=config.injection_fakes,
-                                         threshold=config.threshold, like=difference)
-        except Exception as error:
-            context.log.warning(f"night {night}, frame {frame_id}: injection test failed: {error}")
+    for (frame_id, *_), outcome in zip(tested, outcomes, strict=True):
+        if not outcome.ok:
+            context.log.warning(f"night {night}, frame {frame_id}: injection test failed: {outcome.error}")
             continue
+        outcome = outcome.value
         snr.append(outcome.snr)
         recovered.append(outcome.recovered)
         errors.append(outcome.position_error)

@@ -21,6 +21,7 @@ import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, Config, MetadataValue
 
+from astrid_assets.defs.frames import frame_store, log_failures, stored_reference
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import (
     DIFFERENCE_IMAGES_CHECKS,
@@ -33,14 +34,16 @@ from astrid_assets.defs.quality_checks import (
 )
 from astrid_assets.io import schema
 from astrid_assets.io.object_store import ObjectStore
+from astrid_assets.pool import FramePool, SerialPool
 from astrid_assets.previews import difference_preview, markdown_image
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
+from astrid_assets.resources.pool import FramePoolResource
 from astrid_assets.science import masks
 from astrid_assets.science.astrometry.align import PLACEHOLDER_CARD, is_placeholder
 from astrid_assets.science.astrometry.register import RegistrationError
 from astrid_assets.science.frames.files import provenance_cards, read_extensions, to_fits_bytes
-from astrid_assets.science.pipeline import build_reference, difference_frame, measure_reference
-from astrid_assets.science.products import CalibratedFrame, Reference
+from astrid_assets.science.pipeline import build_reference, difference_frame
+from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.psf.model import PSFError
 from astrid_assets.science.reference.selection import select_reference_frames, version_decision
 
@@ -132,6 +135,12 @@ def reference_for_field(
             "decision": decision}
 
 
+def reference_task(store_url: str, field: str, frames: pd.DataFrame, config: ReferenceConfig, night: str,
+                   current: dict | None, selection_kind: str) -> dict:
+    """:func:`reference_for_field` as a task of the frame pool: the store's URL and the frames' rows in, a row out."""
+    return reference_for_field(field, frames, frame_store(store_url), config, night, current, selection_kind)
+
+
 def _carried(current: dict) -> dict:
     """The columns of an earlier reference row that a night keeping it repeats."""
     keys = ("path", "version", "n_frames", "fwhm_px", "input_frames", "shallow", "sensitivity")
@@ -148,6 +157,7 @@ def reference_images(
     calibrated_frames: pd.DataFrame,
     object_store: ObjectStoreResource,
     database: DatabaseResource,
+    frame_pool: FramePoolResource,
 ):
     """For each field observed tonight, the reference it is differenced against.
 
@@ -158,21 +168,23 @@ def reference_images(
     store = object_store.open()
     made: dict[str, dict] = {}  # this run's latest reference per field: later nights of a range build on it
     yield from for_each_night(context, lambda night: references_night(
-        context, night, config, night_rows(calibrated_frames, night), store, database, made,
+        context, night, config, night_rows(calibrated_frames, night), store, database, made, frame_pool.open(),
     ), reference_images_checks, upstream={"calibrated_frames": calibrated_frames}, database=database)
 
 
 def references_night(
     context: AssetExecutionContext, night: str, config: ReferenceConfig, calibrated_frames: pd.DataFrame,
     store: ObjectStore, database: DatabaseResource, made: dict[str, dict] | None = None,
+    pool: FramePool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """One night's ``reference_images`` rows and metadata."""
+    """One night's ``reference_images`` rows and metadata; the fields' references built in ``pool`` (serial: None)."""
     made = {} if made is None else made
     fields = sorted(calibrated_frames.loc[calibrated_frames.status == "ok", "field"].unique())
     first, last = earlier_nights(config, night)
     selection = "pinned-frames" if config.frames else "pinned-window" if (
         config.window_start or config.window_end) else "auto"
-    rows = []
+    rows: dict[str, dict] = {}
+    tasks: dict[str, tuple] = {}
     for field in fields:
         try:
             earlier = database.read_night_range("calibrated_frames", first, last, field=field)
@@ -180,14 +192,20 @@ def references_night(
             if config.frames:
                 usable = usable[usable.frame_id.isin(config.frames)]
             current = made.get(field) or latest_reference(database, field, night, config)
-            row = reference_for_field(field, usable, store, config, night, current, selection)
+            tasks[field] = (store.url, field, usable.reset_index(drop=True), config, night, current, selection)
         except Exception as error:  # one field's failure must not sink the night
-            problem = f"{type(error).__name__}: {error}"
-            context.log.warning(f"night {night}, field {field}: reference failed: {problem}")
-            row = {"night": night, "field": field, "status": "failed", "problem": problem, "selection": selection}
-        if row["status"] == "ok":
-            made[field] = row
-        rows.append(row)
+            rows[field] = {"night": night, "field": field, "status": "failed", "selection": selection,
+                           "problem": f"{type(error).__name__}: {error}"}
+    outcomes = (pool or SerialPool()).run_frames(reference_task, list(tasks.values()), [f"field {f}" for f in tasks])
+    for field, outcome in zip(tasks, outcomes, strict=True):
+        rows[field] = outcome.value if outcome.ok else {
+            "night": night, "field": field, "status": "failed", "problem": outcome.error, "selection": selection}
+    for field in fields:
+        if rows[field]["status"] == "failed":
+            context.log.warning(f"night {night}, field {field}: reference failed: {rows[field]['problem']}")
+        if rows[field]["status"] == "ok":
+            made[field] = rows[field]
+    rows = [rows[field] for field in fields]
     table = pd.DataFrame(rows, columns=list(schema.reference_images.c.keys()))
     ok = table[table.status == "ok"]
     return table, {
@@ -225,6 +243,7 @@ def difference_images(
     reference_images: pd.DataFrame,
     object_store: ObjectStoreResource,
     database: DatabaseResource,
+    frame_pool: FramePoolResource,
 ):
     """Each usable calibrated frame registered onto its field's reference and subtracted.
 
@@ -238,6 +257,7 @@ def difference_images(
     store = object_store.open()
     yield from for_each_night(context, lambda night: difference_night(
         context, night, config, night_rows(calibrated_frames, night), night_rows(reference_images, night), store,
+        frame_pool.open(),
     ), difference_images_checks, database=database,
         upstream={"calibrated_frames": calibrated_frames, "reference_images": reference_images})
 
@@ -251,18 +271,69 @@ def failure_reason(error: Exception) -> str:
     return "subtraction"
 
 
+def difference_one(store_url: str, night: str, method: str, frame: dict, reference_path: str) -> dict:
+    """One calibrated frame (its ``calibrated_frames`` row) registered onto its reference, subtracted and stored:
+    its ``difference_images`` row. A task of the frame pool: keys in, a row out.
+
+    A frame whose registration or PSF fails gets a ``skipped`` row with the reason; one whose S_corr is not
+    trusted a ``rejected`` row.
+    """
+    store = frame_store(store_url)
+    base = {"night": night, "frame_id": frame["frame_id"], "field": frame["field"],
+            "calibrated_path": frame["path"], "method": method}
+    try:
+        # measured when built; a reference stored before it carried its stars is measured once here
+        reference = stored_reference(store_url, reference_path, measured=True)
+        calibrated = load_calibrated(store, frame["path"])
+        difference = difference_frame(calibrated, reference, method=method)
+    except Exception as error:  # registration / PSF failures skip this frame only
+        return {**base, "status": "skipped", "reason": failure_reason(error),
+                "problem": f"{type(error).__name__}: {error}"}
+    header = reference.wcs.to_header(relax=True)
+    if is_placeholder(reference.header):
+        header[PLACEHOLDER_CARD] = (True, "placeholder WCS: pixel grid only, no sky position")
+    header["FRAMEID"] = frame["frame_id"]
+    header["NEWFWHM"] = (difference.new_fwhm, "FWHM of the new frame's PSF, px")
+    header["REFPATH"] = reference_path[-68:]
+    header["REFVER"] = (str(frame["reference_version"]), "reference version")
+    for card in ("MAGZP", "EXPTIME", "MJD-OBS", "DATE-OBS", "FILTER"):
+        if card in calibrated.header:
+            header[card] = calibrated.header[card]
+    header.extend(provenance_cards("difference_images", night), update=True)
+    path = store.put_versioned(f"difference_images/{night}/{frame['frame_id']}.fits",
+                               to_fits_bytes(difference.to_hdus(header)))
+    row = {
+        **base, "path": path, "flux_ratio": difference.flux_ratio,
+        "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.s_corr_std,
+        "registration_rms": difference.registration_rms, "registration": difference.registration,
+        "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
+        "status": "ok", "problem": None,
+    }
+    if s_corr_outside_range(difference.s_corr_std):
+        row.update(status="rejected", reason="s_corr_variance", problem=(
+            f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: subtraction not trusted"))
+    return row
+
+
+def stored_preview(store: ObjectStore, path: str, title: str) -> bytes:
+    """The difference preview (new frame, D, S_corr) of the difference stored at ``path``."""
+    extensions = read_extensions(store.get(path))
+    return difference_preview(extensions["NEW"][0], extensions["DIFF"][0], extensions["SCORR"][0], title)
+
+
 def difference_night(
     context: AssetExecutionContext, night: str, config: DifferencingConfig, calibrated_frames: pd.DataFrame,
-    reference_images: pd.DataFrame, store: ObjectStore,
+    reference_images: pd.DataFrame, store: ObjectStore, pool: FramePool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """One night's ``difference_images`` rows and metadata: one row per science frame of the night.
+    """One night's ``difference_images`` rows and metadata: one row per science frame of the night; the frames
+    differenced in ``pool`` (serial: None).
 
     Frames that were not differenced keep a row with ``status = skipped`` (or ``rejected`` for an
     untrusted subtraction), a one-word ``reason`` and the ``problem`` in words.
     """
     references = reference_images[reference_images.status == "ok"].set_index("field")
-    loaded: dict[str, Reference] = {}
-    rows, preview = [], None
+    rows: list[dict] = []
+    tasks: dict[int, tuple] = {}
     for frame in calibrated_frames.itertuples():
         base = {"night": night, "frame_id": frame.frame_id, "field": frame.field, "calibrated_path": frame.path,
                 "method": config.method}
@@ -281,49 +352,24 @@ def difference_night(
             continue
         reference_path = references.loc[frame.field, "path"]
         version = references.loc[frame.field].get("version")
-        base = {**base, "reference_path": reference_path, "reference_version": version}
-        try:
-            if frame.field not in loaded:
-                # measured when built; a reference stored before it carried its stars is measured once here
-                loaded[frame.field] = measure_reference(
-                    Reference.from_extensions(read_extensions(store.get(reference_path))))
-            reference = loaded[frame.field]
-            calibrated = load_calibrated(store, frame.path)
-            difference = difference_frame(calibrated, reference, method=config.method)
-        except Exception as error:  # registration / PSF failures skip this frame only
-            problem = f"{type(error).__name__}: {error}"
-            context.log.warning(f"night {night}, frame {frame.frame_id}: not differenced: {problem}")
-            rows.append({**base, "status": "skipped", "reason": failure_reason(error), "problem": problem})
-            continue
-        header = reference.wcs.to_header(relax=True)
-        if is_placeholder(reference.header):
-            header[PLACEHOLDER_CARD] = (True, "placeholder WCS: pixel grid only, no sky position")
-        header["FRAMEID"] = frame.frame_id
-        header["NEWFWHM"] = (difference.new_fwhm, "FWHM of the new frame's PSF, px")
-        header["REFPATH"] = reference_path[-68:]
-        header["REFVER"] = (str(version), "reference version")
-        for card in ("MAGZP", "EXPTIME", "MJD-OBS", "DATE-OBS", "FILTER"):
-            if card in calibrated.header:
-                header[card] = calibrated.header[card]
-        header.extend(provenance_cards("difference_images", night), update=True)
-        path = store.put_versioned(f"difference_images/{night}/{frame.frame_id}.fits",
-                                   to_fits_bytes(difference.to_hdus(header)))
-        rows.append({
-            **base, "path": path, "flux_ratio": difference.flux_ratio,
-            "psf_fwhm": difference.psf_fwhm, "new_fwhm": difference.new_fwhm, "s_corr_std": difference.s_corr_std,
-            "registration_rms": difference.registration_rms, "registration": difference.registration,
-            "masked_fraction": float(((difference.mask & masks.UNUSABLE) != 0).mean()),
-            "status": "ok", "problem": None,
-        })
-        if s_corr_outside_range(difference.s_corr_std):
-            rows[-1].update(status="rejected", reason="s_corr_variance", problem=(
-                f"robust std of S_corr {difference.s_corr_std:.3f} outside {S_CORR_STD_RANGE}: "
-                "subtraction not trusted"))
-            context.log.warning(f"night {night}, frame {frame.frame_id}: {rows[-1]['problem']}")
-            continue
-        if preview is None:
-            preview = difference_preview(difference.new, difference.difference, difference.s_corr,
-                                         f"{frame.frame_id} ({config.method})")
+        rows.append({**base, "reference_path": reference_path, "reference_version": version})
+        tasks[len(rows) - 1] = (store.url, night, config.method, {
+            "frame_id": frame.frame_id, "field": frame.field, "path": frame.path, "reference_version": version,
+        }, reference_path)
+    outcomes = (pool or SerialPool()).run_frames(difference_one, list(tasks.values()),
+                                                 [f"frame {rows[i]['frame_id']}" for i in tasks])
+    log_failures(context, night, "differencing", outcomes)
+    preview = None
+    for index, outcome in zip(tasks, outcomes, strict=True):
+        base = rows[index]
+        rows[index] = {**base, **outcome.value} if outcome.ok else {
+            **base, "status": "skipped", "reason": "subtraction", "problem": outcome.error}
+        row = rows[index]
+        if row["status"] != "ok":
+            verb = "rejected" if row["status"] == "rejected" else "not differenced"
+            context.log.warning(f"night {night}, frame {row['frame_id']}: {verb}: {row['problem']}")
+        elif preview is None:
+            preview = stored_preview(store, row["path"], f"{row['frame_id']} ({config.method})")
     table = pd.DataFrame(rows, columns=list(schema.difference_images.c.keys()))
     ok = table[table.status == "ok"]
     not_done = table[table.status != "ok"]
@@ -341,9 +387,25 @@ def difference_night(
         ),
         "median_s_corr_std": float(ok.s_corr_std.median()) if len(ok) else None,
         "median_registration_rms_px": float(ok.registration_rms.median()) if len(ok) else None,
+        **registration_summary(table),
     }
     if len(table) == 0:
         metadata["why_not_differenced"] = MetadataValue.md("no science frames tonight")
     if preview is not None:
         metadata["preview"] = MetadataValue.md(markdown_image(preview, "difference preview"))
     return table, metadata
+
+
+def registration_summary(table: pd.DataFrame) -> dict:
+    """The night's registration figures: frames that had a reference to register onto, the share registered
+    (not refused with ``reason = registration``) and the count per method (``registration``: wcs,
+    star-pattern, sparse-stars, correlation)."""
+    tried = table[table.reference_path.notna()] if len(table) else table
+    registered = tried[tried.reason.fillna("") != "registration"] if len(tried) else tried
+    methods = registered.registration.dropna().astype(str).value_counts().to_dict() if len(registered) else {}
+    return {
+        "registration_attempted": len(tried),
+        "registered": len(registered),
+        "registration_success_rate": float(len(registered) / len(tried)) if len(tried) else None,
+        "registration_methods": MetadataValue.json({str(k): int(v) for k, v in methods.items()}),
+    }

@@ -49,14 +49,17 @@ RUN_PARAMETERS = ("epochs", "batch_size", "learning_rate", "weight_decay", "pati
 
 class _TrainingRun(Config):
     def training_config(self) -> TrainingConfig:
-        """The :class:`TrainingConfig` this run trains with: defaults with this run's parameters."""
-        return TrainingConfig.from_dict({name: getattr(self, name) for name in RUN_PARAMETERS})
+        """The :class:`TrainingConfig` this run trains with: defaults with this run's parameters, on
+        ``processes`` processes (unset: ``ASTRID_TRAIN_PROCESSES``)."""
+        overrides = {name: getattr(self, name) for name in RUN_PARAMETERS}
+        return TrainingConfig.from_dict(overrides | {"processes": self.processes or settings.train_processes()})
 
 TrainingRunConfig = create_model(
     "TrainingRunConfig", __base__=_TrainingRun, __module__=__name__,
     __doc__="Training overrides (types and defaults: :class:`astrid_assets.ml.config.TrainingConfig`) and guardrails.",
     **{name: (TrainingConfig.field_types()[name], TrainingConfig.defaults()[name]) for name in RUN_PARAMETERS},
     resume=(bool, False),  # continue from the version's last checkpoint in the object store
+    processes=(int | None, None),  # training processes (DDP via torchrun); None: ASTRID_TRAIN_PROCESSES (1)
     roc_auc_floor=(float, 0.90),  # absolute floor on the frozen benchmark set for promotion
     promotion_margin=(float, 0.0),  # ROC AUC by which a challenger must beat the champion
     operating_completeness=(float, OPERATING_COMPLETENESS),  # fraction of validation reals (S/N >= min S/N) kept
@@ -117,6 +120,9 @@ def unet_models(
     """Train the U-Net on a dataset version, log it to MLflow, register it, choose its operating point
     and decide promotion.
 
+    Trains in this process, or on ``processes`` (``ASTRID_TRAIN_PROCESSES``) DistributedDataParallel
+    processes launched with ``torchrun`` (:mod:`astrid_assets.ml.distributed`), whose rank 0 reports each
+    epoch back here: only this process writes to MLflow.
     One MLflow run per model version, named ``unet_<version>``: resolved configuration, per-epoch
     metrics, the dataset as an input with its digest, tags (git commit, dataset version, Dagster
     run id), artifacts (config YAML, dataset manifest, reproducibility manifest, training curves)
@@ -135,9 +141,10 @@ def unet_models(
         split_values,
     )
     from astrid_assets.ml.checkpoints import download_checkpoints, upload_checkpoints
+    from astrid_assets.ml.distributed import train_in_processes
     from astrid_assets.ml.manifest import reproducibility_manifest
     from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
-    from astrid_assets.ml.training import evaluate, predict, train
+    from astrid_assets.ml.training import evaluate, predict
     from astrid_assets.ml.unet import save_weights
     from astrid_assets.resources.mlflow_registry import promote, record_operating_point, register_model
 
@@ -162,8 +169,9 @@ def unet_models(
     stored_checkpoints = f"unet_models/{version}/checkpoints"
     if config.resume:
         download_checkpoints(store, stored_checkpoints, checkpoints)
-    result = train(sets["train"], sets["val"], training_config, checkpoints, on_epoch=epoch_logger(mlflow),
-                   resume=config.resume)
+    # in this process, or on training_config.processes DDP processes whose rank 0 reports each epoch here
+    result = train_in_processes(sets["train"], sets["val"], training_config, checkpoints,
+                                on_epoch=epoch_logger(mlflow), resume=config.resume)
     upload_checkpoints(store, stored_checkpoints, checkpoints)
     test_metrics = evaluate(result.model, sets["test"])
     frozen_metrics = evaluate(result.model, frozen)

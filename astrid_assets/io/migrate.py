@@ -1,4 +1,5 @@
-"""Alembic migrations, run programmatically: they create the tables people write (``validations``)
+"""Alembic migrations, run programmatically: they create the tables people write (``validations``,
+``people``, ``expert_reviews``)
 and rename the columns of nightly tables written by an older AstrID (``candidate_detections.score``
 → ``rule_score``), which the table IO manager otherwise only extends with missing columns."""
 
@@ -15,7 +16,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 #: AstrID's own Alembic version table: Dagster's storage, which may share the database, uses ``alembic_version``.
 VERSION_TABLE = "astrid_alembic_version"
 #: Tables whose schema belongs to the migrations (people write them), not to ``metadata.create_all``.
-MIGRATED_TABLES = frozenset({"validations"})
+MIGRATED_TABLES = frozenset({"validations", "people", "expert_reviews"})
 
 
 def _config(connection) -> Config:

@@ -4,7 +4,7 @@ Every nightly table carries ``night`` (``YYYY-MM-DD``, the partition key, indexe
 partition is replaced or read with one indexed predicate. Text dates compare correctly as strings.
 """
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -129,7 +129,7 @@ difference_images = _nightly_table(
     Column("problem", Text),
     Column("reason", String(32)),  # why not differenced, one word: no_reference | unusable | registration | psf | ...
     Column("reference_version", String(32)),  # version of the reference this difference used
-    Column("registration", String(16)),  # wcs | star-pattern
+    Column("registration", String(16)),  # wcs | star-pattern | sparse-stars | correlation (astrometry.align)
 )
 
 candidate_detections = _nightly_table(
@@ -169,11 +169,41 @@ validations = Table(
     Column("labeller", String(128), nullable=False),
     Column("labelled_at", String(32), nullable=False),  # ISO 8601 UTC
     Column("note", Text),
+    Column("model_version", String(64)),  # registry version whose real_probability was on screen (null: none)
+    Column("real_probability", Float),  # the probability shown when the label was given
+    Column("source", String(16)),  # review (the scanning page); null: the command line
 )
 Index("ix_validations_candidate_id", validations.c.candidate_id)
 Index("ix_validations_night", validations.c.night)
+Index("ix_validations_labeller", validations.c.labeller)
 
 LABELS = ("real", "bogus", "unsure")
+
+people = Table(  # who may sign in to the scanning page (astrid_assets.review.auth)
+    "people",
+    metadata,
+    Column("person_id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("password_hash", Text),  # scrypt$n$r$p$salt$hash; null: signed in by a trusted proxy only
+    Column("role", String(16), nullable=False),  # labeller | expert
+    Column("created_at", String(32), nullable=False),  # ISO 8601 UTC
+)
+
+ROLES = ("labeller", "expert")
+
+expert_reviews = Table(  # an expert's verdict on a candidate; overrides the labellers' consensus
+    "expert_reviews",
+    metadata,
+    Column("review_id", Integer, primary_key=True, autoincrement=True),
+    Column("candidate_id", String(160), nullable=False),
+    Column("night", String(10), nullable=False),
+    Column("person", String(128), nullable=False),
+    Column("confirmed", Boolean, nullable=False),  # true: a real transient; false: not one
+    Column("importance", Integer, nullable=False),  # 1 (routine) .. 5 (follow up now)
+    Column("reviewed_at", String(32), nullable=False),  # ISO 8601 UTC
+    Column("note", Text),
+)
+Index("ix_expert_reviews_candidate_id", expert_reviews.c.candidate_id)
 
 
 # --- Learning loop: partitioned by dataset version / model version (dynamic partitions) ---
@@ -230,4 +260,129 @@ scored_detections = _nightly_table(
     Column("real_probability", Float),  # null when no champion was available
     Column("model_version", String(64)),  # registry version of the champion that scored it
     Column("real", Boolean),  # real_probability >= that version's operating threshold; null when unscored
+)
+
+
+# --- Objects, light curves and context (issue 21): nightly, other assets read them ---
+
+object_detections = _nightly_table(
+    "object_detections",
+    Column("candidate_id", String(160), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("frame_id", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("mjd_obs", Float),
+    Column("ra", Float),  # deg, ICRS; null without WCS
+    Column("dec", Float),
+    Column("x", Float),  # px on the field's stable grid (science.objects.grid), 0-based
+    Column("y", Float),
+    Column("moving", Boolean),  # part of a tracklet (a solar-system body), not of a static object
+    Column("position_err_px", Float),  # 1-sigma centroid error of the detection on the stable grid
+    Column("sign", Integer),  # +1 brightened, -1 faded (candidate_detections.sign)
+    Column("snr", Float),
+    Column("real_probability", Float),  # champion's (scored_detections); null unscored
+    Column("model_version", String(64)),
+)
+Index("ix_object_detections_object_id", object_detections.c.object_id)
+
+transient_objects = _nightly_table(
+    "transient_objects",
+    Column("object_id", String(64), nullable=False),  # stable across nights and re-runs
+    Column("field", String(64), nullable=False),
+    Column("ra", Float),  # deg, ICRS, mean of detections; null without WCS
+    Column("dec", Float),
+    Column("x", Float),  # px on the field's stable grid, 0-based
+    Column("y", Float),
+    Column("first_mjd", Float),
+    Column("last_mjd", Float),
+    Column("first_night", String(10)),
+    Column("last_night", String(10)),
+    Column("n_detections", Integer),  # all nights up to and including this one
+    Column("real_probability", Float),  # champion's, latest scored detection; null unscored
+    Column("model_version", String(64)),  # registry version that gave real_probability
+    Column("moving", Boolean),  # a tracklet (solar-system body) rather than a static object
+    Column("ssnamenr", String(64)),  # known solar-system object (SkyBoT) or null
+    Column("position_err_px", Float),  # 1-sigma error of the mean position on the stable grid
+)
+Index("ix_transient_objects_object_id", transient_objects.c.object_id)
+
+forced_photometry = _nightly_table(
+    "forced_photometry",
+    Column("object_id", String(64), nullable=False),
+    Column("frame_id", String(128), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("mjd_obs", Float),
+    Column("filter", String(32)),
+    Column("flux", Float),  # e- in the new frame, PSF fit on the difference, baseline-corrected
+    Column("flux_err", Float),
+    Column("snr", Float),
+    Column("flux_limit_5sigma", Float),  # e-, 5 * flux_err
+    Column("mag", Float),  # null without zero point or flux <= 0
+    Column("mag_err", Float),
+    Column("maglim_5sigma", Float),  # null without zero point
+    Column("before_first_detection", Boolean),
+    Column("baseline", Float),  # e-, weighted mean of the epochs before the object appeared (subtracted)
+    Column("detected", Boolean),  # snr >= 5 (else an upper limit)
+    Column("reference_version", String(32)),
+)
+Index("ix_forced_photometry_object_id", forced_photometry.c.object_id)
+
+object_context = _nightly_table(
+    "object_context",
+    Column("object_id", String(64), nullable=False),
+    Column("gaia_source_id", String(32)),
+    Column("gaia_distance_arcsec", Float),
+    Column("gaia_g", Float),  # mag
+    Column("gaia_parallax_snr", Float),
+    Column("gaia_pm_snr", Float),
+    Column("is_star", Boolean),
+    Column("sgscore", Float),  # Pan-STARRS PS1-PSC score, 1 star .. 0 galaxy
+    Column("ps1_distance_arcsec", Float),
+    Column("ssnamenr", String(64)),
+    Column("ssdistnr", Float),  # arcsec
+    Column("ssmagnr", Float),  # V mag
+    Column("context_note", Text),  # why a catalogue gave nothing (unreachable, no WCS, nothing near)
+)
+
+
+# --- Alert packets and notifications (issue 21; astrid_assets/packets, astrid_assets/notifications) ---
+
+alert_packets = _nightly_table(
+    # one row per packet: an index of the night's Avro file (the packets themselves are in the object store)
+    "alert_packets",
+    Column("candid", BigInteger, nullable=False),  # the packet's ZTF-style 63-bit detection id
+    Column("candidate_id", String(160), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("path", Text, nullable=False),  # object-store key of the night's Avro file
+    Column("schema_version", String(16), nullable=False),
+    Column("packet_bytes", Integer),  # the record alone, Avro binary (the file's schema is written once)
+    Column("magpsf", Float),
+    Column("rb", Float),  # real probability, with rbversion the model version that gave it
+    Column("rbversion", String(64)),
+)
+
+notifications = _nightly_table(
+    # one row per (object, filter) that a notification filter matched on the night, and what was done
+    "notifications",
+    Column("object_id", String(64), nullable=False),
+    Column("candid", BigInteger, nullable=False),
+    Column("filter_name", String(64), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # sent | already_sent | disabled | no_channel | failed
+    Column("channels", Text),  # ","-separated: email, webhook
+    Column("problem", Text),
+)
+
+notifications_sent = Table(
+    # not nightly: a key is never deleted by a re-run, so an (object, filter) is notified once
+    "notifications_sent",
+    metadata,
+    Column("idempotency_key", String(64), primary_key=True),
+    Column("object_id", String(64), nullable=False),
+    Column("filter_name", String(64), nullable=False),
+    Column("night", String(10), nullable=False),
+    Column("candid", BigInteger, nullable=False),
+    Column("channels", Text),
+    Column("status", String(16), nullable=False),  # sending (claimed) | sent
+    Column("sent_at", String(32), nullable=False),  # ISO 8601 UTC
 )

@@ -13,6 +13,7 @@ Modules
 * :mod:`~astrid_assets.ml.config` — the training parameters and their defaults (the one place they are defined);
 * :mod:`~astrid_assets.ml.training` — training with resume/early stopping, evaluation and batched prediction;
 * :mod:`~astrid_assets.ml.checkpoints` — training checkpoints: contents, resuming, copies in the object store;
+* :mod:`~astrid_assets.ml.distributed` — training on several processes or GPUs (DDP launched by ``torchrun``);
 * :mod:`~astrid_assets.ml.manifest` — the reproducibility manifest of a training run;
 * :mod:`~astrid_assets.ml.rerun` — rebuilding a recorded model version from its manifest;
 * :mod:`~astrid_assets.ml.tracking` — the MLflow record of a training run, written through the API handed to it.

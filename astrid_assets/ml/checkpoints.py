@@ -4,8 +4,11 @@ In a run's checkpoint directory: ``last.pt`` after every epoch, ``best.pt`` when
 loss improves, ``epoch_NNNN.pt`` every ``checkpoint_every`` epochs.  Each holds the model,
 optimiser, scheduler and gradient-scaler states, the epoch, the best validation loss and its
 epoch, the early-stopping counter, the metric history, the resolved configuration and the RNG
-states (torch, numpy, python, CUDA).  Files are written to a temporary name and renamed (a crash
-never leaves a half-written checkpoint).  They load with ``torch.load(..., weights_only=True)``.
+states (torch, numpy, python, CUDA).  When several processes train (:mod:`astrid_assets.ml.distributed`)
+rank 0 writes them and every process resumes from the same files; the weights are the bare
+U-Net's (no ``DistributedDataParallel`` prefix), so one checkpoint serves one process or several.
+Files are written to a temporary name and renamed (a crash never leaves a half-written checkpoint).
+They load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class TrainingState:
     device: torch.device
     amp: bool  #: mixed precision (autocast)
     use_scaler: bool  #: fp16 loss scaling (mixed precision without bf16)
+    #: the model wrapped in ``DistributedDataParallel`` (training forward passes), or None in one process
+    replica: torch.nn.Module | None = None
+    rank: int = 0  #: this process's rank in the process group (0 in one process)
+    world_size: int = 1  #: processes training together
 
 
 @dataclass
@@ -95,7 +102,11 @@ def _restore_rng_states(states: dict) -> None:
 
 
 def write_checkpoints(directory: Path, state: TrainingState, progress: Progress, config: TrainingConfig) -> None:
-    """Checkpoint the epoch just completed: ``last.pt``, ``best.pt`` if it is the best, ``epoch_NNNN.pt``."""
+    """Checkpoint the epoch just completed: ``last.pt``, ``best.pt`` if it is the best, ``epoch_NNNN.pt``.
+
+    Called by rank 0 alone when several processes train: the weights, optimiser and schedule are the
+    same in every process, and each process's shuffling comes from ``(seed, epoch, rank)``, not from
+    the RNG states saved here."""
     epoch = progress.epoch
     payload = {
         "format": CHECKPOINT_FORMAT,

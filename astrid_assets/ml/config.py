@@ -47,6 +47,9 @@ class TrainingConfig:
     deterministic: bool = True  #: torch.use_deterministic_algorithms + seeded generators
     mixed_precision: bool = True  #: autocast (bf16, else fp16 with loss scaling) — on CUDA only
     device: str = "auto"  #: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
+    #: training processes: 1 trains in the calling process; N > 1 runs N DistributedDataParallel processes
+    #: (torchrun; gloo on CPUs, NCCL and one GPU each on CUDA) — :mod:`astrid_assets.ml.distributed`
+    processes: int = 1
     base_channels: int = 16  #: U-Net width at full resolution
     depth: int = 3  #: number of U-Net halvings
     mask_bce_weight: float = 1.0
@@ -76,6 +79,7 @@ class TrainingConfig:
             "label_weight": self.label_weight >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
             "eval_batch_size": self.eval_batch_size >= 1,
+            "processes": self.processes >= 1,
             "threshold": 0 <= self.threshold <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -14,7 +14,8 @@ def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dic
     """Rebuild a model version from its reproducibility manifest and compare its test metrics.
 
     Loads the recorded dataset from the object store ``store`` (checking its content digest), trains
-    with the recorded parameters on the CPU in deterministic mode with the recorded thread count,
+    with the recorded parameters on the CPU in deterministic mode with the recorded thread count (and on the
+    recorded number of processes: gloo, :mod:`astrid_assets.ml.distributed`),
     evaluates the test split and returns the recorded and the rebuilt metrics side by side.  ``url``:
     the database holding ``unet_models`` and ``training_datasets``.  Nothing is registered or stored.
     """
@@ -22,7 +23,8 @@ def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dic
     from sqlalchemy import select
 
     from astrid_assets.io.tables import engine_for
-    from astrid_assets.ml.training import TrainingConfig, evaluate, train
+    from astrid_assets.ml.distributed import train_in_processes
+    from astrid_assets.ml.training import TrainingConfig, evaluate
 
     models, datasets = schema.unet_models, schema.training_datasets
     with engine_for(url).connect() as connection:
@@ -42,7 +44,7 @@ def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dic
     threads = torch.get_num_threads()
     torch.set_num_threads(int(manifest.get("torch_threads") or threads))
     try:
-        rebuilt = evaluate(train(sets["train"], sets["val"], config).model, sets["test"])
+        rebuilt = evaluate(train_in_processes(sets["train"], sets["val"], config).model, sets["test"])
     finally:
         torch.set_num_threads(threads)
     return {"recorded": {"test_roc_auc": recorded["test_roc_auc"], "test_f1": recorded["test_f1"]},

@@ -26,6 +26,21 @@ augmentation come from a generator seeded with ``(seed, epoch)``, so an epoch dr
 batches whether the run was interrupted or not.  A resumed run on the same device and thread count
 therefore ends with the same weights, bit for bit (checked on CPU in the tests).
 
+Several processes
+-----------------
+Called inside a ``torch.distributed`` process group of more than one process (set up by
+:mod:`astrid_assets.ml.distributed`, which launches them with ``torchrun``), :func:`train` trains the
+same U-Net wrapped in ``DistributedDataParallel``: each epoch's order comes from a
+``DistributedSampler`` seeded with ``seed`` and set to the epoch (every process draws its own
+equal-length shard of one permutation), each process runs ``ceil(batch_size / processes)``
+stamps a step — the global batch, the number of steps and the learning-rate schedule stay those
+of one process — and augments its stamps from a generator seeded with ``(seed, epoch, rank)``;
+gradients are averaged across processes before the optimiser steps.  Rank 0 validates, writes
+the checkpoints and calls ``on_epoch``; it hands the validation metrics to the others, so every
+process takes the same early-stopping decision.  The same number of processes on the same
+device type resumes bit for bit; a different number trains on different batches (same
+schedule, not the same weights).
+
 Checkpoints
 -----------
 Written after every epoch when a ``checkpoint_dir`` is given; what they hold and how a run resumes
@@ -307,6 +322,10 @@ def train(
     and ``epoch_seconds`` — all floats, ready for ``mlflow.log_metrics(metrics, step=epoch)``.  An
     exception raised by the callback aborts training and propagates; the run can then be resumed.
 
+    Inside a ``torch.distributed`` process group of several processes each trains its shard and rank 0
+    alone validates, checkpoints and calls ``on_epoch`` (module docstring, *Several processes*); the
+    launcher is :func:`astrid_assets.ml.distributed.train_in_processes`.
+
     ``resume=True`` continues from ``checkpoint_dir/last.pt`` at the next epoch (ValueError if the
     architecture differs); without a ``last.pt`` it logs a warning and starts afresh (so a retried
     run that died before its first checkpoint still trains) — ``result.resumed_from`` tells which.
@@ -334,9 +353,9 @@ def train(
                 break
             metrics = _run_epoch(state, progress, epoch, train_set, val_set, config)
             epochs_run.append(epoch)
-            if directory is not None:
+            if directory is not None and state.rank == 0:
                 write_checkpoints(directory, state, progress, config)
-            if on_epoch is not None:
+            if on_epoch is not None and state.rank == 0:
                 on_epoch(epoch, dict(metrics))
             if progress.stopped_early:
                 log.info("early stopping at epoch %d (best epoch %d)", epoch, progress.best_epoch)
@@ -361,10 +380,26 @@ def train(
     )
 
 
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the ``torch.distributed`` process group this process is in; ``(0, 1)`` outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _local_batch(config: TrainingConfig, world_size: int) -> int:
+    """Stamps per step in each process: the global ``batch_size`` shared out."""
+    return math.ceil(config.batch_size / world_size)
+
+
 def _set_up(config: TrainingConfig, train_set: StampSet) -> TrainingState:
     """A freshly seeded U-Net on the device, its AdamW optimiser (weight decay on convolution weights only),
-    the per-batch learning-rate schedule and the gradient scaler."""
+    the per-batch learning-rate schedule and the gradient scaler; wrapped in ``DistributedDataParallel``
+    inside a process group of several processes."""
     device = torch.device(config.device)
+    rank, world_size = _process_group()
     _seed_everything(config.seed)
     model = UNet(in_channels=train_set.inputs.shape[1], base_channels=config.base_channels, depth=config.depth)
     model.to(device)
@@ -374,12 +409,30 @@ def _set_up(config: TrainingConfig, train_set: StampSet) -> TrainingState:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
     )
-    lr_factor = _lr_lambda(config, math.ceil(len(train_set) / config.batch_size))
+    shard = math.ceil(len(train_set) / world_size)  # DistributedSampler's length per process
+    lr_factor = _lr_lambda(config, math.ceil(shard / _local_batch(config, world_size)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     amp = config.mixed_precision and device.type == "cuda"
     use_scaler = amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    return TrainingState(model, optimizer, scheduler, scaler, lr_factor, device, amp, use_scaler)
+    replica = None
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        replica = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return TrainingState(model, optimizer, scheduler, scaler, lr_factor, device, amp, use_scaler, replica, rank,
+                         world_size)
+
+
+def _shared_validation(state: TrainingState, validation: dict | None) -> dict:
+    """Rank 0's validation metrics, in every process of the group (``validation`` itself in one process)."""
+    if state.world_size == 1:
+        return validation
+    import torch.distributed as dist
+
+    box = [validation]
+    dist.broadcast_object_list(box, src=0, device=state.device if state.device.type == "cuda" else None)
+    return box[0]
 
 
 def _run_epoch(
@@ -393,7 +446,8 @@ def _run_epoch(
     """Train one epoch, validate, update ``progress`` (best epoch, early stopping, history); the epoch's metrics."""
     epoch_started = time.perf_counter()
     train_loss, learning_rate = _train_epoch(state, epoch, train_set, config)
-    validation = _evaluate(state.model, val_set, config, state.device, state.amp)
+    validation = _evaluate(state.model, val_set, config, state.device, state.amp) if state.rank == 0 else None
+    validation = _shared_validation(state, validation)
     val_loss = validation["loss"]
     if val_loss < progress.best_val_loss - config.min_delta:
         progress.best_val_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
@@ -420,26 +474,49 @@ def _run_epoch(
     return metrics
 
 
+def _epoch_order(
+    state: TrainingState, epoch: int, n: int, config: TrainingConfig
+) -> tuple[torch.Tensor, torch.Generator]:
+    """This process's stamps for ``epoch``, in order, and the generator that augments them.
+
+    One process: a permutation from the ``(seed, epoch)`` generator, which then augments.  Several:
+    this rank's shard of ``DistributedSampler``'s permutation (seeded with ``seed``, set to the epoch)
+    and a generator seeded with ``(seed, epoch, rank)``."""
+    if state.world_size == 1:
+        generator = _epoch_generator(config.seed, epoch)
+        return torch.randperm(n, generator=generator), generator
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=state.world_size, rank=state.rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(((config.seed * 1_000_003 + epoch) * 1_009 + state.rank) % 2**63)
+    return torch.tensor(list(sampler), dtype=torch.long), generator
+
+
 def _train_epoch(state: TrainingState, epoch: int, train_set: StampSet, config: TrainingConfig) -> tuple[float, float]:
-    """One pass over ``train_set`` in the epoch's seeded order: (mean training loss, learning rate of the last step)."""
+    """One pass over ``train_set`` in the epoch's seeded order: (mean training loss, learning rate of the last step).
+
+    With several processes each passes over its shard; the loss is averaged over all of them."""
     model, optimizer, scaler, device = state.model, state.optimizer, state.scaler, state.device
+    network = model if state.replica is None else state.replica
+    batch_size = _local_batch(config, state.world_size)
     inputs = torch.from_numpy(train_set.inputs)
     masks = torch.from_numpy(train_set.masks)[:, None]
     labels = torch.from_numpy(train_set.labels)
     weights = None if train_set.weights is None else torch.from_numpy(train_set.loss_weights())
-    model.train()
-    generator = _epoch_generator(config.seed, epoch)
-    order = torch.randperm(len(train_set), generator=generator)
+    network.train()
+    order, generator = _epoch_order(state, epoch, len(train_set), config)
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
-    for start in range(0, len(train_set), config.batch_size):
-        index = order[start : start + config.batch_size]
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
         x, m = inputs[index], masks[index]
         if config.augment:
             x, m = _augment(x, m, generator)
         x, m, y = x.to(device, non_blocking=True), m.to(device, non_blocking=True), labels[index].to(device)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, state.amp):
-            mask_logits = model(x)
+            mask_logits = network(x)
         w = None if weights is None else weights[index].to(device)
         loss, _ = combined_loss(mask_logits, m, y, config.mask_bce_weight, config.dice_weight, config.label_weight, w)
         scaler.scale(loss).backward()
@@ -451,7 +528,14 @@ def _train_epoch(state: TrainingState, epoch: int, train_set: StampSet, config: 
         scaler.update()
         state.scheduler.step()
         loss_sum += loss.detach() * index.numel()
-    train_loss = float(loss_sum) / len(train_set)
+    if state.world_size == 1:
+        train_loss = float(loss_sum) / len(train_set)
+    else:  # the mean over every process's stamps (DistributedSampler repeats a few to make equal shards)
+        import torch.distributed as dist
+
+        totals = torch.stack([loss_sum, torch.tensor(float(len(order)), device=device)])
+        dist.all_reduce(totals)
+        train_loss = float(totals[0]) / float(totals[1])
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"training loss is not finite at epoch {epoch}")
     return train_loss, learning_rate

@@ -22,9 +22,10 @@ from astropy.wcs import WCS
 from astrid_assets.science.astrometry.align import (
     PLACEHOLDER_CARD,
     AlignmentError,
-    align_to_reference,
+    align_frame,
     is_placeholder,
     placeholder_wcs,
+    wcs_through,
 )
 from astrid_assets.science.astrometry.register import (
     PixelMap,
@@ -91,14 +92,11 @@ def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[Cali
     """
     if frame.has_wcs and (not is_placeholder(reference.header) or frame.header.get("WCSALIGN")):
         return frame, str(frame.header.get("WCSALIGN", "wcs"))
-    try:
-        wcs, _ = align_to_reference(
-            frame.science, frame.background, frame.background_rms, frame.mask,
-            reference.image, reference.sky_sigma, reference.mask, reference.wcs,
-            frame_xy=frame.sources.control_stars(), reference_xy=reference.sources.control_stars())
+    try:  # star pattern, sparse stars or cross-correlation: the method is recorded (astrometry.align)
+        alignment = align_frame(frame.sources, reference.sources)
     except AlignmentError as error:
         raise RegistrationError(f"frame has no WCS and {error}") from None
-    return frame.with_wcs(wcs, "star-pattern"), "star-pattern"
+    return frame.with_wcs(wcs_through(reference.wcs, alignment.matrix), alignment.method), alignment.method
 
 
 def build_reference(
@@ -217,7 +215,8 @@ def star_residuals(
 ) -> RegistrationResiduals:
     """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
 
-    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn, on the same detections.
+    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn, on the same detections; where none
+    gives ``min_stars``, the threshold that matched most (at least three) is taken: a sparse field.
 
     Parameters
     ----------
@@ -238,9 +237,9 @@ def star_residuals(
     Raises
     ------
     RegistrationError
-        When no threshold gives ``min_stars`` matched stars.
+        When no threshold gives three matched stars.
     """
-    problem = ""
+    problem, most = "", None
     for min_snr in RESIDUAL_STAR_SNR:
         stars = bright_star_centroids(sources, min_snr)
         if to_grid is not None and len(stars):
@@ -252,7 +251,10 @@ def star_residuals(
             continue
         if residuals.n_stars >= min_stars:
             return residuals
+        most = residuals if most is None or residuals.n_stars > most.n_stars else most
         problem = f"only {residuals.n_stars} stars with S/N >= {min_snr:g} matched the reference (need {min_stars})"
+    if most is not None:  # a sparse field (a cut-out of a few stars): three stars in common suffice
+        return most
     raise RegistrationError(problem)
 
 
@@ -300,7 +302,10 @@ def difference_frame(
     stars); if one does, the frame is differenced on blended
     tiles with PSFEx-like spatial PSF models (:func:`~astrid_assets.science.subtraction.tiles.zogy_field`), otherwise
     in one pass with the frame PSFs. The PSF-model error ``ε`` is calibrated at bright stars and
-    enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice.
+    enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice. The
+    noise autocorrelation of the difference, measured on pixels away from the sources of both images, scales
+    the variance of ``S_corr`` and of the difference (:mod:`~astrid_assets.science.subtraction.noise_power`):
+    resampled, drizzled and co-added inputs keep a unit-variance ``S_corr`` (``NOISECOR``, ``SCORNORM``).
 
     Parameters
     ----------
@@ -383,14 +388,17 @@ def difference_frame(
               "registration_rms": float(np.hypot(*astrometric_sigma)), "registration": registration,
               "pixel_offset": pixel_offset, "astrometric_sigma": astrometric_sigma, "new_psf_field": new_field}
     if method == "zogy":
+        # the noise correlation of drizzled, resampled, co-added inputs, measured in D: subtraction.noise_power
         options = ZogyOptions(flux_ratio=flux_ratio, flux_ratio_stars=ref_sources.unflagged_xy(),
-                              astrometric_sigma=astrometric_sigma, psf_error="auto")
+                              astrometric_sigma=astrometric_sigma, psf_error="auto", noise_correlation="difference")
         result = zogy_field(new, ref, options)
         return Difference(
             difference=result.difference, variance=result.difference_var, s_corr=result.S_corr, mask=result.mask,
             psf=result.P_D, psf_fwhm=result.psf_fwhm, flux_ratio=result.flux_ratio, s_corr_std=result.s_corr_std,
             method="zogy", varying_psf=result.varying_psf, psf_error=result.psf_error,
-            psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None, **common,
+            psf_tiles=result.parts["P_D_tiles"] if result.varying_psf else None,
+            noise_correlation=result.noise_correlation, s_corr_norm=result.s_corr_norm,
+            noise_factors=result.noise_factors, fft_backend=result.backend, **common,
         )
     result = classic_subtraction(replace(new, psf=new_field.constant), replace(ref, psf=reference.psf),
                                  ClassicOptions(flux_ratio=flux_ratio))

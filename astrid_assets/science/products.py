@@ -267,7 +267,7 @@ class Difference:
     s_corr_std: float  #: robust std of ``s_corr`` on blank sky (1 when the noise model holds)
     registration_rms: float  #: px, bright-star residuals after registration
     method: str  #: ``zogy`` or ``classic``
-    registration: str = "wcs"  #: ``wcs`` or ``star-pattern`` (frame without a WCS, matched by its stars)
+    registration: str = "wcs"  #: ``wcs``, or how a frame without a WCS was matched (``astrometry.align``)
     varying_psf: bool = False  #: the PSF varied over the frame: ZOGY on blended tiles (subtraction.tiles)
     psf_error: float = 0.0  #: PSF-model error ε in the variance of S_corr (:mod:`~astrid_assets.science.psf.field`)
     psf_tiles: np.ndarray | None = None  #: ``(n, n, s, s)`` PSFs of ``difference`` at the tile nodes, or None
@@ -277,14 +277,23 @@ class Difference:
     astrometric_sigma: tuple[float, float] = (0.0, 0.0)
     #: PSF field of the registered new frame the subtraction used (stored as ``NEWPSF…``), or None
     new_psf_field: PSFField | None = field(default=None, repr=False)
+    #: ``white`` or ``measured``: the inputs' noise correlation ZOGY used (science.subtraction.noise_power)
+    noise_correlation: str = "white"
+    #: how much the measured noise correlation widened S's noise beyond the variance maps' (1: white)
+    s_corr_norm: float = 1.0
+    #: ``(c_new, c_ref)``: variance each input's part of S sees over its map's independent-pixel value
+    noise_factors: tuple[float, float] = (1.0, 1.0)
+    #: FFT back end the subtraction ran on: ``numpy`` (scipy), ``torch-cuda`` (a GPU) or ``torch-cpu``
+    fft_backend: str = "numpy"
 
     def to_hdus(self, header: fits.Header) -> list:
         """FITS HDUs: primary ``DIFF`` (difference), ``SCORR``, ``VARIANCE``, ``MASK``, ``NEW``, ``PSF``.
 
         The scalars go into the primary header as ``METHOD``, ``FLUXRAT``, ``PSFFWHM``,
         ``NEWFWHM``, ``SCORRSTD``, ``REGRMS``, ``REGISTER``, ``VARPSF``, ``PSFERR``, ``REGDX`` /
-        ``REGDY`` and ``ASTSIGX`` / ``ASTSIGY``. With a varying PSF the per-node difference PSFs follow
-        as ``PSFTILES``; the new frame's PSF field as ``NEWPSF…``. The reference is not stored.
+        ``REGDY``, ``ASTSIGX`` / ``ASTSIGY``, and the noise correlation ``NOISECOR`` (method), ``SCORNORM``,
+        ``NCORNEW`` / ``NCORREF``, and the FFT back end ``FFTBACK``. With a varying PSF the per-node
+        difference PSFs follow as ``PSFTILES``; the new frame's PSF field as ``NEWPSF…``. The reference is not stored.
 
         Parameters
         ----------
@@ -303,13 +312,18 @@ class Difference:
             ("NEWFWHM", self.new_fwhm, "FWHM of the new frame's PSF, px"),
             ("SCORRSTD", self.s_corr_std, "robust std of S_corr on blank sky"),
             ("REGRMS", self.registration_rms, "registration residual rms, px"),
-            ("REGISTER", self.registration, "wcs or star-pattern"),
+            ("REGISTER", self.registration, "wcs, star-pattern, sparse-stars, correlation"),
             ("VARPSF", bool(self.varying_psf), "PSF varies over the frame: tiled ZOGY"),
             ("PSFERR", float(self.psf_error), "PSF-model error in the S_corr variance"),
             ("REGDX", float(self.pixel_offset[0]), "x offset added to the WCS mapping, px"),
             ("REGDY", float(self.pixel_offset[1]), "y offset added to the WCS mapping, px"),
             ("ASTSIGX", float(self.astrometric_sigma[0]), "registration scatter in x, px"),
             ("ASTSIGY", float(self.astrometric_sigma[1]), "registration scatter in y, px"),
+            ("NOISECOR", self.noise_correlation, "input noise correlation: white or measured"),
+            ("SCORNORM", float(self.s_corr_norm), "std of S over what the variance maps predict"),
+            ("NCORNEW", float(self.noise_factors[0]), "new image: filter variance over its map's"),
+            ("NCORREF", float(self.noise_factors[1]), "reference: filter variance over its map's"),
+            ("FFTBACK", self.fft_backend, "FFT back end: numpy, torch-cuda or torch-cpu"),
         ]:
             header[key] = (value, comment)
         primary = fits.PrimaryHDU(self.difference.astype(np.float32), header)
@@ -355,4 +369,7 @@ class Difference:
             pixel_offset=(float(header.get("REGDX", 0.0)), float(header.get("REGDY", 0.0))),
             astrometric_sigma=(float(header.get("ASTSIGX", 0.0)), float(header.get("ASTSIGY", 0.0))),
             new_psf_field=psf_field_from(extensions, difference.shape, "NEWPSF"),
+            noise_correlation=str(header.get("NOISECOR", "white")), s_corr_norm=float(header.get("SCORNORM", 1.0)),
+            noise_factors=(float(header.get("NCORNEW", 1.0)), float(header.get("NCORREF", 1.0))),
+            fft_backend=str(header.get("FFTBACK", "numpy")),
         )

@@ -22,8 +22,11 @@ The field of a frame (:func:`frame_fields`), with the reason recorded in ``RawFr
   field id as the first night that saw it;
 * a calibration or other frame without either: ``drop`` (calibration frames are matched by type,
   not by field);
-* a science frame with no pointing at all: ``drop``, the one field of the folder's unplaced frames
-  — an assumption (the frames may be of several targets), said so in the reason.
+* a science frame with no pointing at all: grouped by its **star pattern** with the frames whose
+  stars it matches (any night, any dither or rotation) and named ``S-<file stem of the group's first
+  frame>``, see :mod:`astrid_assets.science.frames.star_fields`;
+* a science frame with no pointing and fewer than three stars: ``drop``, the one field of the folder's
+  unplaced frames — an assumption (the frames may be of several targets), said so in the reason.
 """
 
 import re
@@ -35,6 +38,7 @@ from astropy.io import fits
 
 from astrid_assets.science.frames.headers import image_type
 from astrid_assets.science.frames.pointing import Pointing, group_pointings, header_pointing
+from astrid_assets.science.frames.star_fields import StarFieldGroups
 from astrid_assets.surveys.base import RawFrame
 
 SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")
@@ -50,6 +54,9 @@ def safe_id(text: str) -> str:
 UNPLACED_FIELD = "drop"
 #: Start of the reason of a field that was assumed, not read or worked out.
 ASSUMED = "assumed:"
+#: Control stars of the drop folder's files without a field card or pointing, by file version: a range run
+#: reads earlier nights again for every night, and measures each file once.
+_STARS_MEASURED: dict = {}
 
 
 def _image_header(path: Path) -> fits.Header:
@@ -66,7 +73,8 @@ def _image_header(path: Path) -> fits.Header:
             return header.copy()
 
 
-def frame_fields(paths: list[Path], known: Iterable[str] = ()) -> list[tuple[str, str]]:
+def frame_fields(paths: list[Path], known: Iterable[str] = (), star_groups: StarFieldGroups | None = None
+                 ) -> list[tuple[str, str]]:
     """Field id and the reason for it, for each file of one night (see the module's description).
 
     Parameters
@@ -75,6 +83,10 @@ def frame_fields(paths: list[Path], known: Iterable[str] = ()) -> list[tuple[str
         The night's files, in a stable order (by name): the first frame of a pointing names its field.
     known : iterable of str
         Field ids of earlier nights; a pointing within the grouping radius of one keeps its name.
+    star_groups : StarFieldGroups or None, default None
+        The star-pattern groups of earlier nights (updated): a science frame without a field card or
+        pointing joins the group whose stars it matches, or founds one
+        (:mod:`~astrid_assets.science.frames.star_fields`). None: such frames go to ``drop``.
 
     Returns
     -------
@@ -101,8 +113,10 @@ def frame_fields(paths: list[Path], known: Iterable[str] = ()) -> list[tuple[str
             if kind != "object":
                 decided.append((UNPLACED_FIELD, f"{kind} frame without FIELD/OBJECT: not a sky field"))
             elif pointing is None:
-                decided.append((UNPLACED_FIELD, f"{ASSUMED} no FIELD/OBJECT card and no pointing (no WCS, no RA/DEC "
-                                                f"cards): put with every unplaced frame of the drop folder"))
+                by_stars = star_groups.assign(path) if star_groups is not None else None
+                decided.append(by_stars or (
+                    UNPLACED_FIELD, f"{ASSUMED} no FIELD/OBJECT card, no pointing (no WCS, no RA/DEC cards) and too "
+                                    f"few stars to match: put with every unplaced frame of the drop folder"))
             else:
                 decided.append(None)
                 placed.append((index, pointing))
@@ -115,7 +129,7 @@ def _paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
 
 
-def known_fields(root: str | Path, night: str) -> list[str]:
+def known_fields(root: str | Path, night: str, star_groups: StarFieldGroups | None = None) -> list[str]:
     """Field ids given to the drop folder's nights before ``night``, oldest night first.
 
     Parameters
@@ -123,7 +137,10 @@ def known_fields(root: str | Path, night: str) -> list[str]:
     root : str or pathlib.Path
         The drop folder.
     night : str
-        ``YYYY-MM-DD``; only the folders of earlier nights are read (headers only).
+        ``YYYY-MM-DD``; only the folders of earlier nights are read (headers only, and the pixels of
+        frames without a field card or pointing when ``star_groups`` is given).
+    star_groups : StarFieldGroups or None, default None
+        Filled with the star-pattern groups of those nights.
 
     Returns
     -------
@@ -133,7 +150,7 @@ def known_fields(root: str | Path, night: str) -> list[str]:
     known: dict[str, None] = {}
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and _NIGHT.fullmatch(p.name) and p.name < night)
     for folder in folders:
-        for field, _ in frame_fields(_paths(folder), known):
+        for field, _ in frame_fields(_paths(folder), known, star_groups):
             known.setdefault(field, None)
     return list(known)
 
@@ -149,7 +166,8 @@ def fetch_fits_drop(root: str | Path, night: str, known: Iterable[str] = ()) -> 
     if not folder.is_dir():
         return []
     paths = _paths(folder)
-    fields = frame_fields(paths, [*known, *known_fields(root, night)])
+    groups = StarFieldGroups(cache=_STARS_MEASURED)
+    fields = frame_fields(paths, [*known, *known_fields(root, night, groups)], groups)
     return [
         RawFrame(
             frame_id=safe_id(f"{night.replace('-', '')}-{path.name.split('.')[0]}"),

@@ -28,6 +28,10 @@ class CellEvaluation:
     transients_snr_ge_10: int
     recovered: int
     not_differenced: dict
+    #: candidates matching no transient and carrying no flag, per differenced frame, scaled to a 1024² frame
+    unflagged_false_per_1024: float = float("nan")
+    #: median over the differenced frames of the robust std of S_corr (1 on blank sky)
+    median_s_corr_std: float = float("nan")
 
     @property
     def differenced_fraction(self) -> float:
@@ -143,7 +147,13 @@ def evaluate(cell: skygen.Cell, truth: pd.DataFrame, run: ChainRun) -> CellEvalu
         distance = np.hypot(found.x.to_numpy(float) - change.x, found.y.to_numpy(float) - change.y)
         recovered += int(len(found) > 0 and distance.min() <= radius)
     reasons = later[later.status != "ok"].reason.fillna("other").value_counts().to_dict()
-    return CellEvaluation(cell.name, len(later), int((later.status == "ok").sum()), len(bright), recovered, reasons)
+    done = later[later.status == "ok"]
+    verdicts = candidate_truth(cell, truth, run)
+    false = verdicts[~verdicts.real & (verdicts["flags"] == 0) & verdicts.frame_id.isin(done.frame_id)]
+    per_1024 = len(false) / max(len(done), 1) * (1024 * 1024) / (cell.shape[0] * cell.shape[1])
+    return CellEvaluation(cell.name, len(later), len(done), len(bright), recovered, reasons,
+                          per_1024 if len(done) else float("nan"),
+                          float(done.s_corr_std.median()) if len(done) else float("nan"))
 
 
 def run_cell(cell: skygen.Cell, root) -> tuple[CellEvaluation, ChainRun]:
@@ -164,13 +174,17 @@ def run_cell(cell: skygen.Cell, root) -> tuple[CellEvaluation, ChainRun]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m astrid_assets.testing.matrix CELL_NAME ROOT``: one cell's evaluation as a JSON line."""
+    """``python -m astrid_assets.testing.matrix CELL_NAME ROOT``: one cell's evaluation as a JSON line (a cell of
+    the covering set, or a hard kind of :mod:`~astrid_assets.testing.kinds` by its kind or cell name)."""
     import json
     import sys
     from dataclasses import asdict
 
     name, root = (argv if argv is not None else sys.argv[1:])[:2]
+    from astrid_assets.testing.kinds import KINDS
+
     cells = {cell.name: cell for cell in (*skygen.COVERING_CELLS, skygen.ARCHIVAL_CELL)}
+    cells.update({**{cell.name: cell for cell in KINDS.values()}, **KINDS})
     result, run = run_cell(cells[name], root)
     print(json.dumps({**asdict(result), "success": run.success, "differenced_fraction": result.differenced_fraction,
                       "completeness": result.completeness}))

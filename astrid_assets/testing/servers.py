@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -177,3 +177,41 @@ def dagster_deployment(work_dir: Path, env: dict[str, str], workspace: Path) -> 
                 yield url
         finally:
             stop_process_group(daemon)
+
+
+@contextmanager
+def process_group(command: list[str], log: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``command`` in its own process group (no port to wait for) until the block exits."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **(env or {})})
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
+
+
+@contextmanager
+def dask_cluster(log_dir: Path, workers: int = 2, memory_limit: str = "2GiB", timeout: float = 120,
+                 env: dict | None = None) -> Iterator[str]:
+    """``dask scheduler`` and ``workers`` ``dask worker`` processes (one thread each, under a nanny that restarts a
+    worker past its ``memory_limit``) on loopback, each in its own process group; yields the scheduler's
+    address once every worker has joined. The workers inherit this environment (and ``env``): the object
+    store's credentials."""
+    from distributed import Client
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with server_process([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                        port, log_dir / "dask-scheduler.log", timeout=timeout, env=env):
+        with ExitStack() as stack:
+            for index in range(workers):
+                stack.enter_context(process_group(
+                    [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--memory-limit",
+                     memory_limit, "--no-dashboard", "--name", f"astrid-worker-{index}"],
+                    log_dir / f"dask-worker-{index}.log", env))
+            with Client(address, timeout=timeout, set_as_default=False) as client:
+                client.wait_for_workers(workers, timeout=timeout)
+            yield address

@@ -10,7 +10,7 @@ normalised over their rendering stamp (>= 99.5 % of the light), so a source's pi
 from __future__ import annotations
 
 import zlib
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +23,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
 from astropy.wcs import WCS
+from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 from scipy.optimize import brentq
 from scipy.signal import fftconvolve
@@ -63,6 +64,10 @@ class Cell:
         ``YYYY-MM-DD`` of the first (reference) night; consecutive nights; science frames per night.
     shape, seed : tuple of int, int
         ``(ny, nx)`` in px; seeds the sky and the header conventions (see :func:`conventions`).
+    n_stars, n_saturated, n_galaxies : int
+        Stars (0: 150-300 drawn), saturated stars (-1: 3-6 drawn) and galaxies (-1: 5-10 drawn) instead of the draws.
+    star_flux_min : float
+        Faintest star flux in units of the S/N-5 flux (1: the power law from S/N ~ 5; e.g. 30 for a few bright stars).
     """
 
     name: str
@@ -78,6 +83,21 @@ class Cell:
     frames_per_night: int = 2
     shape: tuple[int, int] = (420, 560)
     seed: int = 0
+    #: FWHM (px) of the first night's frames, which make the reference; None: ``fwhm``. Sharper later frames
+    #: (``fwhm`` < ``reference_fwhm``) against a broader reference, as undersampled cameras on good nights give.
+    reference_fwhm: float | None = None
+    #: stars instead of the 150-300 drawn (0 keeps the draw): thousands make a crowded field
+    n_stars: int = 0
+    #: saturated stars instead of the 3-6 drawn (-1 keeps the draw)
+    n_saturated: int = -1
+    #: galaxies instead of the 5-10 drawn (-1 keeps the draw; the first two host transients)
+    n_galaxies: int = -1
+    #: faintest star flux in units of the S/N-5 flux (1 keeps the power law from S/N ~ 5): a cut-out of a few
+    #: bright stars sets it high
+    star_flux_min: float = 1.0
+    #: drizzle-like correlated noise: footprint (px) of the area-overlap kernel that resamples each reduced frame,
+    #: signal and noise (:func:`drizzle_kernel`; 0: none). No cosmic rays then, as a drizzled stack rejects them.
+    drizzle: float = 0.0
 
 
 def conventions(cell: Cell) -> dict:
@@ -90,8 +110,20 @@ def conventions(cell: Cell) -> dict:
             "filter": ("R", "Clear")[(s // 3) % 2]}
 
 
+#: Fields of the first release of :class:`Cell`: a field added later enters the seed only when it is not at its
+#: default, so every cell written before it keeps its bytes.
+_FIRST_FIELDS = 13
+
+
+def _identity(cell: Cell) -> tuple:
+    """What seeds a cell's random draws: the first-release fields but the name, then each later field changed."""
+    later = fields(cell)[_FIRST_FIELDS:]
+    return astuple(cell)[1:_FIRST_FIELDS] + tuple(
+        (f.name, getattr(cell, f.name)) for f in later if getattr(cell, f.name) != f.default)
+
+
 def _rng(cell: Cell, *key: int) -> np.random.Generator:
-    digest = zlib.crc32(repr(astuple(cell)[1:]).encode())
+    digest = zlib.crc32(repr(_identity(cell)).encode())
     return np.random.default_rng(np.random.SeedSequence([cell.seed & 0xFFFFFFFF, digest], spawn_key=key))
 
 
@@ -161,6 +193,8 @@ def _plan(cell: Cell) -> dict:
     """Everything static in a cell: detector, pointing centre, star/galaxy/transient catalogue in sky-grid px."""
     if cell.psf not in ("gaussian", "moffat") or cell.state not in ("raw", "reduced", "sky_subtracted"):
         raise ValueError(f"unknown psf {cell.psf!r} or state {cell.state!r}")
+    if cell.drizzle > 0 and cell.state == "raw":
+        raise ValueError("a raw frame is not drizzled: drizzle needs state 'reduced' or 'sky_subtracted'")
     rng, (ny, nx) = _rng(cell, 0), cell.shape
     p = {"gain": round(rng.uniform(1.2, 3.0), 3), "rn": round(rng.uniform(4.0, 10.0), 2),
          "bias": rng.uniform(400.0, 1100.0), "exptime": float(rng.choice([60, 90, 120, 180, 300])),
@@ -183,13 +217,16 @@ def _plan(cell: Cell) -> dict:
     st = _stamp(nominal, 0.0, 0.0, _radius(nominal, 1.0))[2]
     p["f_min"] = f_min = 5.0 * np.sqrt((1000.0 + p["rn"] ** 2) / np.sum(st**2))
     n_star, n_sat, m, a = int(rng.integers(150, 301)), int(rng.integers(3, 6)), 20.0, 0.75
-    flux = f_min * (1.0 - rng.random(n_star) * (1.0 - (2e5 / f_min) ** -a)) ** (-1.0 / a)
+    n_star, n_sat = cell.n_stars or n_star, n_sat if cell.n_saturated < 0 else cell.n_saturated
+    low = f_min * cell.star_flux_min
+    flux = low * (1.0 - rng.random(n_star) * (1.0 - (2e5 / low) ** -a)) ** (-1.0 / a)
     sat = rng.uniform(2.0, 6.0, n_sat) * p["full_well"] / st.max()
     p["stars"] = np.column_stack([
         np.concatenate([rng.uniform(-m, nx - 1 + m, n_star), rng.uniform(m, nx - 1 - m, n_sat)]),
         np.concatenate([rng.uniform(-m, ny - 1 + m, n_star), rng.uniform(m, ny - 1 - m, n_sat)]),
         np.concatenate([flux, sat])])  # u, v (px), flux (e- at transparency 1)
     n_gal = int(rng.integers(5, 11))  # the first two well inside and apart (left, right half): transient hosts
+    n_gal = n_gal if cell.n_galaxies < 0 else cell.n_galaxies
     k, inner = np.arange(n_gal), np.arange(n_gal) < 2
     gu = np.where(inner, 60 + (nx - 121) * (k + rng.uniform(0.1, 0.9, n_gal)) / 2, rng.uniform(0, nx - 1, n_gal))
     gv = np.where(inner, rng.uniform(60, ny - 61, n_gal), rng.uniform(0, ny - 1, n_gal))
@@ -212,7 +249,7 @@ def _place_transients(rng: np.random.Generator, cell: Cell, p: dict) -> np.ndarr
     for _ in range(20000):
         u, v = rng.uniform(EDGE, nx - 1 - EDGE), rng.uniform(EDGE, ny - 1 - EDGE)
         d_star, d_gal = np.hypot(stars[:, 0] - u, stars[:, 1] - v), np.hypot(gal[:, 0] - u, gal[:, 1] - v)
-        d_tr = np.hypot(*(np.array(out)[:, :2] - (u, v)).T)
+        d_tr = np.hypot(*(np.array(out).reshape(-1, 3)[:, :2] - (u, v)).T)
         if (np.all(d_star[bright] >= max(8.0, 2.5 * cell.fwhm)) and np.all(d_star[saturated] >= max(30, 8 * cell.fwhm))
                 and np.all(d_gal >= 7 * gal[:, 3] + 2 * cell.fwhm) and np.all(d_tr >= max(20.0, 5 * cell.fwhm))):
             out.append((u, v, 0.0))
@@ -231,7 +268,8 @@ def _conditions(cell: Cell, n: int, j: int) -> dict:
     rn = _rng(cell, 1, n)
     night_sky, night_t, start = np.exp(rn.uniform(np.log(250), np.log(1800))), rn.uniform(0.8, 1.0), rn.uniform(0, 60)
     rf = _rng(cell, 2, n, j)
-    f, q = cell.fwhm * rf.uniform(0.9, 1.1), rf.uniform(1.0, 1.1)
+    nominal_fwhm = cell.reference_fwhm if n == 0 and cell.reference_fwhm is not None else cell.fwhm
+    f, q = nominal_fwhm * rf.uniform(0.9, 1.1), rf.uniform(1.0, 1.1)
     fx, fy = (f * np.sqrt(q), f / np.sqrt(q)) if rf.random() < 0.5 else (f / np.sqrt(q), f * np.sqrt(q))
     c = _cond(cell, fx, fy)
     t = Time(f"{night}T02:00:00", scale="utc") + (start * 60.0 + j * (p["exptime"] + 40.0)) * units.s
@@ -425,6 +463,20 @@ def _expose(cell: Cell, rng, expected: np.ndarray, dark_s: float, cosmics: bool,
     return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
 
 
+def drizzle_kernel(footprint: float, phases: int = 4) -> np.ndarray:
+    """Unit-sum kernel of a drizzle-like resampling: the area overlap of a square input footprint of ``footprint``
+    output px with each output pixel (Fruchter & Hook 2002, PASP 114, 144), averaged over ``phases``² sub-pixel
+    positions of the footprint, as a stack of dithered frames gives. It keeps fluxes and the noise power at low
+    spatial frequencies and lowers the per-pixel noise by ``sqrt(Σ K²)`` (0.37 for a 2-px footprint)."""
+    r = int(np.ceil(footprint / 2.0 + 1.0))
+    x, line = np.arange(-r, r + 1), np.zeros(2 * r + 1)
+    for phase in (np.arange(phases) + 0.5) / phases - 0.5:
+        half = footprint / 2.0
+        line += np.clip(np.minimum(x + 0.5, phase + half) - np.maximum(x - 0.5, phase - half), 0.0, None)
+    line /= line.sum()
+    return np.outer(line, line)
+
+
 def write_drop(root, cell: Cell) -> pd.DataFrame:
     """Write a cell's FITS drop folder ``root/<YYYY-MM-DD>/*.fits`` and return its transient truth table.
 
@@ -449,7 +501,9 @@ def write_drop(root, cell: Cell) -> pd.DataFrame:
             if cell.state == "raw":
                 data, sat = _expose(cell, rng, model, p["exptime"], True), RAW_SATURATE
             else:
-                e = _expose(cell, rng, model, 0.0, True, raw=False)
+                e = _expose(cell, rng, model, 0.0, cell.drizzle <= 0, raw=False)
+                if cell.drizzle > 0:  # resampled as a drizzled mosaic: per-pixel noise falls, a PSF's does not
+                    e = ndimage.convolve(e, drizzle_kernel(cell.drizzle), mode="nearest")
                 data, sat = (e / p["gain"]).astype(np.float32), round(0.97 * p["full_well"] / p["gain"], 1)
                 if cell.state == "sky_subtracted":
                     back = _background(data)

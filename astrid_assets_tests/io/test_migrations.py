@@ -19,7 +19,7 @@ def old_candidate_table() -> Table:
     return Table("candidate_detections", MetaData(), *kept, Column("score", Float))
 
 
-DROP = "DROP TABLE IF EXISTS validations, astrid_alembic_version, candidate_detections"
+DROP = "DROP TABLE IF EXISTS validations, people, expert_reviews, astrid_alembic_version, candidate_detections"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

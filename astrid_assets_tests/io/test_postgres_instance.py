@@ -23,6 +23,7 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import schema
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets.resources.pool import FramePoolResource
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,7 @@ def resources(database_url: str, bucket: str) -> dict:
         "object_store": ObjectStoreResource(url=f"s3://{bucket}/astrid"),
         "database": DatabaseResource(url=database_url),  # the night loop reads its inputs' night status
         "simulated_survey": SimulatedSurveyResource(fields=["F01"], frames_per_night=2, size=256),
+        "frame_pool": FramePoolResource(),  # ASTRID_POOL (serial in the tests)
     }
 
 

@@ -36,6 +36,7 @@ from astrid_assets.defs.ingest import raw_observations
 from astrid_assets.io import object_store, schema, tables
 from astrid_assets.io.tables import TableIOManager, engine_for
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource, SimulatedSurveyResource
+from astrid_assets.resources.pool import FramePoolResource
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +89,7 @@ def resources(database_url: str | None, store_url: str | None, seed: int = 2024)
         "object_store": ObjectStoreResource(url=store_url),
         "database": DatabaseResource(url=database_url),  # the night loop reads its inputs' night status
         "simulated_survey": SimulatedSurveyResource(seed=seed, fields=["F01"], frames_per_night=2, size=256),
+        "frame_pool": FramePoolResource(),  # ASTRID_POOL (serial in the tests)
     }
 
 

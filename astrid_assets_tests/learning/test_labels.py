@@ -25,7 +25,8 @@ def url(request, tmp_path):
     else:
         url = request.getfixturevalue("postgres_url")
         with engine_for(url).begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS validations, astrid_alembic_version, candidate_detections")
+            connection.exec_driver_sql("DROP TABLE IF EXISTS validations, people, expert_reviews, "
+                                       "astrid_alembic_version, candidate_detections")
     metadata.create_all(engine_for(url), tables=[candidate_detections])
     with engine_for(url).begin() as connection:
         connection.execute(candidate_detections.insert(), [

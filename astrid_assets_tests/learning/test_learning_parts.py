@@ -21,13 +21,18 @@ from astrid_assets.resources.mlflow_registry import MODEL_NAME, promote, registe
 def test_run_configuration_takes_its_parameters_and_defaults_from_training_config():
     defaults = TrainingConfig.defaults()
     fields = TrainingRunConfig.model_fields
-    assert list(fields) == [*RUN_PARAMETERS, "resume", "roc_auc_floor", "promotion_margin", "operating_completeness",
-                            "operating_min_snr"]
+    assert list(fields) == [*RUN_PARAMETERS, "resume", "processes", "roc_auc_floor", "promotion_margin",
+                            "operating_completeness", "operating_min_snr"]
     assert fields["operating_completeness"].default == 0.95 and fields["operating_min_snr"].default == 6.0
     assert {name: fields[name].default for name in RUN_PARAMETERS} == {name: defaults[name] for name in RUN_PARAMETERS}
     assert fields["patience"].annotation is int and fields["learning_rate"].annotation is float
     assert TrainingRunConfig().training_config() == TrainingConfig()
     assert TrainingRunConfig(epochs=3, patience=2).training_config() == TrainingConfig(epochs=3, patience=2)
+    # training processes: the run's, else the deployment's ASTRID_TRAIN_PROCESSES (1 when unset)
+    assert TrainingRunConfig(processes=2).training_config().processes == 2
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASTRID_TRAIN_PROCESSES", "3")
+        assert TrainingRunConfig().training_config().processes == 3
     assert set(RUN_PARAMETERS) <= {f.name for f in dataclasses.fields(TrainingConfig)}
 
 

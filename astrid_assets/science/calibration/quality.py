@@ -34,6 +34,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
+from astrid_assets.science.detection.flags import moments_shape
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.psf.profile_fit import MoffatFit, fit_moffat
 
@@ -63,8 +64,8 @@ DETECT_MIN_AREA = 5
 PSF_STAR_MIN_PEAK_SIGMA = 10.0
 #: At most this many of the brightest candidate stars are fitted.
 PSF_STAR_MAX = 40
-#: Fewer fitted stars than this gives NaN FWHM.
-PSF_STAR_MIN = 3
+#: Fewer fitted stars than this gives NaN FWHM: one star measures it (a sparse cut-out may hold only a few).
+PSF_STAR_MIN = 1
 #: Reference seeing (arcsec) for the seeing term of ``quality_score``.
 REFERENCE_FWHM_ARCSEC = 2.0
 _SEP_REJECT = sep.OBJ_MERGED | sep.OBJ_TRUNC
@@ -81,8 +82,10 @@ class QualityLimits:
     max_fwhm_ratio: float = 2.0
     #: Largest median SEP axis ratio ``a/b`` of the PSF stars (dimensionless, ≥ 1).
     max_elongation: float = 1.5
-    #: Fewest SEP detections at :data:`DETECT_SIGMA` for a usable frame.
-    min_sources: int = 10
+    #: Fewest SEP detections at :data:`DETECT_SIGMA` for a usable frame: one. A survey cut-out of a sparse
+    #: field holds a handful of stars; a frame is refused for its sources only when it has none (clouds, a
+    #: closed shutter), and registration says so when a frame has too few to match its reference.
+    min_sources: int = 1
     #: Largest fraction (0–1) of pixels carrying an ``UNUSABLE`` flag.
     max_masked_fraction: float = 0.1
 
@@ -164,7 +167,10 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
     a full stamp inside the frame, no unusable pixel and no other detection within one first-guess
     FWHM of the centre (at most :data:`PSF_STAR_MAX`, brightest first); neighbours' pixels (grown
     by 2 px) and unusable ones are left out of each fit, and fits whose FWHM is more than 3
-    robust σ from the median are dropped.
+    robust σ from the median are dropped. The axis ratio is SEP's ``a/b`` for a star alone in its
+    stamp; for a star with neighbours (a crowded field) it comes from Gaussian-weighted second moments
+    with the neighbours' pixels left out (:func:`~astrid_assets.science.detection.flags.moments_shape`),
+    since SEP's isophote takes in their light.
 
     Parameters
     ----------
@@ -219,7 +225,11 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
         fit = fit_moffat(_stamp(image, x, y, half).astype(np.float64), variance, first_fwhm, oversample)
         if fit.success:
             fits_.append(fit)
-            ratios.append(objects["a"][k] / max(objects["b"][k], 1e-6))
+            if neighbours.any():  # SEP's isophotal a/b of a star in a crowd includes its neighbours' light
+                clean = np.where(ignored, 0.0, _stamp(image, x, y, half).astype(np.float64))
+                ratios.append(moments_shape(clean, fit.x, fit.y, 1, max(fit.fwhm, 1.0) / 2.3548)[1])
+            else:
+                ratios.append(objects["a"][k] / max(objects["b"][k], 1e-6))
     if len(fits_) < PSF_STAR_MIN:
         return [], np.empty(0), len(objects)
     locus = _stellar_locus(np.array([fit.fwhm for fit in fits_]))
@@ -356,7 +366,8 @@ def verdict(quality: dict, limits: QualityLimits = QualityLimits()) -> tuple[boo
         reasons.append(f"star elongation {elongation:.2f} exceeds the limit of {limits.max_elongation:.2f}")
     n_sources = quality.get("n_sources", 0) or 0
     if n_sources < limits.min_sources:
-        reasons.append(f"only {n_sources} sources detected (minimum {limits.min_sources})")
+        reasons.append("no source detected" if n_sources == 0 else
+                       f"only {n_sources} sources detected (minimum {limits.min_sources})")
     masked = quality.get("masked_fraction")
     masked = float("nan") if masked is None else float(masked)
     if not np.isfinite(masked) or masked > limits.max_masked_fraction:

@@ -2,8 +2,11 @@
 
 ZOGY (:mod:`~astrid_assets.science.subtraction.zogy`) and the classic subtraction
 (:mod:`~astrid_assets.science.subtraction.classic`) convolve full frames with small
-kernels in Fourier space; :func:`select_backend` picks where. Arrays are ``float32`` (spectra
-``complex64``), indexed ``[y, x]``; kernels are odd, centred stamps. Convolutions are periodic.
+kernels in Fourier space; :func:`select_backend` picks where — by default (``"auto"``) torch on the
+GPU when ``torch.cuda.is_available()``, scipy on the CPU otherwise. The back end that ran is the
+result's ``backend`` (``ZogyResult.backend``), stored with each difference as its ``FFTBACK`` card.
+Arrays are ``float32`` (spectra ``complex64``), indexed ``[y, x]``; kernels are odd, centred stamps.
+Convolutions are periodic; torch and scipy agree to float32 round-off (~1e-5 of an image's scale).
 """
 
 from __future__ import annotations

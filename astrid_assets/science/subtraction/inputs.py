@@ -22,12 +22,14 @@ import numpy as np
 
 from astrid_assets.science.subtraction.fft_backends import BACKENDS
 from astrid_assets.science.subtraction.image_pair import BACKGROUND_MODELS
+from astrid_assets.science.subtraction.noise_power import NOISE_CORRELATION_MODELS
 
 if TYPE_CHECKING:
     from astropy.wcs import WCS
 
     from astrid_assets.science.psf.field import PSFField
     from astrid_assets.science.psf.model import PSFModel
+    from astrid_assets.science.subtraction.noise_power import NoiseCorrelation
 
 __all__ = ["SubtractionImage", "ZogyOptions", "ClassicOptions", "CLASSIC_METHODS", "pair_mask"]
 
@@ -70,6 +72,11 @@ class SubtractionImage:
         filtering and are 0 in the outputs.
     wcs : astropy.wcs.WCS or None, default None
         Celestial WCS of the grid. Not used by the subtractions: carried for provenance.
+    noise : NoiseCorrelation or None, default None
+        The image's noise correlation relative to ``variance``
+        (:func:`~astrid_assets.science.subtraction.noise_power.measure_noise_correlation`): ZOGY builds its
+        filters for the noise power ``sigma² Â(k)`` and scales the variances of ``S`` and ``D``. None: white noise
+        that ``variance`` describes, unless ``ZogyOptions.noise_correlation="measured"`` measures it.
 
     Raises
     ------
@@ -83,6 +90,7 @@ class SubtractionImage:
     variance: np.ndarray | None = None
     mask: np.ndarray | None = None
     wcs: WCS | None = None
+    noise: NoiseCorrelation | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.sigma) and self.sigma > 0):
@@ -148,11 +156,21 @@ class ZogyOptions:
     keep_parts : bool, default False
         Return ``S_N``, ``S_R`` and the variance of ``S`` in ``ZogyResult.parts`` (three more
         full-frame float32 images).
+    noise_correlation : {"white", "measured", "difference"}, default "white"
+        Noise correlation (:mod:`~astrid_assets.science.subtraction.noise_power`), so drizzled, resampled and
+        co-added inputs, whose per-pixel variance understates what a PSF-sized filter sees, get an ``S_corr``
+        of unit variance. ``"difference"`` (what the pipeline does): the autocorrelation of ``D`` on pixels
+        away from the sources of both inputs scales the variance of ``S`` and of the difference
+        (:func:`~astrid_assets.science.subtraction.noise_power.difference_noise`; static faint sky cancels
+        there). ``"measured"``: each image without a ``noise`` gets its noise power spectrum measured on its
+        source-free pixels and folded into the filters (exact for clean skies, biased by faint static sources).
+        ``"white"``: the variance maps are taken to describe the noise (an image's given ``noise`` is used
+        with any choice).
 
     Raises
     ------
     ValueError
-        An unknown ``backend`` or ``background``, a non-positive or non-finite ``flux_ratio``, a
+        An unknown ``backend``, ``background`` or ``noise_correlation``, a non-positive or non-finite ``flux_ratio``, a
         negative ``flux_ratio_err``, or a ``psf_error`` that is neither ``"auto"``, None nor a
         non-negative number.
     """
@@ -167,10 +185,14 @@ class ZogyOptions:
     psf_error: float | str | None = None
     psf_error_stars: np.ndarray | None = None
     keep_parts: bool = False
+    noise_correlation: str = "white"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; use one of {BACKENDS}")
+        if self.noise_correlation not in NOISE_CORRELATION_MODELS:
+            raise ValueError(f"noise_correlation must be one of {NOISE_CORRELATION_MODELS}, "
+                             f"got {self.noise_correlation!r}")
         if self.background not in BACKGROUND_MODELS:
             raise ValueError(f"background must be one of {BACKGROUND_MODELS}, got {self.background!r}")
         _check_flux_ratio(self.flux_ratio)

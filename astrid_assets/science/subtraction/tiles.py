@@ -37,7 +37,15 @@ from astrid_assets.science.psf.model import measure_fwhm
 from astrid_assets.science.sources import star_catalogue, unusable_pixels
 from astrid_assets.science.subtraction.image_pair import robust_std, sanitise_pair
 from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions, pair_mask
-from astrid_assets.science.subtraction.zogy import ZogyResult, _zogy_sanitised, zogy
+from astrid_assets.science.subtraction.noise_power import correlation_method
+from astrid_assets.science.subtraction.zogy import (
+    ZogyResult,
+    _zogy_sanitised,
+    difference_noise_factor,
+    scaled_by_noise_factor,
+    with_noise_correlation,
+    zogy,
+)
 
 __all__ = ["tile_nodes", "tent_weights", "blend_stamps", "zogy_tiled", "aperture_flux_ratio", "zogy_field"]
 
@@ -98,6 +106,8 @@ def zogy_tiled(
     """ZOGY with PSFs that vary over the frame: :func:`~astrid_assets.science.subtraction.zogy.zogy` on tent-weighted
     tiles, blended.
 
+    With ``options.noise_correlation="measured"`` the images' noise correlations are measured once for the frame
+    (:func:`~astrid_assets.science.subtraction.zogy.with_noise_correlation`) and every tile uses them.
     Unusable and non-finite pixels are filled once for the whole frame
     (:func:`~astrid_assets.science.subtraction.image_pair.sanitise_pair`, as a single ZOGY pass fills them)
     and each tile is cut from the filled images, so every tile sees the same values there.
@@ -141,8 +151,11 @@ def zogy_tiled(
     sums = {key: np.zeros(shape, np.float32) for key in keys}
     filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitise_pair(
         new.image, ref.image, new.variance, ref.variance, pair_mask(new, ref))
+    new, ref = with_noise_correlation(new, ref, options, bad)  # once for the frame: every tile uses it
     new_stamps, ref_stamps = (_node_stamps(image.psf, shape, n_tiles) for image in (new, ref))
-    tile_options = replace(options, psf_error=None, keep_parts=True)
+    # the difference's noise is measured once, on the blended frame
+    tile_options = replace(options, psf_error=None, keep_parts=True, noise_correlation=(
+        "white" if options.noise_correlation == "difference" else options.noise_correlation))
     psf_d, f_s, centre = [], [], None
     for j, cy in enumerate(nodes_y):
         y0, y1 = _tile_span(cy, step_y, margin, shape[0])
@@ -167,6 +180,13 @@ def zogy_tiled(
             if j * n_tiles + i == n_tiles**2 // 2:  # the central node (odd n_tiles)
                 centre = result
         psf_d.append(row)
+    difference_factor = 1.0
+    if options.noise_correlation == "difference":
+        blended_psf = blend_stamps(np.asarray(psf_d), (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0, shape)
+        difference_factor = difference_noise_factor(
+            new, ref, sums["difference"], sums["difference_var"], blended_psf, bad)
+        _, sums["difference_var"] = scaled_by_noise_factor(  # and sums["V_S"], in place
+            difference_factor, sums["S"], sums["difference_var"], sums)
     epsilon = 0.0
     if options.psf_error == "auto":
         epsilon = calibrate_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], ref.image, ref.sigma, bad,
@@ -188,6 +208,9 @@ def zogy_tiled(
         flux_ratio=float(options.flux_ratio), flux_ratio_err=float(options.flux_ratio_err or 0.0),
         psf_fwhm=measure_fwhm(centre.P_D), s_corr_std=s_corr_std, s_corr_scale=float(scale), mask=out_mask,
         backend=centre.backend, psf_error=float(epsilon), parts=parts,
+        noise_correlation="difference" if options.noise_correlation == "difference" else correlation_method(
+            new.noise, ref.noise), noise_factors=centre.noise_factors,
+        s_corr_norm=float(centre.s_corr_norm * np.sqrt(difference_factor)),
     )
 
 
@@ -275,6 +298,7 @@ def zogy_field(new: SubtractionImage, ref: SubtractionImage, options: ZogyOption
     if star_xy is None:
         star_xy = star_catalogue(ref.image, 0.0, ref.sigma, pair_mask(new, ref), n=300)[:, :2]
     options = replace(options, psf_error_stars=star_xy)
+    new, ref = with_noise_correlation(new, ref, options)  # measured once, for the one pass and the tiles
     one_pass = zogy(replace(new, psf=new_field.constant), replace(ref, psf=ref_field.constant), options)
     if not (new_field.varies or ref_field.varies):
         return one_pass

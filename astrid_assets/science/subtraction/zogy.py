@@ -52,6 +52,19 @@ Beyond the paper
   source in both images, so ``ε² max(S_N S_R, 0)`` joins the variance of ``S``, with ``ε``
   calibrated at bright stars (:mod:`~astrid_assets.science.psf.field`). PSFs that vary over the frame are differenced
   on blended tiles by :mod:`~astrid_assets.science.subtraction.tiles`.
+* Correlated noise (``ZogyOptions.noise_correlation="measured"``, or an image's ``noise``): the noise power
+  spectrum of each image, ``Φ(k) = σ² Â(k)`` with ``Â`` the Fourier transform of its noise autocorrelation
+  measured on source-free pixels relative to its variance map
+  (:mod:`~astrid_assets.science.subtraction.noise_power`), replaces ``σ²`` in the filters' denominator
+  (eqs. 12–15 with ``σ_n² → Φ_n(k)``, ``σ_r² → Φ_r(k)``; ``F_D`` from ``Φ(0)``), so ``D`` is white again; and
+  each variance-map term of ``S`` and ``D`` (eqs. 26–27) is multiplied by the variance its kernel ``k`` really
+  sees over what independent pixels give, ``c(k) = Σ_τ A(τ)(k ⋆ k)(τ) / Σ k²``. White noise that its map
+  describes has ``Â ≡ 1``, ``c = 1``: nothing changes. ``ZogyResult.s_corr_norm`` is the factor by which the
+  noise of ``S`` exceeds what the maps alone say (the std that ``S_corr`` would have had without this).
+  ``noise_correlation="difference"`` (the pipeline's) measures instead the autocorrelation of ``D`` itself on
+  pixels away from every source of either input and divides ``S_corr`` by ``sqrt(c)`` for ``k = P_D``
+  (``S = F_D D ⋆ P_D``), and multiplies the difference's variance by ``c``: faint static sky, which reads as
+  correlated noise in each input, cancels in ``D``.
 """
 
 from __future__ import annotations
@@ -66,6 +79,7 @@ import scipy.fft as sfft
 from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
 from astrid_assets.science.psf.field import calibrate_psf_error, with_psf_error
 from astrid_assets.science.psf.model import as_psf_image, measure_fwhm
+from astrid_assets.science.sources import unusable_pixels
 from astrid_assets.science.subtraction.fft_backends import (
     NumpyBackend,
     TorchBackend,
@@ -79,8 +93,16 @@ from astrid_assets.science.subtraction.image_pair import (
     sanitise_pair,
 )
 from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions, pair_mask
+from astrid_assets.science.subtraction.noise_power import (
+    NoiseCorrelation,
+    correlation_method,
+    difference_noise,
+    measure_noise_correlation,
+    source_pixels,
+    white_noise,
+)
 
-__all__ = ["ZogyResult", "zogy"]
+__all__ = ["ZogyResult", "zogy", "with_noise_correlation", "difference_noise_factor", "scaled_by_noise_factor"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,15 @@ class ZogyResult:
     parts : dict or None
         With ``ZogyOptions.keep_parts``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
         (the variance of ``S`` before the PSF-error term, e-⁻² units of ``S²``); else None.
+    noise_correlation : str
+        ``"white"`` (the variance maps taken to describe the noise) or ``"measured"`` (either image's noise
+        correlation measured and used; module docstring, Beyond the paper).
+    noise_factors : tuple of float
+        ``(c_n, c_r)``: the variance the new / reference part of ``S`` sees over what the image's variance map
+        gives as independent pixels (1, 1 for white noise).
+    s_corr_norm : float
+        ``sqrt(V(S) / V_maps(S))`` on uniform sky: how much the measured noise correlation widened ``S``'s noise
+        beyond the maps' (1 for white noise).
     """
 
     D: np.ndarray
@@ -149,6 +180,9 @@ class ZogyResult:
     psf_error: float = 0.0
     varying_psf: bool = False
     parts: dict | None = field(default=None, repr=False, compare=False)
+    noise_correlation: str = "white"
+    noise_factors: tuple[float, float] = (1.0, 1.0)
+    s_corr_norm: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +200,9 @@ class _ZogyKernels:
     psf_d: np.ndarray  # P_D stamp (eq. 14)
     f_d: float  # eq. 15
     f_s: float  # eq. 42
+    # c(k) of noise_power for k_new, k_ref, kd_new, kd_ref: the variance-map terms' correlated-noise factors
+    factors: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    s_corr_norm: float = 1.0
 
 
 def _kernel_grid(psf_size: int, shape: tuple[int, int]) -> int:
@@ -182,8 +219,8 @@ def _kernel_grid(psf_size: int, shape: tuple[int, int]) -> int:
 def _zogy_filters(
     psf_new_hat: Any,
     psf_ref_hat: Any,
-    new_sigma: float,
-    ref_sigma: float,
+    new_power: Any,
+    ref_power: Any,
     f_new: float,
     f_ref: float = 1.0,
     sqrt: Callable[[Any], Any] = np.sqrt,
@@ -191,16 +228,18 @@ def _zogy_filters(
 ) -> dict[str, Any]:
     """Fourier-space ZOGY filters for given PSF transforms (any grid, numpy or torch arrays).
 
-    With ``den = σ_n² F_r² |P̂_r|² + σ_r² F_n² |P̂_n|²``: ``D̂ = d_new N̂ − d_ref R̂`` (eq. 13),
-    ``Ŝ = s_new N̂ − s_ref R̂`` with ``s_new = k̂_n``, ``s_ref = k̂_r`` (eqs. 12, 28–29), and
-    ``P̂_D`` (eq. 14) with ``F_D`` (eq. 15).
+    ``new_power``, ``ref_power`` are the noise power ``σ²`` (white) or spectra ``Φ(k)`` on the transforms'
+    grid, ``[0, 0]`` the zero frequency. With ``den = Φ_n F_r² |P̂_r|² + Φ_r F_n² |P̂_n|²``:
+    ``D̂ = d_new N̂ − d_ref R̂`` (eq. 13), ``Ŝ = s_new N̂ − s_ref R̂`` with ``s_new = k̂_n``, ``s_ref = k̂_r``
+    (eqs. 12, 28–29), and ``P̂_D`` (eq. 14) with ``F_D`` (eq. 15, from ``Φ(0)``).
     """
     abs2_new = psf_new_hat.real**2 + psf_new_hat.imag**2
     abs2_ref = psf_ref_hat.real**2 + psf_ref_hat.imag**2
-    den = (new_sigma**2 * f_ref**2) * abs2_ref + (ref_sigma**2 * f_new**2) * abs2_new
+    den = (new_power * f_ref**2) * abs2_ref + (ref_power * f_new**2) * abs2_new
     den = den + float(np.finfo(np.float32).tiny) * 1e6 * float(den.max())
     sqrt_den = sqrt(den)
-    f_d = f_ref * f_new / float(np.sqrt(new_sigma**2 * f_ref**2 + ref_sigma**2 * f_new**2))
+    new_zero, ref_zero = (float(p if np.ndim(p) == 0 else p[0, 0]) for p in (new_power, ref_power))
+    f_d = f_ref * f_new / float(np.sqrt(new_zero * f_ref**2 + ref_zero * f_new**2))
     filters = {
         "d_new": psf_ref_hat * (f_ref / sqrt_den),
         "d_ref": psf_new_hat * (f_new / sqrt_den),
@@ -218,6 +257,13 @@ def _real_kernel(spectrum: np.ndarray, side: int) -> np.ndarray:
     return np.fft.fftshift(sfft.irfft2(spectrum, s=(side, side)))
 
 
+def _noise_power(sigma: float, noise: NoiseCorrelation | None, backend: Any, shape: tuple[int, int]) -> Any:
+    """``σ²`` for white noise, else the spectrum ``σ² Â(k)`` on ``backend``'s rfft grid of ``shape``."""
+    if noise is None or noise.n_pixels == 0:
+        return sigma**2
+    return noise.spectrum(backend, shape) * np.float32(sigma**2)
+
+
 def _zogy_kernels(
     backend: NumpyBackend | TorchBackend,
     psf_new: np.ndarray,
@@ -226,6 +272,8 @@ def _zogy_kernels(
     new_sigma: float,
     ref_sigma: float,
     flux_ratio: float,
+    new_noise: NoiseCorrelation | None = None,
+    ref_noise: NoiseCorrelation | None = None,
 ) -> _ZogyKernels:
     psf_new, psf_ref = odd_common_stamps(psf_new, psf_ref)
     # Real-space kernels on a small grid (they are compact: PSF-sized).
@@ -233,7 +281,8 @@ def _zogy_kernels(
     # the stamps are real: their spectra, the filters and the kernels' spectra are Hermitian (half spectra)
     small_new = sfft.rfft2(np.fft.ifftshift(np.pad(psf_new, (side - psf_new.shape[0]) // 2)))
     small_ref = sfft.rfft2(np.fft.ifftshift(np.pad(psf_ref, (side - psf_ref.shape[0]) // 2)))
-    small_filters = _zogy_filters(small_new, small_ref, new_sigma, ref_sigma, flux_ratio)
+    small_filters = _zogy_filters(small_new, small_ref, _noise_power(new_sigma, new_noise, None, (side, side)),
+                                  _noise_power(ref_sigma, ref_noise, None, (side, side)), flux_ratio)
     f_d = float(small_filters["f_d"])
     psf_d = _real_kernel(small_filters["psf_d"], side)
     f_s = f_d**2 * float((psf_d**2).sum())  # eq. 42: S at a unit-flux source
@@ -241,22 +290,32 @@ def _zogy_kernels(
     full_new = backend.embed_rfft2(psf_new.astype(np.float32), shape)
     full_ref = backend.embed_rfft2(psf_ref.astype(np.float32), shape)
     full_filters = _zogy_filters(
-        full_new, full_ref, new_sigma, ref_sigma, flux_ratio, sqrt=backend.sqrt, with_psf_d=False
+        full_new, full_ref, _noise_power(new_sigma, new_noise, backend, shape),
+        _noise_power(ref_sigma, ref_noise, backend, shape), flux_ratio, sqrt=backend.sqrt, with_psf_d=False
     )
     crop = psf_new.shape[0]
     lo = side // 2 - crop // 2
+    k_new, k_ref = _real_kernel(small_filters["s_new"], side), _real_kernel(small_filters["s_ref"], side)
+    kd_new, kd_ref = _real_kernel(small_filters["d_new"], side), _real_kernel(small_filters["d_ref"], side)
+    new_noise, ref_noise = new_noise or white_noise(), ref_noise or white_noise()
+    factors = (new_noise.filter_factor(k_new), ref_noise.filter_factor(k_ref), new_noise.filter_factor(kd_new),
+               ref_noise.filter_factor(kd_ref))
+    white_var = new_sigma**2 * float((k_new**2).sum()) + ref_sigma**2 * float((k_ref**2).sum())
+    var = factors[0] * new_sigma**2 * float((k_new**2).sum()) + factors[1] * ref_sigma**2 * float((k_ref**2).sum())
     return _ZogyKernels(
         d_new=full_filters["d_new"],
         d_ref=full_filters["d_ref"],
         s_new=full_filters["s_new"],
         s_ref=full_filters["s_ref"],
-        k_new=_real_kernel(small_filters["s_new"], side),
-        k_ref=_real_kernel(small_filters["s_ref"], side),
-        kd_new=_real_kernel(small_filters["d_new"], side),
-        kd_ref=_real_kernel(small_filters["d_ref"], side),
+        k_new=k_new,
+        k_ref=k_ref,
+        kd_new=kd_new,
+        kd_ref=kd_ref,
         psf_d=(psf_d[lo : lo + crop, lo : lo + crop] / psf_d[lo : lo + crop, lo : lo + crop].sum()),
         f_d=f_d,
         f_s=f_s,
+        factors=factors,
+        s_corr_norm=float(np.sqrt(var / white_var)) if white_var > 0 else 1.0,
     )
 
 
@@ -291,6 +350,7 @@ def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = Zo
     """
     new_image, ref_image, new_var, ref_var, bad, out_mask = sanitise_pair(new.image, ref.image, new.variance,
                                                                            ref.variance, pair_mask(new, ref))
+    new, ref = with_noise_correlation(new, ref, options, bad)
     if options.flux_ratio is None:
         stars = options.flux_ratio_stars
         fit = fit_flux_ratio(
@@ -306,6 +366,29 @@ def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = Zo
         options = replace(options, flux_ratio=fit.ratio, flux_ratio_err=fit.ratio_err)
     return _zogy_sanitised(replace(new, image=new_image, variance=new_var),
                            replace(ref, image=ref_image, variance=ref_var), options, bad, out_mask)
+
+
+def _psf_fwhm(psf: Any) -> float:
+    """FWHM (px) of a PSFModel, PSFField or bare stamp."""
+    model = getattr(psf, "constant", psf)
+    return float(model.fwhm) if hasattr(model, "fwhm") else measure_fwhm(as_psf_image(model))
+
+
+def with_noise_correlation(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions,
+                           bad: np.ndarray | None = None) -> tuple[SubtractionImage, SubtractionImage]:
+    """The pair with each image's noise correlation measured where ``options.noise_correlation`` is
+    ``"measured"`` and the image carries none
+    (:func:`~astrid_assets.science.subtraction.noise_power.measure_noise_correlation` on its source-free pixels,
+    leaving out ``bad``, else the pair's unusable and non-finite pixels); otherwise the pair unchanged.
+    """
+    if options.noise_correlation != "measured" or (new.noise is not None and ref.noise is not None):
+        return new, ref
+    if bad is None:
+        bad = unusable_pixels(pair_mask(new, ref), new.image.shape) | ~np.isfinite(new.image) | ~np.isfinite(
+            ref.image)
+    measured = [image if image.noise is not None else replace(image, noise=measure_noise_correlation(
+        image.image, image.variance, image.sigma, bad, _psf_fwhm(image.psf))) for image in (new, ref)]
+    return measured[0], measured[1]
 
 
 def _zogy_sanitised(
@@ -332,7 +415,7 @@ def _zogy_sanitised(
     new_sigma, ref_sigma = float(new.sigma), float(ref.sigma)
     engine = select_backend(options.backend)
     kernels = _zogy_kernels(engine, as_psf_image(new.psf), as_psf_image(ref.psf), new.image.shape, new_sigma,
-                            ref_sigma, float(flux_ratio))
+                            ref_sigma, float(flux_ratio), new.noise, ref.noise)
     with_parts = options.keep_parts or (psf_error is not None and psf_error != 0)
     outputs = _zogy_images(
         engine, kernels, new.image, ref.image, new.variance, ref.variance, new_sigma, ref_sigma,
@@ -340,6 +423,10 @@ def _zogy_sanitised(
     )
     D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
     parts = {key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S")} if with_parts else None
+    difference_factor = 1.0
+    if options.noise_correlation == "difference":
+        difference_factor = difference_noise_factor(new, ref, D, d_var, kernels.psf_d, bad)
+        S_corr, d_var = scaled_by_noise_factor(difference_factor, S_corr, d_var, parts)
     epsilon = 0.0
     if with_parts and psf_error is not None and psf_error != 0:
         if psf_error == "auto":
@@ -377,7 +464,35 @@ def _zogy_sanitised(
         backend=engine.name,
         psf_error=float(epsilon),
         parts=parts if options.keep_parts else None,
+        noise_correlation="difference" if options.noise_correlation == "difference" else correlation_method(
+            new.noise, ref.noise),
+        noise_factors=(float(kernels.factors[0]), float(kernels.factors[1])),
+        s_corr_norm=float(kernels.s_corr_norm * np.sqrt(difference_factor)),
     )
+
+
+def difference_noise_factor(new: SubtractionImage, ref: SubtractionImage, D: np.ndarray, D_var: np.ndarray,
+                            psf_d: np.ndarray, bad: np.ndarray) -> float:
+    """The variance factor ``c`` of ``S`` from the noise correlation of ``D`` on pixels away from the sources of
+    either input (:func:`~astrid_assets.science.subtraction.noise_power.difference_noise`)."""
+    usable = ~bad
+    sources = tuple(source_pixels(image.image, image.variance, image.sigma, usable, _psf_fwhm(image.psf))
+                    for image in (new, ref))
+    _, factor = difference_noise(D, D_var, psf_d, usable, sources, measure_fwhm(psf_d))
+    return factor
+
+
+def scaled_by_noise_factor(factor: float, S_corr: np.ndarray, D_var: np.ndarray,
+                           parts: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """``S_corr / sqrt(c)`` and ``c · var(D)`` (and ``parts["V_S"]`` scaled by ``c`` in place): the matched
+    filter's measured noise. ``var(D)`` becomes the per-pixel noise that a PSF-matched measurement on ``D``
+    integrates, the convention of :mod:`~astrid_assets.science.astrometry.register`'s variance maps."""
+    if factor == 1.0:
+        return S_corr, D_var
+    if parts is not None and "V_S" in parts:
+        parts["V_S"] = parts["V_S"] * np.float32(factor)
+    return S_corr / np.float32(np.sqrt(factor)), D_var * np.float32(factor)
+
 
 
 def _zogy_images(
@@ -416,12 +531,18 @@ def _zogy_images(
         ref_var_hat = engine.rfft2(
             engine.asarray(ref_sigma**2 * np.ones(shape, np.float32) if ref_var is None else ref_var)
         )
-        V_S = filtered_variance(engine, new_var_hat, ref_var_hat, kernels.k_new, kernels.k_ref, shape)
-        D_var = filtered_variance(engine, new_var_hat, ref_var_hat, kernels.kd_new, kernels.kd_ref, shape)
+        # correlated noise: each map term times c(k), the variance its kernel sees over independent pixels
+        scaled = [kernel * np.sqrt(factor) for kernel, factor in zip(
+            (kernels.k_new, kernels.k_ref, kernels.kd_new, kernels.kd_ref), kernels.factors, strict=True)]
+        V_S = filtered_variance(engine, new_var_hat, ref_var_hat, scaled[0], scaled[1], shape)
+        D_var = filtered_variance(engine, new_var_hat, ref_var_hat, scaled[2], scaled[3], shape)
         del new_var_hat, ref_var_hat
-    else:  # uniform noise: the variances are constants (eqs. 26-27 with V(ε) = σ²)
-        V_S = new_sigma**2 * float((kernels.k_new**2).sum()) + ref_sigma**2 * float((kernels.k_ref**2).sum())
-        D_var = new_sigma**2 * float((kernels.kd_new**2).sum()) + ref_sigma**2 * float((kernels.kd_ref**2).sum())
+    else:  # uniform noise: the variances are constants (eqs. 26-27 with V(ε) = σ², times c(k))
+        c_n, c_r, c_dn, c_dr = kernels.factors
+        V_S = (c_n * new_sigma**2 * float((kernels.k_new**2).sum())
+               + c_r * ref_sigma**2 * float((kernels.k_ref**2).sum()))
+        D_var = (c_dn * new_sigma**2 * float((kernels.kd_new**2).sum())
+                 + c_dr * ref_sigma**2 * float((kernels.kd_ref**2).sum()))
         V_S = engine.asarray(np.full(shape, V_S, np.float32))
         D_var = engine.asarray(np.full(shape, D_var, np.float32))
     if astrometric:  # eqs. 30-33
