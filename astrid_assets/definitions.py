@@ -12,6 +12,7 @@ from astrid_assets.automation.rescoring import rescore_after_new_champion
 from astrid_assets.automation.retraining import retrain_on_new_labels
 from astrid_assets.automation.schedules import nightly_schedule
 from astrid_assets.defs.calibration import calibrated_frames
+from astrid_assets.defs.context import object_context
 from astrid_assets.defs.datasets import training_datasets
 from astrid_assets.defs.detection import candidate_detections
 from astrid_assets.defs.differencing import difference_images, reference_images
@@ -33,7 +34,7 @@ from astrid_assets.resources.pool import FramePoolResource
 
 nightly_assets = [
     raw_observations, calibrated_frames, reference_images, difference_images, candidate_detections, scored_detections,
-    object_detections, transient_objects, forced_photometry,
+    object_detections, transient_objects, forced_photometry, object_context,
     alert_packets, notifications,
 ]
 learning_assets = [training_datasets, unet_models]

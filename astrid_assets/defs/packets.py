@@ -99,7 +99,7 @@ def packets_night(night: str, detections: pd.DataFrame, objects: pd.DataFrame, s
     return table, metadata
 
 
-@nightly_asset(kinds={"avro", "sql"}, deps=["candidate_detections", "scored_detections"])
+@nightly_asset(kinds={"avro", "sql"}, deps=["candidate_detections", "scored_detections", "object_context"])
 def alert_packets(
     context: AssetExecutionContext, object_detections: pd.DataFrame, transient_objects: pd.DataFrame,
     forced_photometry: pd.DataFrame, object_store: ObjectStoreResource, database: DatabaseResource,
