@@ -1,6 +1,7 @@
 """``calibrated_frames``: bias, dark and flat correction, masks, noise maps and frame quality."""
 
 import io
+from datetime import date, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +18,7 @@ from astrid_assets.pool import FramePool, SerialPool
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.resources.pool import FramePoolResource
 from astrid_assets.science.calibration.calibrate import calibrate_frame
+from astrid_assets.science.calibration.detector import classify_data_state
 from astrid_assets.science.calibration.masters import MasterCalibrations, build_masters
 from astrid_assets.science.calibration.quality import mark_seeing_outliers, measure_quality, verdict
 from astrid_assets.science.frames.files import FrameError, normalised_cards, provenance_cards, read_frame, to_fits_bytes
@@ -208,20 +210,48 @@ def frame_base(night: str, frame: dict) -> dict:
             "mjd_obs": frame["mjd_obs"]}
 
 
-def calibrate_one(store_url: str, night: str, frame: dict, masters_at: str | None) -> tuple[dict, list[str]]:
+#: A night without calibration frames borrows the masters of the nearest earlier night within this many nights.
+BORROW_MASTERS_NIGHTS = 30
+
+
+def earlier_masters(store: ObjectStore, night: str, max_nights: int = BORROW_MASTERS_NIGHTS) -> tuple[str, str] | None:
+    """The key and night of the nearest earlier night's stored master calibrations (:func:`masters_key`), looking
+    back at most ``max_nights`` nights; None when there are none."""
+    day = date.fromisoformat(night)
+    for back in range(1, max_nights + 1):
+        earlier = (day - timedelta(days=back)).isoformat()
+        stem = masters_key(earlier).rsplit(".", 1)[0]
+        keys = sorted(store.list(stem))
+        if keys:
+            return keys[-1], earlier
+    return None
+
+
+def calibrate_one(store_url: str, night: str, frame: dict, masters_at: str | None,
+                  borrowed: tuple[str, str] | None = None) -> tuple[dict, list[str]]:
     """One science frame (its ``raw_observations`` row) calibrated, measured and stored: its ``calibrated_frames``
     row and the assumptions made. A task of the frame pool: keys in, a row out.
 
     ``masters_at`` is the key of the night's master calibrations (None: the frame is taken as reduced
-    elsewhere, or raw without calibration frames). A frame that fails gets a ``failed`` row with its problem.
+    elsewhere, or raw without calibration frames). ``borrowed`` is ``(key, night)`` of an earlier night's masters
+    (:func:`earlier_masters`) for a night without calibration frames: a frame whose pixels are raw
+    (:func:`~astrid_assets.science.calibration.detector.classify_data_state`) and whose shape matches is
+    calibrated with them, and ``calibration`` says ``masters of <night>``; frames reduced elsewhere are not.
+    A frame that fails gets a ``failed`` row with its problem.
     """
     store = frame_store(store_url)
     base = frame_base(night, frame)
     masters = stored_masters(store_url, masters_at) if masters_at else None
     columns = set(schema.calibrated_frames.c.keys())
+    borrowed_from = None
     try:
         raw_image, header = read_frame(store.get(frame["path"]), night, frame["frame_id"])
         header.extend(normalised_cards(header), update=True)
+        if masters is None and borrowed is not None:
+            candidate = stored_masters(store_url, borrowed[0])
+            if (candidate.bias.shape == raw_image.shape
+                    and classify_data_state(np.asarray(raw_image, np.float64), header, False).state == "raw"):
+                masters, borrowed_from = candidate, borrowed[1]
         frame_masters = masters if masters is not None else archive_reduced(raw_image.shape)
         if frame_masters.bias.shape != raw_image.shape:
             raise FrameError(night, frame["frame_id"], f"shape {raw_image.shape} differs from the "
@@ -235,7 +265,9 @@ def calibrate_one(store_url: str, night: str, frame: dict, masters_at: str | Non
     content = to_fits_bytes(calibrated_hdus(calibrated, header, night))
     path = store.put_versioned(f"calibrated_frames/{night}/{frame['frame_id']}.fits", content)
     info = calibrated.info
-    if masters is not None:
+    if borrowed_from is not None:
+        how = f"masters of {borrowed_from}"
+    elif masters is not None:
         how = "night-masters"
     else:
         how = "uncalibrated" if info.get("data_state") == "raw" else "archive-reduced"
@@ -269,8 +301,9 @@ def calibrate_night(
         masters is not None and len(science)) else None
     frames = [{k: getattr(frame, k) for k in ("frame_id", "field", "filter", "mjd_obs", "path")}
               for frame in science.itertuples()]
+    borrowed = earlier_masters(store, night) if masters is None and len(science) else None
     outcomes = (pool or SerialPool()).run_frames(
-        calibrate_one, [(store.url, night, frame, masters_at) for frame in frames],
+        calibrate_one, [(store.url, night, frame, masters_at, borrowed) for frame in frames],
         [f"frame {frame['frame_id']}" for frame in frames])
     log_failures(context, night, "calibration", outcomes)
     rows, failures, assumptions = [], [], []
@@ -290,7 +323,9 @@ def calibrate_night(
         "usable_frames": int(ok.usable.sum()),
         "failed_frames": len(failures),
         "failures": MetadataValue.md("\n".join(failures) or "none"),
-        "calibration": "night-masters" if masters is not None else "none (no usable bias and flat frames)",
+        "calibration": "night-masters" if masters is not None else (
+            f"none tonight; raw frames with the masters of {borrowed[1]}" if borrowed
+            else "none (no usable bias and flat frames)"),
         "calibration_problems": MetadataValue.md("\n".join(f"- {p}" for p in calibration_problems) or "none"),
         "data_states": MetadataValue.json({str(k): int(v) for k, v in states.value_counts().items()}),
         "assumptions": MetadataValue.md("\n".join(assumptions) or "none"),

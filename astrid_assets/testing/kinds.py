@@ -31,4 +31,11 @@ KINDS: dict[str, Cell] = {
     # sky-subtracted, no gain card, MJD-OBS the only time card (seed 3), no cosmic rays
     "drizzled": Cell("drizzled-2px-skysub-nogain", psf="gaussian", fwhm=2.5, state="sky_subtracted", gain_card=False,
                      shape=(512, 512), n_nights=3, frames_per_night=2, drizzle=2.0, seed=3),
+    # raw frames of a small telescope whose observer took bias, dark and flat frames on the first night only:
+    # later nights are calibrated with those masters (dark scaled to each exposure)
+    "raw-borrowed-masters": Cell("raw-gauss-2.2-masters-night-1", psf="gaussian", fwhm=2.2, state="raw",
+                                 shape=(512, 512), n_nights=3, frames_per_night=2, calibration_nights=1, seed=35),
+    # the yardstick: a well-sampled reduced field of the same size, for the per-frame cost of each kind
+    "well-sampled": Cell("well-sampled-gauss-3", psf="gaussian", fwhm=3.0, state="reduced", shape=(512, 512),
+                         n_nights=3, frames_per_night=2, seed=36),
 }

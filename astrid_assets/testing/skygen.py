@@ -98,6 +98,9 @@ class Cell:
     #: drizzle-like correlated noise: footprint (px) of the area-overlap kernel that resamples each reduced frame,
     #: signal and noise (:func:`drizzle_kernel`; 0: none). No cosmic rays then, as a drizzled stack rejects them.
     drizzle: float = 0.0
+    #: raw cells: only the first this many nights get bias, dark and flat frames (0: every night); later nights'
+    #: raw frames need the masters of an earlier night, as an observer who calibrates once a run provides
+    calibration_nights: int = 0
 
 
 def conventions(cell: Cell) -> dict:
@@ -511,7 +514,7 @@ def write_drop(root, cell: Cell) -> pd.DataFrame:
             header = _header(cell, "science", c["time"], p["exptime"], sat, c)
             fits.PrimaryHDU(data, header).writeto(folder / c["file"], overwrite=True)
             rows.extend(truth)
-        if cell.state == "raw":
+        if cell.state == "raw" and (cell.calibration_nights <= 0 or n < cell.calibration_nights):
             _write_calibrations(cell, n, folder)
     cols = ["night", "file", "frame_index", "x", "y", "ra", "dec", "flux", "snr", "kind", "transient_id", "on_galaxy"]
     return pd.DataFrame(rows, columns=cols)

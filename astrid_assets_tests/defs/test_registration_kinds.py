@@ -4,8 +4,8 @@ The kinds (``astrid_assets.testing.kinds``): a crowded bulge-like field (6000 st
 flat-fielded, no WCS) and a sparse sky-subtracted 256² cut-out with four bright stars, no WCS. Per kind: every
 frame with a reference registered (the method recorded, the per-night rate in the metadata) to < 0.2 px rms. The
 issue's acceptance figures (differenced share, completeness at S/N ≥ 10, unflagged false candidates per 1024²: ≤ 10
-crowded, ≤ 3 otherwise) are printed (``pytest -s``) for the notes; subtraction and frame quality, not registration,
-limit them today (see the test's comments).
+crowded, ≤ 3 otherwise) are printed (``pytest -s``) for the notes; the differenced share and the crowded field's
+false candidates are asserted (see the test's comments for what is not).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def test_a_field_without_wcs_is_registered_and_differenced(kind, astrid_home, tm
     registered = later[later.registration.notna()]
     assert len(registered) >= 2 and set(registered.registration) <= {"star-pattern", "sparse-stars", "correlation"}
     assert registered.registration_rms.max() < 0.2
-    # The issue's acceptance (>= 90 % differenced, completeness >= 95 %, false candidates) is printed, not asserted:
-    # measured, the crowded kind's differences are rejected for std(S_corr) 1.46-1.66 (subtraction, not
-    # registration) and the sparse kind's first night is refused by the quality step (< 10 detections).
+    # Every frame after the first night differenced (crowded: the profile-PSF retry keeps std(S_corr) in the gate;
+    # sparse: the quality step no longer asks for 10 detections), and the crowded field's false candidates within
+    # the issue's limit. Not asserted, printed: completeness (crowded 6/16, sparse 20/26 measured) and the sparse
+    # cut-out's false candidates (2 in 4 frames of 256², i.e. 8 per 1024²): the generator puts 6-10 transients in a
+    # cut-out of four stars, and a reference rebuilt from frames that hold them leaves few constant stars.
+    assert result.differenced_fraction >= 0.90, result.not_differenced
+    if kind == "crowded":
+        assert per_1024 <= FALSE_PER_1024[kind]

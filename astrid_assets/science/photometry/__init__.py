@@ -1,9 +1,11 @@
 """Photometry: forced PSF photometry, the flux ratio of two images, relative zero points."""
 
 from astrid_assets.science.photometry.flux_ratio import (
+    CONSENSUS_TOLERANCE,
     FluxRatioError,
     FluxRatioFit,
     clipped_ratio_mean,
+    consensus_stars,
     fit_flux_ratio,
     psf_star_positions,
     star_flux_ratios,
@@ -27,6 +29,8 @@ __all__ = [
     "fit_flux_ratio",
     "star_flux_ratios",
     "clipped_ratio_mean",
+    "consensus_stars",
+    "CONSENSUS_TOLERANCE",
     "psf_star_positions",
     "psf_photometry",
     "APERTURE_FWHM",

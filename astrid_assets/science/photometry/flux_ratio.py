@@ -10,7 +10,7 @@ reference co-add for its flux scales. Images are background-subtracted e-, ``[y,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.stats import mad_std
@@ -24,6 +24,8 @@ __all__ = [
     "FluxRatioFit",
     "fit_flux_ratio",
     "star_flux_ratios",
+    "consensus_stars",
+    "CONSENSUS_TOLERANCE",
     "clipped_ratio_mean",
     "psf_star_positions",
 ]
@@ -46,11 +48,16 @@ class FluxRatioFit:
         1σ error of ``ratio``, scaled up by ``sqrt(χ²/(n − 1))`` when that exceeds 1.
     n_stars : int
         Stars kept after clipping.
+    varying_xy : numpy.ndarray
+        ``(m, 2)`` positions ``(x, y)``, px, of the stars measured at S/N ≥ ``min_snr`` in both images whose
+        ratio was clipped: they changed (variables, transients in the reference), so the PSF-model error is not
+        calibrated at them (:func:`~astrid_assets.science.subtraction.zogy.zogy`).
     """
 
     ratio: float
     ratio_err: float
     n_stars: int
+    varying_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
 
 
 def fit_flux_ratio(
@@ -124,7 +131,9 @@ def fit_flux_ratio(
             "the flux ratio F_n/F_r (pass flux_ratio explicitly)"
         )
     mean, error, n = clipped_ratio_mean(ratio, ratio_err, good, clip)
-    return FluxRatioFit(ratio=mean, ratio_err=error, n_stars=n)
+    sigma = np.hypot(ratio_err, CONSENSUS_TOLERANCE * abs(mean))
+    varying = good & (np.abs(ratio - mean) > clip * sigma)
+    return FluxRatioFit(ratio=mean, ratio_err=error, n_stars=n, varying_xy=star_xy[varying])
 
 
 def star_flux_ratios(
@@ -139,12 +148,51 @@ def star_flux_ratios(
     return ratio, error, good & np.isfinite(ratio) & np.isfinite(error)
 
 
+#: Scatter of a constant star's ratio beyond its photometric error that :func:`consensus_stars` allows (fraction):
+#: PSF-model and flat-field errors of a few per cent.
+CONSENSUS_TOLERANCE = 0.03
+
+
+def consensus_stars(ratio: np.ndarray, ratio_err: np.ndarray, good: np.ndarray, clip: float = 3.0) -> np.ndarray:
+    """The largest set of ``good`` stars whose ratios agree with one of them (a mode, not a median).
+
+    Each good star's ratio is tried as the common ``F_n / F_r``; the stars within ``clip`` × (their error
+    plus :data:`CONSENSUS_TOLERANCE` of the ratio, in quadrature) of it agree with it. The trial with the
+    most agreeing stars wins (ties: the smaller summed normalised deviation). Constant stars agree with each
+    other, while transients and variables each scatter to their own ratio, so the winner is the constant
+    stars even where they are a minority — a sparse cut-out of four stars whose reference holds several
+    transients (the median of all ratios would then follow the transients). Where the constant stars are
+    the majority this is the median's answer.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The agreeing stars (``good`` itself when fewer than 3 agree with any trial).
+    """
+    index = np.flatnonzero(good)
+    if index.size < 3:
+        return good.copy()
+    r, e = ratio[index], ratio_err[index]
+    sigma = np.hypot(e[None, :], CONSENSUS_TOLERANCE * np.abs(r[:, None]))  # [trial, star]
+    deviation = np.abs(r[None, :] - r[:, None]) / sigma
+    agree = deviation <= clip
+    counts = agree.sum(axis=1)
+    spread = np.where(agree, deviation, 0.0).sum(axis=1)
+    best = np.lexsort((spread, -counts))[0]
+    if counts[best] < 3:
+        return good.copy()
+    keep = np.zeros_like(good)
+    keep[index[agree[best]]] = True
+    return keep
+
+
 def clipped_ratio_mean(
     ratio: np.ndarray, ratio_err: np.ndarray, good: np.ndarray, clip: float = 3.0
 ) -> tuple[float, float, int]:
     """Iteratively ``clip``-σ clipped, inverse-variance weighted mean of per-star flux ratios.
 
-    Started from the median of the ``good`` ratios; each star's σ is its error plus, in quadrature,
+    Started from the median of the largest set of mutually consistent ratios (:func:`consensus_stars`),
+    not of all ``good`` ones; each star's σ is its error plus, in quadrature,
     the scatter beyond the errors (robust spread of the kept ratios minus their median error);
     the clipping stops before it would leave fewer than 3 stars.
 
@@ -164,7 +212,8 @@ def clipped_ratio_mean(
     n_stars : int
         Stars kept.
     """
-    keep, centre, sigma = good.copy(), float(np.median(ratio[good])), ratio_err
+    keep = consensus_stars(ratio, ratio_err, good, clip)
+    centre, sigma = float(np.median(ratio[keep])), ratio_err
     for _ in range(20):
         extra = max(float(mad_std(ratio[keep])) ** 2 - float(np.median(ratio_err[keep] ** 2)), 0.0)
         sigma = np.sqrt(ratio_err**2 + extra)

@@ -55,7 +55,7 @@ from astrid_assets.science.psf.profiles import (
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 __all__ = ["MAX_FIT_STARS", "ANALYTIC_MIN_SNR", "UNDERSAMPLED_PSF_FWHM", "analytic_stars", "fit_analytic_psf",
-           "estimate_frame_psf"]
+           "analytic_psf", "estimate_frame_psf"]
 
 #: Most stars (highest S/N) fitted by the analytic rung.
 MAX_FIT_STARS = 10
@@ -342,6 +342,39 @@ def _fit_family(data, bad, variance, fwhm0, start=None):
                                             None if gaussian else np.full(n, params[1]), _OVERSAMPLE)
         return gaussian, params, model + sky[:, None, None]
     return None
+
+
+def analytic_psf(
+    image: np.ndarray,
+    background: np.ndarray | float,
+    background_rms: np.ndarray | float,
+    mask: np.ndarray | None = None,
+    size: int = 25,
+    *,
+    objects: np.ndarray | None = None,
+    detect_threshold: float = 5.0,
+    min_snr: float = ANALYTIC_MIN_SNR,
+    max_fit_stars: int = MAX_FIT_STARS,
+) -> PSFModel:
+    """The analytic rung alone: a Moffat or Gaussian fitted jointly to the frame's best stars
+    (:func:`analytic_stars`, :func:`fit_analytic_psf`; neighbours and flagged pixels weighted 0).
+
+    Parameters and units as :func:`estimate_frame_psf`.
+
+    Raises
+    ------
+    PSFError
+        ``"no star: …"`` when no detection is usable, or the fit fails.
+    """
+    frame, nonfinite = frame_for_sep(image, background)
+    bad = unusable_pixels(mask, frame.shape) | nonfinite
+    rms = noise_for_sep(background_rms, frame.shape)
+    if objects is None:
+        objects = find_sources(frame, rms, bad, threshold=detect_threshold)
+    found, why = analytic_stars(frame, rms, bad, objects, min_snr=min_snr, max_stars=max_fit_stars)
+    if found["x"].size == 0:
+        raise PSFError(f"no star: {why}")
+    return fit_analytic_psf(found, rms, size)
 
 
 def estimate_frame_psf(

@@ -229,11 +229,13 @@ def test_verdict_names_each_failed_limit():
     good = {"fwhm_arcsec": 2.5, "elongation": 1.05, "n_sources": 200, "masked_fraction": 0.01}
     assert verdict(good) == (True, [])
     limits = QualityLimits()
-    bad = {"fwhm_arcsec": float("nan"), "elongation": 2.0, "n_sources": 3, "masked_fraction": 0.5}
+    bad = {"fwhm_arcsec": float("nan"), "elongation": 2.0, "n_sources": 0, "masked_fraction": 0.5}
     usable, reasons = verdict(bad, limits)
     assert not usable and len(reasons) == 4
-    assert "FWHM" in reasons[0] and "elongation" in reasons[1] and "3 sources" in reasons[2]
+    assert "FWHM" in reasons[0] and "elongation" in reasons[1] and reasons[2] == "no source detected"
     assert "masked" in reasons[3]
+    # a sparse cut-out of a few stars is usable: a frame is refused for its sources only when it has none
+    assert verdict({**good, "n_sources": 4}) == (True, [])
 
 
 def test_a_nights_seeing_outlier_is_marked_unusable_with_its_reason():

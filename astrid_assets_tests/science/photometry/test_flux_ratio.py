@@ -86,3 +86,18 @@ def test_flux_ratio_fit_is_not_pulled_by_bright_variable_stars() -> None:
         assert fit.ratio == pytest.approx(1.0, abs=0.01)
         assert fit.ratio_err < 0.01
         assert fit.n_stars >= 30
+
+
+def test_the_constant_stars_set_the_ratio_even_when_transients_outnumber_them():
+    """A sparse cut-out: four constant stars at the true ratio, six sources that changed (transients held by
+    a reference built from later frames). The median of all ten follows the transients; the consensus of the
+    stars that agree with each other does not, and the changed ones are reported as varying."""
+    from astrid_assets.science.photometry.flux_ratio import clipped_ratio_mean, consensus_stars
+
+    ratio = np.array([1.20, 1.21, 1.19, 1.205, 0.55, 0.60, 0.62, 0.70, 0.75, 1.9])
+    error = np.full(ratio.size, 0.01)
+    good = np.ones(ratio.size, bool)
+    assert abs(np.median(ratio) - 1.2) > 0.1  # what a median start would follow
+    assert consensus_stars(ratio, error, good).tolist() == [True] * 4 + [False] * 6
+    mean, mean_error, n = clipped_ratio_mean(ratio, error, good)
+    assert n == 4 and mean == pytest.approx(1.20, abs=0.01) and mean_error < 0.02
