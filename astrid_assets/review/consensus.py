@@ -56,7 +56,8 @@ def votes_of(labels: pd.DataFrame) -> pd.DataFrame:
         ``candidate_id``, ``labeller`` and ``real`` (bool), one row per labeller who did not abstain.
     """
     if labels.empty:
-        return pd.DataFrame({"candidate_id": [], "labeller": [], "real": pd.Series([], dtype=bool)})
+        return pd.DataFrame({"candidate_id": pd.Series([], dtype=object), "labeller": pd.Series([], dtype=object),
+                             "real": pd.Series([], dtype=bool)})
     newest = labels.sort_values("validation_id").drop_duplicates(["candidate_id", "labeller"], keep="last")
     newest = newest[newest.label.isin(["real", "bogus"])]
     return pd.DataFrame({"candidate_id": newest.candidate_id.to_numpy(), "labeller": newest.labeller.to_numpy(),

@@ -190,6 +190,7 @@ class ReviewRecords:
         labels = self.labels_of_window(*window)
         votes = votes_of(labels[labels.labeller != person])
         tally = votes.groupby("candidate_id").real.agg(n_real="sum", n_total="size")
+        tally.index = tally.index.astype(object)  # no votes yet (a new window): an empty float index otherwise
         candidates = candidates.merge(tally, left_on="candidate_id", right_index=True, how="left")
         candidates["n_real"] = candidates.n_real.fillna(0).astype(int)
         candidates["n_bogus"] = candidates.n_total.fillna(0).astype(int) - candidates.n_real

@@ -200,3 +200,12 @@ def test_astrid_person_adds_someone_who_can_sign_in(site, monkeypatch, capsys):
         f"/candidate/{site.candidates.candidate_id[0]}").text
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["person", "joe"]) == 1 and site.app.state.records.person("joe") is None
+
+
+def test_the_queue_of_a_window_nobody_has_labelled_yet(site):
+    """A new deployment (the demo's first nights): no label at all in the window, the queue still orders."""
+    with engine_for(site.url).begin() as connection:
+        connection.execute(validations.delete())
+    page = site.sign_in("ana").get("/queue")
+    assert page.status_code == 200
+    assert len(re.findall(r'class="candidate-link">([^<]+)<', page.text)) == min(len(site.candidates), 50)

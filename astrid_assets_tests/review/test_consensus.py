@@ -84,3 +84,16 @@ def test_training_datasets_read_the_consensus(tmp_path):
     with engine_for(url).connect() as connection:  # the migration added what the page records
         assert {"model_version", "real_probability", "source"} <= set(validations.c.keys())
         connection.exec_driver_sql("SELECT model_version, real_probability, source FROM validations").all()
+
+
+def test_no_labels_yet_give_votes_with_text_ids():
+    """A window nobody has labelled (a new deployment): the empty votes merge with the candidates' text ids (the
+    demo's queue answered 500 when they came back as floats)."""
+    labels = pd.DataFrame({column: pd.Series([], dtype=object) for column in
+                           ("validation_id", "candidate_id", "labeller", "label")})
+    votes = votes_of(labels)
+    assert votes.empty and votes.candidate_id.dtype == object and votes.labeller.dtype == object
+    tally = votes.groupby("candidate_id").real.agg(n_real="sum", n_total="size")
+    candidates = pd.DataFrame({"candidate_id": ["n1-c0000", "n1-c0001"]})
+    merged = candidates.merge(tally, left_on="candidate_id", right_index=True, how="left")
+    assert merged.n_total.isna().all()
