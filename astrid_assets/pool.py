@@ -9,8 +9,10 @@ pool that the deployment chose (``ASTRID_POOL``, :mod:`astrid_assets.settings`):
     ``ASTRID_WORKERS`` worker processes (default: the cores the container may use), started with
     ``spawn``; each caps the numerical libraries at one thread (OpenMP, MKL, OpenBLAS through the
     environment and threadpoolctl, torch), so that N workers use N cores and nothing oversubscribes.
-    A worker is replaced after ``ASTRID_WORKER_MAX_TASKS`` frames (``max_tasks_per_child``), which
-    bounds what its heap can grow to.
+    The workers are replaced by fresh ones once they have run ``ASTRID_WORKER_MAX_TASKS`` frames each
+    on average, between two batches of frames, which bounds what their heaps can grow to. (Not with
+    ``ProcessPoolExecutor(max_tasks_per_child=…)``: on Python 3.11 an executor whose last worker retires
+    that way while tasks wait starts no replacement and hangs.)
 ``dask``
     an existing Dask cluster (``ASTRID_DASK_ADDRESS``, a ``distributed.Client`` address), which a site
     may run on Slurm (dask-jobqueue) or Kubernetes (dask-kubernetes); its workers' memory is bounded by
@@ -112,6 +114,10 @@ class FramePool(ABC):
         """Make the pool usable again after ``errors`` (a process pool broken by a dead worker is replaced)."""
         return None
 
+    def before_batch(self) -> None:
+        """Called by :meth:`run_frames` before it submits a batch, when none of its tasks is in flight."""
+        return None
+
     def run_frames(self, task: Callable, arguments: Sequence[tuple], labels: Sequence[str],
                    retries: int = 1) -> list[FrameOutcome]:
         """``task(*args)`` for each tuple of ``arguments``, in parallel; the outcomes in the same order.
@@ -122,6 +128,7 @@ class FramePool(ABC):
         outcomes = [FrameOutcome(label) for label in labels]
         pending = list(range(len(arguments)))
         for attempt in range(1, retries + 2):
+            self.before_batch()
             errors: dict[int, BaseException] = {}
             futures = {}
             for index in pending:
@@ -177,22 +184,32 @@ class SerialPool(FramePool):
 
 
 class ProcessPool(FramePool):
-    """``workers`` spawned processes, one thread each, replaced every ``max_tasks_per_child`` tasks."""
+    """``workers`` spawned processes, one thread each; all replaced, between batches, once they have run
+    ``max_tasks_per_child`` tasks each on average (None: never)."""
 
     kind = "processes"
 
     def __init__(self, workers: int, max_tasks_per_child: int | None = None):
         self.workers = workers
         self.max_tasks_per_child = max_tasks_per_child
+        self.generation = 0  #: how many times the workers were started
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
+        self.generation += 1
+        self._submitted = 0
         # spawn: a fresh interpreter, not a fork of a run process that holds threads and connections
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=limit_threads, max_tasks_per_child=self.max_tasks_per_child)
+                                   initializer=limit_threads)
 
     def submit(self, task: Callable, /, *args, **kwargs) -> Future:
+        self._submitted += 1
         return self._executor.submit(task, *args, **kwargs)
+
+    def before_batch(self) -> None:
+        if self.max_tasks_per_child and self._submitted >= self.max_tasks_per_child * self.workers:
+            self._executor.shutdown(wait=True)
+            self._executor = self._start()
 
     def recover(self, errors: Sequence[BaseException]) -> None:
         if any(isinstance(error, BrokenProcessPool) for error in errors):

@@ -27,8 +27,8 @@ variable                       meaning                                         e
 ``ASTRID_POOL``                where a step's frames run: ``serial``,          ``processes``
                                ``processes`` or ``dask`` (:mod:`~astrid_assets.pool`)
 ``ASTRID_WORKERS``             worker processes of the ``processes`` pool      cores the container may use
-``ASTRID_WORKER_MAX_TASKS``    frames a worker process runs before it is       ``100``
-                               replaced (bounds its memory)
+``ASTRID_WORKER_MAX_TASKS``    frames each worker process runs before fresh    ``100``
+                               ones replace them (bounds their memory)
 ``ASTRID_DASK_ADDRESS``        scheduler of an existing Dask cluster           unset (required by ``dask``)
 ``ASTRID_NOTIFICATIONS``       ``off``/``0``: send no notifications            on
 ``ASTRID_SMTP_URL``            ``smtp[s]://user:password@host:port`` (secret)  unset (or the ``_HOST`` form)
@@ -333,8 +333,8 @@ def pool_workers() -> int:
 
 
 def worker_max_tasks() -> int:
-    """Frames a ``processes`` worker runs before a fresh one replaces it (``ASTRID_WORKER_MAX_TASKS``, 100):
-    what a worker's heap grows to is given back to the system that often."""
+    """Frames each ``processes`` worker runs, on average, before fresh workers replace them
+    (``ASTRID_WORKER_MAX_TASKS``, 100): what a worker's heap grows to is given back to the system that often."""
     return max(1, _integer("ASTRID_WORKER_MAX_TASKS", "100"))
 
 

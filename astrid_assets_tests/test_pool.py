@@ -53,6 +53,15 @@ def test_process_pool_survives_a_killed_worker_and_caps_threads(tmp_path, monkey
     assert caps["torch"] == 1
 
 
+def test_process_pool_replaces_its_workers_between_batches_after_max_tasks():
+    with ProcessPool(1, max_tasks_per_child=2) as pool:
+        first = pool.run_frames(square_after, [("steady", v) for v in range(3)], ["a", "b", "c"])
+        second = pool.run_frames(square_after, [("steady", 5)], ["d"])
+    assert [o.value[0] for o in first + second] == [0, 1, 4, 25]
+    assert pool.generation == 2
+    assert second[0].value[1] not in {o.value[1] for o in first}, "a fresh worker ran the second batch"
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 

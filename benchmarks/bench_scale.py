@@ -174,12 +174,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--prepare-workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/scale.json")
+    parser.add_argument("--prepared", type=Path, help="a prepared home of an earlier run with the same survey options")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="astrid-scale-"))
     try:
-        prepared = scratch / "prepared"
-        prepare(args, prepared)
+        prepared = args.prepared or scratch / "prepared"
+        if args.prepared is None:
+            prepare(args, prepared)
         runs = [timed(args, prepared, workers, scratch) for workers in args.workers]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -448,8 +448,7 @@ def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, opt
         return result, new_field
     try:
         new_psf = analytic_psf(new.image, 0.0, new.sigma, new.mask, new_field.constant.size, objects=new_objects)
-        ref_psf = analytic_psf(reference.image, 0.0, reference.sky_sigma, reference.mask,
-                               reference.psf_field.constant.size, objects=reference.sources.objects)
+        ref_psf = _reference_profile(reference)
     except PSFError:
         return result, new_field
     profile_new = PSFField(new_psf, new.image.shape, (new_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
@@ -459,6 +458,23 @@ def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, opt
     if retried.psf_error < result.psf_error or (retried.psf_error <= result.psf_error and retried_off < off):
         return retried, profile_new
     return result, new_field
+
+
+_REFERENCE_PROFILES: dict[int, tuple[Reference, PSFModel]] = {}
+
+
+def _reference_profile(reference: Reference) -> PSFModel:
+    """The reference's fitted-profile PSF, fitted once per reference in this process (every frame of its field
+    that needs it reuses it; the entry holds the reference, so its ``id`` stays its own)."""
+    cached = _REFERENCE_PROFILES.get(id(reference))
+    if cached is not None and cached[0] is reference:
+        return cached[1]
+    psf = analytic_psf(reference.image, 0.0, reference.sky_sigma, reference.mask,
+                       reference.psf_field.constant.size, objects=reference.sources.objects)
+    if len(_REFERENCE_PROFILES) >= 4:
+        _REFERENCE_PROFILES.clear()
+    _REFERENCE_PROFILES[id(reference)] = (reference, psf)
+    return psf
 
 
 def _sigma_on_grid(frame: CalibratedFrame, registered) -> float:
