@@ -278,6 +278,7 @@ def calibrate_one(store_url: str, night: str, frame: dict, masters_at: str | Non
         "assumptions": "; ".join(frame_assumptions) or None,
         "exptime": exposure_time(header),
         "path": path, "calibration": how,
+        "masters_path": borrowed[0] if borrowed_from is not None else (masters_at if masters is not None else None),
         "zero_point": header.get("MAGZP"), "usable": usable,
         "stars": zeropoints.encode(zeropoints.zero_point_stars(
             calibrated.science, calibrated.background, calibrated.background_rms, calibrated.mask,

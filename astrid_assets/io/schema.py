@@ -48,7 +48,8 @@ calibrated_frames = _nightly_table(
     Column("filter", String(32)),
     Column("mjd_obs", Float),
     Column("path", Text),  # object-store key of the SCI/MASK/VARIANCE FITS
-    Column("calibration", String(32)),  # night-masters | archive-reduced | uncalibrated
+    Column("calibration", String(32)),  # night-masters | masters of <night> | archive-reduced | uncalibrated
+    Column("masters_path", Text),  # object-store key of the master calibrations applied (null: none)
     Column("fwhm_px", Float),
     Column("fwhm_arcsec", Float),
     Column("elongation", Float),

@@ -67,7 +67,7 @@ def light_curve_image(packet: dict) -> bytes | None:
                          "flux_limit_5sigma": [5 * p["error"] for p in points],
                          "detected": [p["detected"] for p in points]})
     first = packet["candidate"].get("jdstarthist")
-    return light_curve_png(rows, packet["objectId"], None if first is None else first - 2400000.5)
+    return light_curve_png([(rows, packet["objectId"], None if first is None else first - 2400000.5)])
 
 
 def render(packet: dict, filter_name: str, night: str, key: str) -> Notification:

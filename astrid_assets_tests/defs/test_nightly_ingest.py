@@ -117,7 +117,7 @@ def test_the_cli_materialises_a_night_from_an_empty_home_and_a_rerun_keeps_the_c
         subprocess.run(command, check=True, capture_output=True, timeout=300)
         raw, calibrated = read_nights("raw_observations", [NIGHT]), read_nights("calibrated_frames", [NIGHT])
         counts.append((len(raw), len(calibrated)))
-        keys.append(sorted(raw.path) + sorted(calibrated.path))
+        keys.append(sorted(raw.path) + sorted(calibrated.path) + sorted(set(calibrated.masters_path.dropna())))
     assert counts[0] == counts[1] and counts[0][1] >= 2
     assert keys[0] == keys[1]
     stored = sorted(str(p.relative_to(astrid_home / "objects")) for p in (astrid_home / "objects").rglob("*.fits"))

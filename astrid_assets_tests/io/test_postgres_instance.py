@@ -82,7 +82,8 @@ def test_rematerialising_a_night_on_a_postgres_instance_changes_nothing(pg_insta
     pd.testing.assert_frame_equal(first["raw"], second["raw"])
     pd.testing.assert_frame_equal(first["calibrated"], second["calibrated"])
     assert first["keys"] == second["keys"]
-    referenced = {f"astrid/{path}" for path in [*second["raw"].path, *second["calibrated"].path]}
+    referenced = {f"astrid/{path}" for path in [*second["raw"].path, *second["calibrated"].path,
+                                                 *second["calibrated"].masters_path.dropna()]}
     assert referenced == set(second["keys"])  # every object is referenced, every reference exists
 
     # Both runs, their events and the partitioned materializations are in PostgreSQL.

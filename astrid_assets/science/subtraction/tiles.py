@@ -304,9 +304,13 @@ def zogy_field(new: SubtractionImage, ref: SubtractionImage, options: ZogyOption
         return one_pass
     if options.flux_ratio is None:
         widths = [f.fwhm_plane[0] + 0.5 * f.fwhm_range for f in (new_field, ref_field)]
-        ratio, ratio_err, _ = aperture_flux_ratio(
-            new.image, ref.image, new.sigma**2 if new.variance is None else new.variance,
-            ref.sigma**2 if ref.variance is None else ref.variance, star_xy, 3.0 * max(widths), pair_mask(new, ref))
+        try:
+            ratio, ratio_err, _ = aperture_flux_ratio(
+                new.image, ref.image, new.sigma**2 if new.variance is None else new.variance,
+                ref.sigma**2 if ref.variance is None else ref.variance, star_xy, 3.0 * max(widths),
+                pair_mask(new, ref))
+        except FluxRatioError:
+            return one_pass  # too few bright stars for the tiles' aperture ratio: the frame PSFs' pass stands
         options = replace(options, flux_ratio=ratio, flux_ratio_err=ratio_err)
     result = zogy_tiled(new, ref, options)
     if options.psf_error == "auto" and result.psf_error >= one_pass.psf_error:
