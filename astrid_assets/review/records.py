@@ -190,7 +190,6 @@ class ReviewRecords:
         labels = self.labels_of_window(*window)
         votes = votes_of(labels[labels.labeller != person])
         tally = votes.groupby("candidate_id").real.agg(n_real="sum", n_total="size")
-        tally.index = tally.index.astype(object)  # no votes yet (a new window): an empty float index otherwise
         candidates = candidates.merge(tally, left_on="candidate_id", right_index=True, how="left")
         candidates["n_real"] = candidates.n_real.fillna(0).astype(int)
         candidates["n_bogus"] = candidates.n_total.fillna(0).astype(int) - candidates.n_real
@@ -303,10 +302,7 @@ class ReviewRecords:
         if label not in LABELS:
             raise ValueError(f"unknown label {label!r}")
         with self.engine.begin() as connection:
-            night = connection.execute(select(candidate_detections.c.night)
-                                       .where(candidate_detections.c.candidate_id == candidate_id)).scalar()
-            if night is None:
-                raise KeyError(candidate_id)
+            night = _candidate_night(connection, candidate_id)
             connection.execute(validations.insert().values(
                 candidate_id=candidate_id, night=night, label=label, labeller=person, labelled_at=_now(),
                 note=note or None, model_version=model_version or None, real_probability=real_probability,
@@ -318,10 +314,7 @@ class ReviewRecords:
         if not 1 <= importance <= 5:
             raise ValueError("importance is 1 to 5")
         with self.engine.begin() as connection:
-            night = connection.execute(select(candidate_detections.c.night)
-                                       .where(candidate_detections.c.candidate_id == candidate_id)).scalar()
-            if night is None:
-                raise KeyError(candidate_id)
+            night = _candidate_night(connection, candidate_id)
             connection.execute(expert_reviews.insert().values(
                 candidate_id=candidate_id, night=night, person=person, confirmed=confirmed, importance=importance,
                 reviewed_at=_now(), note=note or None))
@@ -360,3 +353,12 @@ class ReviewRecords:
                 "frozen_roc_auc", "test_f1", "operating_threshold", "test_completeness", "test_bogus_rejection",
                 "decision"]
         return as_records(latest[keep])
+
+
+def _candidate_night(connection, candidate_id: str) -> str:
+    """The night of ``candidate_id`` (the partition its label or review is filed under); KeyError if unknown."""
+    night = connection.execute(select(candidate_detections.c.night)
+                               .where(candidate_detections.c.candidate_id == candidate_id)).scalar()
+    if night is None:
+        raise KeyError(candidate_id)
+    return night

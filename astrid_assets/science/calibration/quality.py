@@ -34,9 +34,10 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.ndimage import binary_dilation
 
 from astrid_assets.science import masks
-from astrid_assets.science.detection.flags import moments_shape
 from astrid_assets.science.products import CalibratedFrame
 from astrid_assets.science.psf.profile_fit import MoffatFit, fit_moffat
+from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA
+from astrid_assets.science.psf.stars import moments_shape
 
 __all__ = [
     "DETECT_SIGMA",
@@ -169,7 +170,7 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
     by 2 px) and unusable ones are left out of each fit, and fits whose FWHM is more than 3
     robust σ from the median are dropped. The axis ratio is SEP's ``a/b`` for a star alone in its
     stamp; for a star with neighbours (a crowded field) it comes from Gaussian-weighted second moments
-    with the neighbours' pixels left out (:func:`~astrid_assets.science.detection.flags.moments_shape`),
+    with the neighbours' pixels left out (:func:`~astrid_assets.science.psf.stars.moments_shape`),
     since SEP's isophote takes in their light.
 
     Parameters
@@ -227,7 +228,7 @@ def measure_psf(frame: CalibratedFrame) -> tuple[list[MoffatFit], np.ndarray, in
             fits_.append(fit)
             if neighbours.any():  # SEP's isophotal a/b of a star in a crowd includes its neighbours' light
                 clean = np.where(ignored, 0.0, _stamp(image, x, y, half).astype(np.float64))
-                ratios.append(moments_shape(clean, fit.x, fit.y, 1, max(fit.fwhm, 1.0) / 2.3548)[1])
+                ratios.append(moments_shape(clean, fit.x, fit.y, 1, max(fit.fwhm, 1.0) / GAUSSIAN_FWHM_PER_SIGMA)[1])
             else:
                 ratios.append(objects["a"][k] / max(objects["b"][k], 1e-6))
     if len(fits_) < PSF_STAR_MIN:

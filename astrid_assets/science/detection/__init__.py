@@ -23,7 +23,6 @@ from astrid_assets.science.detection.flags import (
     dipole_flag,
     edge_flag,
     masked_flag,
-    moments_shape,
     near_flagged,
     opposite_lobe,
     psf_sharpness,
@@ -55,7 +54,6 @@ __all__ = [
     "describe_flags",
     "near_flagged",
     "opposite_lobe",
-    "moments_shape",
     "psf_sharpness",
     "cut_stamps",
 ]

@@ -29,12 +29,12 @@ from astrid_assets.science.detection.flags import (
     FrameContext,
     Measurement,
     candidate_flags,
-    moments_shape,
     psf_sharpness,
 )
 from astrid_assets.science.photometry.forced import psf_photometry
 from astrid_assets.science.psf.model import ShiftablePSF, as_psf_image
 from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA, render_psf
+from astrid_assets.science.psf.stars import moments_shape
 from astrid_assets.science.subtraction.tiles import blend_stamps
 
 __all__ = ["COLUMNS", "DEFAULT_RULES", "false_detection_expectation", "detect_candidates"]

@@ -37,6 +37,7 @@ from astrid_assets.science.psf.stars import (
     SEP_REJECT_FLAGS,
     cut_centred_stamps,
     isolated_among,
+    moments_shape,
     select_psf_stars,
     shape_cut,
     stamp_is_clean,
@@ -83,5 +84,6 @@ __all__ = [
     "isolated_among",
     "cut_centred_stamps",
     "select_psf_stars",
+    "moments_shape",
     "shape_cut",
 ]

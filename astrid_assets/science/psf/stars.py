@@ -12,6 +12,7 @@ import numpy as np
 import sep
 from scipy.spatial import cKDTree
 
+from astrid_assets.science.cutouts import cutout_window
 from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "cut_centred_stamps",
     "select_psf_stars",
     "shape_cut",
+    "moments_shape",
 ]
 
 #: PSF stars the pipeline asks for: S/N ≥ 15 and at least 3 isolated unsaturated ones. A 512² frame of a
@@ -139,3 +141,40 @@ def shape_cut(stars: dict[str, np.ndarray], size_tolerance: float) -> dict[str, 
     cosmic rays out)."""
     good = (np.abs(stars["r_ratio"]) <= size_tolerance) & (stars["elongation_excess"] <= 0.3)
     return {key: value[good] for key, value in stars.items()}
+
+
+def moments_shape(difference: np.ndarray, x: float, y: float, sign: int, window_sigma: float) -> tuple[float, float]:
+    """FWHM (px) and elongation a/b from Gaussian-weighted second moments on the difference.
+
+    The weight (σ_w = the PSF's σ) is divided out assuming a Gaussian profile:
+    ``C = (M⁻¹ − W⁻¹)⁻¹`` for measured moments ``M`` and window ``W = σ_w² I``.
+    NaN when the moments are not positive definite (noise-dominated).
+    """
+    window = cutout_window(difference.shape, x, y, int(np.ceil(3.0 * window_sigma)))
+    if window is None:
+        return float("nan"), float("nan")
+    yy, xx = np.mgrid[window.image]
+    dx, dy = xx - x, yy - y
+    weight = np.exp(-(dx**2 + dy**2) / (2.0 * window_sigma**2))
+    values = sign * difference[window.image].astype(np.float64) * weight
+    total = values.sum()
+    if not np.isfinite(total) or total <= 0:
+        return float("nan"), float("nan")
+    moments = (
+        np.array(
+            [
+                [(values * dx * dx).sum(), (values * dx * dy).sum()],
+                [(values * dx * dy).sum(), (values * dy * dy).sum()],
+            ]
+        )
+        / total
+    )
+    try:
+        intrinsic = np.linalg.inv(np.linalg.inv(moments) - np.eye(2) / window_sigma**2)
+        eigen = np.linalg.eigvalsh(intrinsic)
+    except np.linalg.LinAlgError:
+        return float("nan"), float("nan")
+    if not np.all(np.isfinite(eigen)) or eigen.min() <= 0:
+        return float("nan"), float("nan")
+    fwhm = GAUSSIAN_FWHM_PER_SIGMA * float(np.sqrt(eigen.mean()))
+    return fwhm, float(np.sqrt(eigen.max() / eigen.min()))
