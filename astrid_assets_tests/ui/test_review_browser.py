@@ -58,13 +58,14 @@ def labels_in_database(url: str) -> pd.DataFrame:
 
 
 def test_scanning_in_a_browser(review_site, browser, ui_output):
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, url = review_site
-    wait = WebDriverWait(browser, 30)
+    # a key press navigates: an element found on the page being left goes stale, and the wait looks again
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
 
     def press(key: str) -> None:
         ActionChains(browser).send_keys(key).perform()

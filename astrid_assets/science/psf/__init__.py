@@ -15,6 +15,9 @@ from astrid_assets.science.psf.field import (
     PSFField,
     calibrate_psf_error,
     estimate_psf_field,
+    psf_error_disc,
+    psf_error_from_ratios,
+    star_psf_error_ratio,
     with_psf_error,
 )
 from astrid_assets.science.psf.model import PSF_SOURCES, PSFError, PSFModel, ShiftablePSF, as_psf_image, measure_fwhm
@@ -54,6 +57,9 @@ __all__ = [
     "CALIBRATION_MIN_RATIO",
     "with_psf_error",
     "calibrate_psf_error",
+    "psf_error_disc",
+    "psf_error_from_ratios",
+    "star_psf_error_ratio",
     "MAX_FIELD_STARS",
     "PSFField",
     "estimate_psf_field",

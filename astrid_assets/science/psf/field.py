@@ -45,6 +45,9 @@ __all__ = [
     "CALIBRATION_MIN_RATIO",
     "with_psf_error",
     "calibrate_psf_error",
+    "psf_error_disc",
+    "star_psf_error_ratio",
+    "psf_error_from_ratios",
     "MAX_FIELD_STARS",
     "PSFField",
     "estimate_psf_field",
@@ -125,25 +128,47 @@ def calibrate_psf_error(
         star_xy = star_catalogue(ref, 0.0, ref_sigma, None, n=300)[:, :2]
     star_xy = np.asarray(star_xy, dtype=np.float64).reshape(-1, 2)
     ny, nx = S.shape
-    radius = max(2.0 * float(fwhm), 3.0)
-    half = int(np.ceil(radius))
-    offsets = np.arange(-half, half + 1)
-    disc = np.hypot(offsets[None, :], offsets[:, None]) <= radius
+    half, disc = psf_error_disc(fwhm)
     ratios = []
     for x, y in star_xy:
         ic, jc = int(np.rint(x)), int(np.rint(y))
         if ic < half or jc < half or ic >= nx - half or jc >= ny - half:
             continue
         box = (slice(jc - half, jc + half + 1), slice(ic - half, ic + half + 1))
-        product = (S_new[box] * S_ref[box]).astype(np.float64)
-        variance = V_S[box].astype(np.float64)
-        use = disc & (product > 0)
-        if bad is not None:
-            use &= ~bad[box]
-        if not use.any() or np.max(product[use] / variance[use]) < min_ratio:
-            continue
-        excess = float(np.sum(S[box].astype(np.float64)[use] ** 2 - variance[use]))
-        ratios.append(excess / float(np.sum(product[use])))
+        ratio = star_psf_error_ratio(S[box], V_S[box], S_new[box], S_ref[box], None if bad is None else bad[box],
+                                     disc, min_ratio)
+        if ratio is not None:
+            ratios.append(ratio)
+    return psf_error_from_ratios(ratios)
+
+
+def psf_error_disc(fwhm: float) -> tuple[int, np.ndarray]:
+    """Half-side ``h`` of the ``(2h + 1)²`` box around a star in which ``ε`` is calibrated, and the disc of
+    radius ``max(2 fwhm, 3)`` px in it (:func:`calibrate_psf_error`)."""
+    radius = max(2.0 * float(fwhm), 3.0)
+    half = int(np.ceil(radius))
+    offsets = np.arange(-half, half + 1)
+    return half, np.hypot(offsets[None, :], offsets[:, None]) <= radius
+
+
+def star_psf_error_ratio(S: np.ndarray, V_S: np.ndarray, S_new: np.ndarray, S_ref: np.ndarray,
+                         bad: np.ndarray | None, disc: np.ndarray,
+                         min_ratio: float = CALIBRATION_MIN_RATIO) -> float | None:
+    """One star's ``ε_k² = Σ (S² − V_S) / Σ S_N S_R`` over its box (:func:`psf_error_disc`), where the disc has
+    ``S_N S_R > 0`` and no ``bad`` pixel; None when the star is too faint (peak ``S_N S_R / V_S < min_ratio``)."""
+    product = (S_new * S_ref).astype(np.float64)
+    variance = V_S.astype(np.float64)
+    use = disc & (product > 0)
+    if bad is not None:
+        use &= ~bad
+    if not use.any() or np.max(product[use] / variance[use]) < min_ratio:
+        return None
+    excess = float(np.sum(S.astype(np.float64)[use] ** 2 - variance[use]))
+    return excess / float(np.sum(product[use]))
+
+
+def psf_error_from_ratios(ratios: list[float]) -> float:
+    """``ε = sqrt(max(median ε_k², 0))`` over the stars' ratios (:func:`star_psf_error_ratio`); 0 for fewer than 3."""
     if len(ratios) < 3:
         return 0.0
     return float(np.sqrt(max(float(np.median(ratios)), 0.0)))
@@ -206,6 +231,7 @@ class PSFField:
     degree: int = 0
     n_stars: int = 0
     star_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)), repr=False)
+    _grids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def fwhm_range(self) -> float:
@@ -215,6 +241,19 @@ class PSFField:
     def at(self, x: float, y: float) -> np.ndarray:
         """Unit-sum PSF stamp at ``(x, y)`` px (float64, centroid on the central pixel)."""
         return self.at_many(np.atleast_1d(x), np.atleast_1d(y))[0]
+
+    def at_grid(self, nodes_x: np.ndarray, nodes_y: np.ndarray) -> np.ndarray:
+        """:meth:`at_many` on the grid of ``nodes_x`` × ``nodes_y`` px: ``(len(nodes_y), len(nodes_x), size, size)``
+        stamps (``[j, i]`` at ``(nodes_x[i], nodes_y[j])``), computed once per grid and kept (read-only): a
+        reference's tile nodes serve every frame differenced against it."""
+        key = (tuple(np.round(nodes_x, 3)), tuple(np.round(nodes_y, 3)))
+        if key not in self._grids:
+            grid_x, grid_y = (grid.ravel() for grid in np.meshgrid(nodes_x, nodes_y))
+            stamps = self.at_many(grid_x, grid_y)
+            stamps = stamps.reshape(len(nodes_y), len(nodes_x), *stamps.shape[1:])
+            stamps.setflags(write=False)
+            self._grids[key] = stamps
+        return self._grids[key]
 
     def at_many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`at` for ``n`` positions ``(x[k], y[k])``, px: ``(n, size, size)`` float64 unit-sum stamps.

@@ -273,7 +273,7 @@ def _noise_power(sigma: float, noise: NoiseCorrelation | None, backend: Any, sha
 
 
 def _zogy_kernels(
-    backend: NumpyBackend | TorchBackend,
+    backend: NumpyBackend | TorchBackend | None,
     psf_new: np.ndarray,
     psf_ref: np.ndarray,
     shape: tuple[int, int],
@@ -294,13 +294,16 @@ def _zogy_kernels(
     f_d = float(small_filters["f_d"])
     psf_d = _real_kernel(small_filters["psf_d"], side)
     f_s = f_d**2 * float((psf_d**2).sum())  # eq. 42: S at a unit-flux source
-    # Full-grid filters (complex64, on the backend's device) for the images themselves.
-    full_new = backend.embed_rfft2(psf_new.astype(np.float32), shape)
-    full_ref = backend.embed_rfft2(psf_ref.astype(np.float32), shape)
-    full_filters = _zogy_filters(
-        full_new, full_ref, _noise_power(new_sigma, new_noise, backend, shape),
-        _noise_power(ref_sigma, ref_noise, backend, shape), flux_ratio, sqrt=backend.sqrt, with_psf_d=False
-    )
+    # Full-grid filters (complex64, on the backend's device) for the images themselves; none without a backend
+    # (the real-space kernels alone: subtraction.at_stars)
+    full_filters = dict.fromkeys(("d_new", "d_ref", "s_new", "s_ref"))
+    if backend is not None:
+        full_new = backend.embed_rfft2(psf_new.astype(np.float32), shape)
+        full_ref = backend.embed_rfft2(psf_ref.astype(np.float32), shape)
+        full_filters = _zogy_filters(
+            full_new, full_ref, _noise_power(new_sigma, new_noise, backend, shape),
+            _noise_power(ref_sigma, ref_noise, backend, shape), flux_ratio, sqrt=backend.sqrt, with_psf_d=False
+        )
     crop = psf_new.shape[0]
     lo = side // 2 - crop // 2
     k_new, k_ref = _real_kernel(small_filters["s_new"], side), _real_kernel(small_filters["s_ref"], side)
@@ -327,7 +330,8 @@ def _zogy_kernels(
     )
 
 
-def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = ZogyOptions()) -> ZogyResult:
+def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = ZogyOptions(),
+         sanitised: tuple | None = None) -> ZogyResult:
     """Proper image subtraction of Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27).
 
     Parameters
@@ -343,6 +347,9 @@ def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = Zo
     options : ZogyOptions, default ZogyOptions()
         Flux ratio (fitted with :func:`fit_flux_ratio` when None), astrometric noise, back end,
         differential background, PSF-model error, renormalisation (:class:`ZogyOptions`).
+    sanitised : tuple, optional
+        What :func:`~astrid_assets.science.subtraction.image_pair.sanitise_pair` returned for this pair, when the
+        caller has it (:func:`~astrid_assets.science.subtraction.tiles.zogy_field` fills once for all passes).
 
     Returns
     -------
@@ -356,8 +363,8 @@ def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = Zo
     FluxRatioError
         When ``options.flux_ratio`` is None and cannot be fitted.
     """
-    new_image, ref_image, new_var, ref_var, bad, out_mask = sanitise_pair(new.image, ref.image, new.variance,
-                                                                           ref.variance, pair_mask(new, ref))
+    new_image, ref_image, new_var, ref_var, bad, out_mask = sanitised or sanitise_pair(
+        new.image, ref.image, new.variance, ref.variance, pair_mask(new, ref))
     new, ref = with_noise_correlation(new, ref, options, bad)
     if options.flux_ratio is None:
         stars = options.flux_ratio_stars
