@@ -66,11 +66,12 @@ def psf_photometry(
     y = np.atleast_1d(np.asarray(y, dtype=np.float64))
     flux = np.full(x.shape, np.nan)
     flux_err = np.full(x.shape, np.nan)
-    for k, (xk, yk) in enumerate(zip(x, y, strict=True)):
-        window = cutout_window(image.shape, xk, yk, half)
-        if window is None:
-            continue
-        model = shiftable.at(xk - window.x, yk - window.y)[window.stamp]
+    windows = [cutout_window(image.shape, xk, yk, half) for xk, yk in zip(x, y, strict=True)]
+    inside = [k for k, window in enumerate(windows) if window is not None]
+    models = shiftable.at_many([x[k] - windows[k].x for k in inside], [y[k] - windows[k].y for k in inside])
+    for k, shifted in zip(inside, models, strict=True):
+        window = windows[k]
+        model = shifted[window.stamp]
         pixels = image[window.image].astype(np.float64)
         pixel_var = variance_map[window.image].astype(np.float64)
         usable = np.isfinite(pixels) & np.isfinite(pixel_var)

@@ -99,7 +99,6 @@ from astrid_assets.science.subtraction.noise_power import (
     correlation_method,
     difference_noise,
     measure_noise_correlation,
-    source_pixels,
     white_noise,
 )
 
@@ -502,10 +501,8 @@ def difference_noise_factor(new: SubtractionImage, ref: SubtractionImage, D: np.
                             psf_d: np.ndarray, bad: np.ndarray) -> float:
     """The variance factor ``c`` of ``S`` from the noise correlation of ``D`` on pixels away from the sources of
     either input (:func:`~astrid_assets.science.subtraction.noise_power.difference_noise`)."""
-    usable = ~bad
-    sources = tuple(source_pixels(image.image, image.variance, image.sigma, usable, _psf_fwhm(image.psf))
-                    for image in (new, ref))
-    _, factor = difference_noise(D, D_var, psf_d, usable, sources, measure_fwhm(psf_d))
+    inputs = tuple((image.image, image.variance, image.sigma, _psf_fwhm(image.psf)) for image in (new, ref))
+    _, factor = difference_noise(D, D_var, psf_d, ~bad, inputs, measure_fwhm(psf_d))
     return factor
 
 

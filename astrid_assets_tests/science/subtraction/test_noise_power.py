@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from astrid_assets.science.psf.profiles import render_psf
 from astrid_assets.science.subtraction.inputs import SubtractionImage, ZogyOptions
-from astrid_assets.science.subtraction.noise_power import measure_noise_correlation
+from astrid_assets.science.subtraction.noise_power import measure_noise_correlation, measurement_windows
 from astrid_assets.science.subtraction.zogy import zogy
 from astrid_assets.testing.skygen import drizzle_kernel
 
@@ -96,3 +96,17 @@ def test_faint_static_sky_is_not_taken_for_correlated_noise_in_the_difference():
     assert white.s_corr_std == pytest.approx(1.0, abs=0.05)
     assert difference.s_corr_std == pytest.approx(1.0, abs=0.05)
     assert measured.s_corr_std < difference.s_corr_std - 0.03
+
+
+def test_a_large_frame_is_measured_in_windows_and_gets_the_true_factor():
+    """A 1536² drizzled frame (2.4 Mpx) is measured in four windows of 1 Mpx in all (its cost does not grow with
+    the frame), and the filter factor is the true one, as on the whole frame."""
+    rng = np.random.default_rng(3)
+    image = ndimage.convolve(rng.normal(0.0, 10.0, (1536, 1536)), drizzle_kernel(2.0), mode="wrap")
+    windows = measurement_windows(image.shape)
+    assert len(windows) == 4 and sum((w[0].stop - w[0].start) * (w[1].stop - w[1].start) for w in windows) <= 1 << 20
+    noise = measure_noise_correlation(image.astype(np.float32), None, float(image.std()))
+    filtered = ndimage.convolve(image, NEW_PSF, mode="wrap")
+    true_factor = filtered.var() / (image.var() * (NEW_PSF**2).sum())
+    assert 500_000 < noise.n_pixels <= 1 << 20
+    assert noise.filter_factor(NEW_PSF) == pytest.approx(true_factor, rel=0.03)
