@@ -174,13 +174,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--prepare-workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/scale.json")
-    parser.add_argument("--prepared", type=Path, help="a prepared home of an earlier run with the same survey options")
+    parser.add_argument("--prepared", type=Path, help="a prepared home of an earlier run with the same survey options "
+                        "(prepared there, and kept, when it does not exist yet)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="astrid-scale-"))
     try:
         prepared = args.prepared or scratch / "prepared"
-        if args.prepared is None:
+        if not prepared.exists():
             prepare(args, prepared)
         runs = [timed(args, prepared, workers, scratch) for workers in args.workers]
     finally:

@@ -58,6 +58,7 @@ from astropy.io import fits
 from astrid_assets.science import masks
 from astrid_assets.science.calibration.cosmics import cosmic_ray_mask, quick_fwhm
 from astrid_assets.science.calibration.detector import (
+    MASTERS_APPLIED,
     DataState,
     bright_star_mask,
     classify_data_state,
@@ -240,7 +241,10 @@ def _data_state(
         The state, the pedestal subtracted (ADU; None when none was) and the frame after it (ADU).
     """
     gain, read_noise = detector.gain.value, detector.read_noise.value
-    state = classify_data_state(image_adu, header, with_masters, unusable, gain, read_noise)
+    if with_masters:  # classify_data_state's first rule; the sky statistics it would add are not used for these
+        state = DataState("raw", math.nan, math.nan, math.nan, MASTERS_APPLIED)
+    else:
+        state = classify_data_state(image_adu, header, with_masters, unusable, gain, read_noise)
     pedestal = None
     if state.state == "raw" and not with_masters:
         if gain is not None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import astroscrappy
 import numpy as np
 import sep
 from scipy import ndimage
 from scipy.ndimage import median_filter
 from scipy.special import erf
+
+from astrid_assets.science.calibration.lacosmic import lacosmic
 
 __all__ = [
     "COSMIC_PAD",
@@ -336,6 +337,18 @@ def spare_psf_like(
     return spared, total
 
 
+def _fill_from_rows(image: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``image`` with its ``bad`` pixels set to the median of the 5 pixels centred on them in their row (edges
+    repeated): ``median_filter(image, size=(1, 5), mode="nearest")`` there, computed at those pixels only."""
+    filled = np.array(image, copy=True)
+    ys, xs = np.nonzero(bad)
+    if len(ys):
+        nx = image.shape[1]
+        row = np.stack([image[ys, np.clip(xs + dx, 0, nx - 1)] for dx in range(-2, 3)], axis=1)
+        filled[ys, xs] = np.median(row, axis=1)
+    return filled
+
+
 def cosmic_ray_mask(
     science: np.ndarray,
     bad: np.ndarray,
@@ -392,25 +405,23 @@ def cosmic_ray_mask(
     numpy.ndarray of bool
         Cosmic-ray pixels, shape of ``science``.
     """
-    filled = np.where(bad, median_filter(science, size=(1, 5), mode="nearest"), science)
+    filled = _fill_from_rows(science, bad)
     pad = COSMIC_PAD
     objlim = lacosmic_objlim(fwhm)
 
     def mirrored(array: np.ndarray, dtype: type) -> np.ndarray:
         return np.ascontiguousarray(np.pad(array, pad, mode="reflect"), dtype=dtype)
 
-    crmask, _ = astroscrappy.detect_cosmics(
+    crmask = lacosmic(
         mirrored(filled, np.float32),
-        inmask=mirrored(saturated, bool),
-        invar=None if variance is None else mirrored(variance, np.float32),
+        mirrored(saturated, bool),
+        None if variance is None else mirrored(variance, np.float32),
         sigclip=COSMIC_SIGCLIP,
         sigfrac=COSMIC_SIGFRAC,
         objlim=objlim,
-        gain=1.0,
         readnoise=float(read_noise),
         satlevel=float(satlevel),
         niter=COSMIC_NITER,
-        verbose=False,
     )
     cosmic = np.asarray(crmask, dtype=bool)[pad:-pad, pad:-pad] & ~(bad | saturated)
     spared = 0

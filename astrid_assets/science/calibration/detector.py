@@ -51,10 +51,13 @@ __all__ = [
     "sky_statistics",
     "estimate_gain",
     "classify_data_state",
+    "MASTERS_APPLIED",
 ]
 
 #: SATURATED is grown by this many pixels along columns (bleed tails) and one across.
 BLEED_GROWTH = 2
+#: The reason :func:`classify_data_state` gives for a frame the night's calibration frames were applied to.
+MASTERS_APPLIED = "the night's bias, dark and flat frames were applied"
 #: A sky whose median is below this many sky rms is taken as subtracted.
 SKY_ZERO_SIGMA = 2.0
 #: With a known gain, a sky level whose Poisson variance would exceed the measured variance by
@@ -460,7 +463,7 @@ def classify_data_state(
     sky, variance, negative = sky_statistics(np.asarray(image_adu, np.float32), unusable)
     rms = math.sqrt(variance) if variance > 0 else float("nan")
     if calibrated_with_masters:
-        return DataState("raw", sky, rms, negative, "the night's bias, dark and flat frames were applied")
+        return DataState("raw", sky, rms, negative, MASTERS_APPLIED)
     if not sky > SKY_ZERO_SIGMA * rms:
         return DataState("sky-subtracted", sky, rms, negative,
                          f"sky median {sky:.4g} is within {SKY_ZERO_SIGMA:g} rms ({rms:.4g}) of zero; "
