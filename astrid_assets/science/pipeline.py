@@ -33,14 +33,11 @@ from astrid_assets.science.astrometry.register import (
     check_overlap,
     register_to_reference,
 )
-from astrid_assets.science.astrometry.residuals import (
-    RegistrationResiduals,
-    bright_star_centroids,
-    residuals_between,
-)
+from astrid_assets.science.astrometry.residuals import star_residuals
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.measurements import measure_reference
+from astrid_assets.science.photometry.star_check import StarCheck, check_stars
 from astrid_assets.science.products import STAMP_SIZE, CalibratedFrame, Difference, Reference
 from astrid_assets.science.psf.analytic import analytic_psf, estimate_frame_psf
 from astrid_assets.science.psf.field import PSFField, estimate_psf_field
@@ -52,15 +49,8 @@ from astrid_assets.science.subtraction.classic import classic_subtraction
 from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 
-__all__ = [
-    "pointing_offset",
-    "on_reference_sky",
-    "build_reference",
-    "RESIDUAL_STAR_SNR",
-    "star_residuals",
-    "difference_frame",
-    "find_candidates",
-]
+__all__ = ["pointing_offset", "on_reference_sky", "build_reference", "difference_frame", "find_candidates"]
+
 
 def on_reference_sky(frame: CalibratedFrame, reference: Reference) -> tuple[CalibratedFrame, str]:
     """The frame with a WCS on the reference's grid, and how it was registered (``wcs`` or ``star-pattern``).
@@ -205,59 +195,6 @@ def build_reference(
     variance = np.where(np.isfinite(stack.variance), stack.variance, np.nanmax(stack.variance)).astype(np.float32)
     return measure_reference(Reference(image, variance, stack.mask, stack.psf.image, header)), chosen
 
-#: Star S/N thresholds tried in turn for the registration check: bright stars first; a sparse or
-#: shallow frame falls back to fainter ones rather than failing.
-RESIDUAL_STAR_SNR = (50.0, 20.0, 10.0)
-
-
-def star_residuals(
-    sources: Sources, reference_sources: Sources, min_stars: int, to_grid=None,
-) -> RegistrationResiduals:
-    """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
-
-    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn, on the same detections; where none
-    gives ``min_stars``, the threshold that matched most (at least three) is taken: a sparse field.
-
-    Parameters
-    ----------
-    sources : Sources
-        The new frame's detections: on the reference grid, or on its own grid with ``to_grid``.
-    reference_sources : Sources
-        The reference's detections.
-    min_stars : int
-        Fewest matched stars accepted.
-    to_grid : callable or None, default None
-        Maps ``(n, 2)`` positions of ``sources`` onto the reference grid (None: they are on it).
-
-    Returns
-    -------
-    RegistrationResiduals
-        Median offset and scatter, px, of the first threshold that gives enough stars.
-
-    Raises
-    ------
-    RegistrationError
-        When no threshold gives three matched stars.
-    """
-    problem, most = "", None
-    for min_snr in RESIDUAL_STAR_SNR:
-        stars = bright_star_centroids(sources, min_snr)
-        if to_grid is not None and len(stars):
-            stars = to_grid(stars)
-        try:
-            residuals = residuals_between(stars, bright_star_centroids(reference_sources, min_snr), min_snr)
-        except RegistrationError as error:
-            problem = str(error)
-            continue
-        if residuals.n_stars >= min_stars:
-            return residuals
-        most = residuals if most is None or residuals.n_stars > most.n_stars else most
-        problem = f"only {residuals.n_stars} stars with S/N >= {min_snr:g} matched the reference (need {min_stars})"
-    if most is not None:  # a sparse field (a cut-out of a few stars): three stars in common suffice
-        return most
-    raise RegistrationError(problem)
-
-
 def pointing_offset(frame: CalibratedFrame, reference: Reference, reference_sources: Sources,
                     min_stars: int) -> tuple[float, float]:
     """The frame's WCS error on the reference grid, ``(dx, dy)`` px, from its stored stars.
@@ -277,6 +214,34 @@ def pointing_offset(frame: CalibratedFrame, reference: Reference, reference_sour
 
     residuals = star_residuals(frame.sources, reference_sources, min_stars, to_grid)
     return residuals.dx, residuals.dy
+
+
+#: Fewest constant stars the PSF-model error ε is calibrated at
+#: (:func:`~astrid_assets.science.psf.field.calibrate_psf_error` needs three).
+MIN_PSF_ERROR_STARS = 3
+
+
+def _psf_error_options(options: ZogyOptions, check: StarCheck, new_field: PSFField, ref_field: PSFField,
+                       fit_ratio: bool) -> ZogyOptions:
+    """``options`` with the flux ratio of ``check`` and its error (where ``fit_ratio`` and neither PSF varies: the
+    tiles fit theirs by aperture photometry) and the PSF-model error calibrated at constant stars only.
+
+    The stars are those the subtraction would take (the reference's PSF stars, else the new image's, with at
+    least three) that ``check`` found constant; the constant stars themselves where fewer than three of those are
+    left; and no ε term at all where fewer than :data:`MIN_PSF_ERROR_STARS` stars are known constant (ε would
+    otherwise be calibrated at every detection of the reference, transients and galaxies included).
+    """
+    if fit_ratio and check.ratio is not None and not (new_field.varies or ref_field.varies):
+        options = replace(options, flux_ratio=check.ratio, flux_ratio_err=check.ratio_err)
+    constant = check.constant_xy
+    if len(constant) < MIN_PSF_ERROR_STARS:
+        return replace(options, psf_error=0.0, psf_error_stars=None)
+    stars = next((np.asarray(f.star_xy, np.float64).reshape(-1, 2) for f in (ref_field, new_field)
+                  if len(f.star_xy) >= 3), np.empty((0, 2)))
+    if len(stars):
+        near = np.hypot(stars[:, None, 0] - constant[None, :, 0], stars[:, None, 1] - constant[None, :, 1])
+        stars = stars[near.min(axis=1) <= 1.5]
+    return replace(options, psf_error_stars=stars if len(stars) >= MIN_PSF_ERROR_STARS else constant)
 
 
 def difference_frame(
@@ -301,8 +266,11 @@ def difference_frame(
     (:func:`~astrid_assets.science.psf.field.estimate_psf_field`, a plane of FWHM in x, y through the
     stars); if one does, the frame is differenced on blended
     tiles with PSFEx-like spatial PSF models (:func:`~astrid_assets.science.subtraction.tiles.zogy_field`), otherwise
-    in one pass with the frame PSFs. The PSF-model error ``ε`` is calibrated at bright stars and
-    enters the variance of ``S_corr`` (``PSFERR``); ``varying_psf`` (``VARPSF``) records the choice. The
+    in one pass with the frame PSFs. The PSF-model error ``ε`` is calibrated at bright stars known to be
+    constant (:func:`check_stars`: point sources whose flux ratio agrees with the others'; no ε term with fewer
+    than three) and enters the variance of ``S_corr`` (``PSFERR``); the flux ratio comes from the same point
+    sources (:func:`check_stars`; the subtraction's own fit where they give none, or a PSF varies);
+    ``varying_psf`` (``VARPSF``) records the choice. The
     noise autocorrelation of the difference, measured on pixels away from the sources of both images, scales
     the variance of ``S_corr`` and of the difference (:mod:`~astrid_assets.science.subtraction.noise_power`):
     resampled, drizzled and co-added inputs keep a unit-variance ``S_corr`` (``NOISECOR``, ``SCORNORM``).
@@ -391,8 +359,14 @@ def difference_frame(
         # the noise correlation of drizzled, resampled, co-added inputs, measured in D: subtraction.noise_power
         options = ZogyOptions(flux_ratio=flux_ratio, flux_ratio_stars=ref_sources.unflagged_xy(),
                               astrometric_sigma=astrometric_sigma, psf_error="auto", noise_correlation="difference")
-        result = zogy_field(new, ref, options)
-        result, new_field = _with_profile_psfs(result, new, ref, options, new_field, reference,
+
+        def with_checked_stars(new_psf: PSFField, ref_psf: PSFField) -> ZogyOptions:
+            check = check_stars(registered.image, registered.variance, new_psf.constant, reference,
+                                ref_psf.constant, registered.mask | reference.mask, flux_ratio)
+            return _psf_error_options(options, check, new_psf, ref_psf, fit_ratio=flux_ratio is None)
+
+        result = zogy_field(new, ref, with_checked_stars(new_field, reference.psf_field))
+        result, new_field = _with_profile_psfs(result, new, ref, with_checked_stars, new_field, reference,
                                                new_sources.objects if like is None else None)
         common["new_psf_field"], common["new_fwhm"] = new_field, new_field.constant.fwhm
         return Difference(
@@ -419,7 +393,7 @@ PROFILE_RETRY_PSF_ERROR = 0.05
 PROFILE_RETRY_SCORR_OFFSET = 0.1
 
 
-def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions,
+def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, options_for,
                        new_field: PSFField, reference: Reference, new_objects: np.ndarray | None):
     """ZOGY again with pixel-integrated Moffat/Gaussian PSFs fitted to both images' stars, kept when it leaves
     less PSF-model error at the stars than the empirical PSFs did.
@@ -436,7 +410,8 @@ def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, opt
     1.38 / 0.95 → 1.04 / 1.19, unflagged candidates 1 / 9 → 1 / 2 per 512² frame.
 
     The injection check (``like``) passes no ``new_objects``: the image with its fakes is extracted here, and
-    the same choice is made again.
+    the same choice is made again. ``options_for(new_field, ref_field)`` gives the ZOGY options for a pair of
+    PSF fields (the flux ratio and the PSF-error stars checked with those PSFs, :func:`check_stars`).
 
     Returns
     -------
@@ -453,7 +428,8 @@ def _with_profile_psfs(result, new: SubtractionImage, ref: SubtractionImage, opt
         return result, new_field
     profile_new = PSFField(new_psf, new.image.shape, (new_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
     profile_ref = PSFField(ref_psf, ref.image.shape, (ref_psf.fwhm, 0.0, 0.0), (np.inf,) * 3)
-    retried = zogy_field(replace(new, psf=profile_new), replace(ref, psf=profile_ref), options)
+    retried = zogy_field(replace(new, psf=profile_new), replace(ref, psf=profile_ref),
+                         options_for(profile_new, profile_ref))
     retried_off = abs(retried.s_corr_std - 1.0) if np.isfinite(retried.s_corr_std) else np.inf
     if retried.psf_error < result.psf_error or (retried.psf_error <= result.psf_error and retried_off < off):
         return retried, profile_new
@@ -507,11 +483,12 @@ def find_candidates(
         ``(N, 3, STAMP_SIZE, STAMP_SIZE)`` float32, channels :data:`~astrid_assets.science.products.STAMP_CHANNELS`
         (the reference multiplied by ``flux_ratio``, i.e. in new-frame e-).
     """
+    reference_scaled = difference.reference * np.float32(difference.flux_ratio)
     candidates = detect_candidates(
         difference.s_corr, difference.difference, difference.variance, difference.mask, wcs,
         difference.psf_fwhm, threshold, difference_psf=difference.psf, difference_psf_tiles=difference.psf_tiles,
+        static=np.fmax(difference.new, reference_scaled),
     )
-    reference_scaled = difference.reference * np.float32(difference.flux_ratio)
     stamps = cut_stamps(
         {"science": difference.new, "reference": reference_scaled, "difference": difference.difference},
         candidates.x.to_numpy(), candidates.y.to_numpy(), size=STAMP_SIZE,

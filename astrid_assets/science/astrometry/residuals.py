@@ -23,6 +23,8 @@ __all__ = [
     "match_positions",
     "measure_registration_residuals",
     "residuals_between",
+    "RESIDUAL_STAR_SNR",
+    "star_residuals",
 ]
 
 
@@ -207,3 +209,56 @@ def residuals_between(
         rms_y=float(spread[1]),
         n_stars=int(index.size),
     )
+
+
+#: Star S/N thresholds tried in turn for the registration check: bright stars first; a sparse or
+#: shallow frame falls back to fainter ones rather than failing.
+RESIDUAL_STAR_SNR = (50.0, 20.0, 10.0)
+
+
+def star_residuals(
+    sources: Sources, reference_sources: Sources, min_stars: int, to_grid=None,
+) -> RegistrationResiduals:
+    """Registration residuals from the brightest stars that give at least ``min_stars`` matches.
+
+    Star S/N thresholds :data:`RESIDUAL_STAR_SNR` are tried in turn, on the same detections; where none
+    gives ``min_stars``, the threshold that matched most (at least three) is taken: a sparse field.
+
+    Parameters
+    ----------
+    sources : Sources
+        The new frame's detections: on the reference grid, or on its own grid with ``to_grid``.
+    reference_sources : Sources
+        The reference's detections.
+    min_stars : int
+        Fewest matched stars accepted.
+    to_grid : callable or None, default None
+        Maps ``(n, 2)`` positions of ``sources`` onto the reference grid (None: they are on it).
+
+    Returns
+    -------
+    RegistrationResiduals
+        Median offset and scatter, px, of the first threshold that gives enough stars.
+
+    Raises
+    ------
+    RegistrationError
+        When no threshold gives three matched stars.
+    """
+    problem, most = "", None
+    for min_snr in RESIDUAL_STAR_SNR:
+        stars = bright_star_centroids(sources, min_snr)
+        if to_grid is not None and len(stars):
+            stars = to_grid(stars)
+        try:
+            residuals = residuals_between(stars, bright_star_centroids(reference_sources, min_snr), min_snr)
+        except RegistrationError as error:
+            problem = str(error)
+            continue
+        if residuals.n_stars >= min_stars:
+            return residuals
+        most = residuals if most is None or residuals.n_stars > most.n_stars else most
+        problem = f"only {residuals.n_stars} stars with S/N >= {min_snr:g} matched the reference (need {min_stars})"
+    if most is not None:  # a sparse field (a cut-out of a few stars): three stars in common suffice
+        return most
+    raise RegistrationError(problem)

@@ -7,6 +7,7 @@ from astrid_assets.science.detection.candidates import (
     false_detection_expectation,
 )
 from astrid_assets.science.detection.flags import (
+    FLAG_BRIGHT_SOURCE,
     FLAG_BRIGHT_STAR,
     FLAG_DIPOLE,
     FLAG_EDGE,
@@ -17,6 +18,7 @@ from astrid_assets.science.detection.flags import (
     CandidateRules,
     FrameContext,
     Measurement,
+    bright_source_flag,
     bright_star_flag,
     candidate_flags,
     describe_flags,
@@ -40,6 +42,7 @@ __all__ = [
     "FLAG_DIPOLE",
     "FLAG_SHAPE",
     "FLAG_BRIGHT_STAR",
+    "FLAG_BRIGHT_SOURCE",
     "FLAG_NAMES",
     "CandidateRules",
     "Measurement",
@@ -48,6 +51,7 @@ __all__ = [
     "edge_flag",
     "masked_flag",
     "bright_star_flag",
+    "bright_source_flag",
     "dipole_flag",
     "shape_flag",
     "candidate_flags",

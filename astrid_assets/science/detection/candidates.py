@@ -215,6 +215,7 @@ def detect_candidates(
     min_area: int = 1,
     difference_psf_tiles: np.ndarray | None = None,
     rules: CandidateRules = DEFAULT_RULES,
+    static: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Positive and negative candidates with ``|S_corr| >= threshold``, measured on ``D``.
 
@@ -257,6 +258,9 @@ def detect_candidates(
         over the frame): each candidate's PSF flux uses their tent blend at its position.
     rules : CandidateRules, default DEFAULT_RULES
         The cuts of the flag rules (:data:`FLAG_RULES`) and the weights of the rule score.
+    static : numpy.ndarray or None, default None
+        The static sky per pixel, e- of the new frame (the larger of the new image and the flux-scaled
+        reference): BRIGHT_SOURCE is judged against it (not at all when None).
 
     Returns
     -------
@@ -298,6 +302,7 @@ def detect_candidates(
         kernel_half=kernel_half,
         edge=rules.edge_width(psf_fwhm, kernel_half) if edge is None else int(edge),
         threshold=threshold,
+        static=None if static is None else np.asarray(static, np.float32),
     )
 
     rows = []
@@ -359,6 +364,7 @@ def _measure(table: pd.DataFrame, frame: FrameContext, wcs: WCS | None, rules: C
             fwhm=float(fwhm[k]),
             elongation=float(elongation[k]),
             sharpness=float(sharpness[k]),
+            flux_err=float(flux_err[k]),
         )
         for k in range(x.size)
     ]

@@ -1,4 +1,4 @@
-"""Photometry: forced PSF photometry, the flux ratio of two images, relative zero points."""
+"""Photometry: forced PSF photometry, the flux ratio of two images and its constant stars, relative zero points."""
 
 from astrid_assets.science.photometry.flux_ratio import (
     CONSENSUS_TOLERANCE,
@@ -11,6 +11,7 @@ from astrid_assets.science.photometry.flux_ratio import (
     star_flux_ratios,
 )
 from astrid_assets.science.photometry.forced import psf_photometry
+from astrid_assets.science.photometry.star_check import CHECK_STAR_CLIP, CHECK_STAR_SNR, StarCheck, check_stars
 from astrid_assets.science.photometry.zeropoints import (
     APERTURE_FWHM,
     MATCH_RADIUS,
@@ -33,6 +34,10 @@ __all__ = [
     "CONSENSUS_TOLERANCE",
     "psf_star_positions",
     "psf_photometry",
+    "StarCheck",
+    "check_stars",
+    "CHECK_STAR_SNR",
+    "CHECK_STAR_CLIP",
     "APERTURE_FWHM",
     "MAX_STARS",
     "MIN_MATCHED",

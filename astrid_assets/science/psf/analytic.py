@@ -25,6 +25,13 @@ are kept: the field may be crowded.
   cost S/N, not accuracy); a star with more than a quarter of its fit box flagged is not used.
   The FWHM guess is twice the median SEP half-light radius (about 1.3 FWHM for a Moffat of β = 3,
   so the core is about 0.6 FWHM).
+* **Extended sources.** A detection whose half-light radius exceeds ``1 + EXTENDED_TOLERANCE``
+  (:data:`~astrid_assets.science.psf.stars.EXTENDED_TOLERANCE`) times the
+  median of the candidates' (S/N ≥ ``min_snr``) is not used: a galaxy, or an unresolved blend. A sparse
+  cut-out holds as many galaxies and transients as stars; its galaxies are its brightest sources, and a joint
+  fit that takes them widens the profile (measured on a generated 256² cut-out of four stars and two
+  galaxies: a Moffat of FWHM 2.7 px for Gaussian stars of 2.5 px, whose PSF photometry put the flux ratio
+  at 1.54 for a true 1.02) before the fit-residual test below can drop them.
 * **Neighbours.** A detection within one FWHM guess of the star (an unresolved blend), or one
   brighter than the star inside its fit box, rejects it. Fainter detections in the box are
   masked: pixels nearer to a neighbour than to the star get zero weight.
@@ -52,6 +59,7 @@ from astrid_assets.science.psf.profiles import (
     profile_images_jacobians,
     render_psf,
 )
+from astrid_assets.science.psf.stars import EXTENDED_TOLERANCE
 from astrid_assets.science.sources import find_sources, frame_for_sep, noise_for_sep, unusable_pixels
 
 __all__ = ["MAX_FIT_STARS", "ANALYTIC_MIN_SNR", "UNDERSAMPLED_PSF_FWHM", "analytic_stars", "fit_analytic_psf",
@@ -135,12 +143,17 @@ def analytic_stars(
     half = max(4, int(np.ceil(2.5 * fwhm_guess)))
     core = max(0.5 * fwhm_guess, 1.5)
     offsets = np.arange(-half, half + 1)
-    picked, counts = [], {"S/N": 0, "edge": 0, "core": 0, "flagged": 0, "neighbour": 0}
+    picked, counts = [], {"S/N": 0, "edge": 0, "core": 0, "flagged": 0, "extended": 0, "neighbour": 0}
+    bright_enough = (snr >= min_snr) & np.isfinite(r_half)
+    locus = float(np.median(r_half[bright_enough])) if bright_enough.any() else np.inf
     for k in np.argsort(-snr):
         if len(picked) >= max_stars:
             break
         if not snr[k] >= min_snr:
             counts["S/N"] += 1
+            continue
+        if r_half[k] > (1.0 + EXTENDED_TOLERANCE) * locus:
+            counts["extended"] += 1
             continue
         ic, jc = int(np.rint(x0[k])), int(np.rint(y0[k]))
         if ic - half < 0 or jc - half < 0 or ic + half >= nx or jc + half >= ny:
@@ -166,7 +179,7 @@ def analytic_stars(
         why = ", ".join(f"{n} {what}" for what, n in (
             (f"below S/N {min_snr:g}", counts["S/N"]), ("too near the edge", counts["edge"]),
             ("with a flagged pixel in the core", counts["core"]), ("mostly flagged", counts["flagged"]),
-            ("blended", counts["neighbour"])) if n)
+            ("extended", counts["extended"]), ("blended", counts["neighbour"])) if n)
         return empty, f"none of the {brightest.size} brightest of {objects.size} detections is usable ({why})"
     index = np.array([p[0] for p in picked])
     masked = np.stack([p[2] for p in picked])

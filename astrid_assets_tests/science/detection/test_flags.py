@@ -84,7 +84,8 @@ def nearest(candidates, x: float, y: float):
 
 def test_flag_bits_keep_their_meaning() -> None:
     assert (FLAG_MASKED, FLAG_EDGE, FLAG_DIPOLE, FLAG_SHAPE, FLAG_BRIGHT_STAR) == (1, 2, 4, 8, 16)
-    assert list(FLAG_NAMES) == ["MASKED", "EDGE", "DIPOLE", "SHAPE", "BRIGHT_STAR"]
+    assert list(FLAG_NAMES) == ["MASKED", "EDGE", "DIPOLE", "SHAPE", "BRIGHT_STAR", "BRIGHT_SOURCE"]
+    assert FLAG_NAMES["BRIGHT_SOURCE"] == 32  # a new flag takes a new bit
     assert describe_flags(FLAG_BRIGHT_STAR | FLAG_EDGE) == ["EDGE", "BRIGHT_STAR"]
     assert int(masks.BRIGHT_STAR) == 64 and not masks.UNUSABLE & masks.BRIGHT_STAR
     assert masks.describe(int(masks.BRIGHT_STAR | masks.SATURATED)) == ["SATURATED", "BRIGHT_STAR"]
@@ -171,3 +172,40 @@ def test_bright_star_mask_grows_with_brightness_and_flags_candidates_on_it() -> 
     assert int(on_wing["flags"]) & FLAG_BRIGHT_STAR and not int(on_wing["flags"]) & FLAG_MASKED
     assert "BRIGHT_STAR" in describe_flags(int(on_wing["flags"]))
     assert int(nearest(candidates, clean_x, clean_y)["flags"]) == 0
+
+
+def test_bright_source_flags_a_change_small_beside_a_static_source() -> None:
+    """BRIGHT_SOURCE: a static pixel within the kernel's reach at least ``bright_source_contrast`` times the
+    candidate's significant peak; not judged without a static image."""
+    from dataclasses import replace as _replace
+
+    from astrid_assets.science.detection.flags import (
+        FLAG_BRIGHT_SOURCE,
+        CandidateRules,
+        FrameContext,
+        Measurement,
+        bright_source_flag,
+    )
+    from astrid_assets.science.psf.model import ShiftablePSF
+    from astrid_assets.science.psf.profiles import render_psf
+
+    shape = (64, 64)
+    psf = render_psf(3.0, 21, "gaussian")
+    static = np.zeros(shape, np.float32)
+    static[32, 40] = 5.0e4  # a bright star's core 8 px from the candidate
+    planes = {name: np.zeros(shape, bool) for name in ("no_data", "unusable", "bright_star")}
+    frame = FrameContext(
+        s_corr=np.zeros(shape, np.float32), difference=np.zeros(shape, np.float32),
+        difference_var=np.ones(shape, np.float32), mask=np.zeros(shape, np.uint16), **planes,
+        psf=ShiftablePSF(psf), psf_tiles=None, psf_fwhm=3.0, kernel_half=10, edge=10, threshold=5.0, static=static,
+    )
+    # significant peak: 6 sigma x 20 e- x max(P) ~ 11 e-: the star is ~4600 times brighter
+    faint = Measurement(x=32.0, y=32.0, sign=1, s_corr_peak=6.0, footprint_masked=False, snr=6.0,
+                        fwhm=3.0, elongation=1.0, sharpness=1.0, flux_err=20.0)
+    rules = CandidateRules()
+    assert bright_source_flag(faint, frame, rules) == FLAG_BRIGHT_SOURCE
+    assert bright_source_flag(_replace(faint, x=10.0), frame, rules) == 0  # 30 px away: beyond the kernel
+    bright = _replace(faint, s_corr_peak=600.0)  # a change a hundredth of the star's peak or more
+    assert bright_source_flag(bright, frame, rules) == 0
+    assert bright_source_flag(faint, _replace(frame, static=None), rules) == 0
+    assert bright_source_flag(_replace(faint, flux_err=float("nan")), frame, rules) == 0

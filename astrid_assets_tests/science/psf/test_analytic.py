@@ -157,3 +157,23 @@ def test_a_wider_source_is_dropped_by_its_fit_residual() -> None:
     assert psf.psf_source == "moffat" and psf.n_stars == 4
     assert np.hypot(*(psf.star_xy - 128.0).T).min() > 50  # not the galaxy
     assert _fwhm_of(psf) == pytest.approx(1.0, abs=0.05)
+
+
+def _disc(shape, x, y, flux, scale):
+    """An exponential disc of ``flux`` e- and scale length ``scale`` px (a galaxy seen sharp), no noise."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    disc = np.exp(-np.hypot(xx - x, yy - y) / scale)
+    return flux * disc / disc.sum()
+
+
+def test_galaxies_brighter_than_the_stars_are_not_fitted() -> None:
+    """A sparse cut-out: three stars and two brighter galaxies. The galaxies' half-light radii are far above the
+    stars' median (extended), so the joint profile is the stars' alone."""
+    image = _frame(FOUR[:3], [6.0e4, 5.0e4, 4.0e4], seed=13).astype(np.float64)
+    for (x, y), flux in (((128.3, 128.6), 4.0e5), ((200.2, 120.4), 3.0e5)):
+        image += _disc(image.shape, x, y, flux, 3.5)
+    psf = estimate_frame_psf(image.astype(np.float32), SKY, SKY_RMS)
+    assert psf.n_stars == 3
+    for galaxy in ((128.3, 128.6), (200.2, 120.4)):
+        assert np.hypot(*(psf.star_xy - galaxy).T).min() > 20
+    assert _fwhm_of(psf) == pytest.approx(1.0, abs=0.06)
