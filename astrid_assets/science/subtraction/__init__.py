@@ -1,5 +1,6 @@
 """Image subtraction: ZOGY, the classic PSF-matched subtraction, tiles for varying PSFs, FFT back ends."""
 
+from astrid_assets.science.subtraction.at_stars import NodeKernels, node_kernels, psf_error_at_stars
 from astrid_assets.science.subtraction.classic import ClassicResult, classic_subtraction
 from astrid_assets.science.subtraction.fft_backends import (
     BACKENDS,
@@ -29,12 +30,14 @@ from astrid_assets.science.subtraction.inputs import (
 from astrid_assets.science.subtraction.tiles import (
     aperture_flux_ratio,
     blend_stamps,
+    estimated_psf_errors,
     tent_weights,
     tile_nodes,
     zogy_field,
     zogy_tiled,
 )
 from astrid_assets.science.subtraction.zogy import ZogyResult, zogy
+from astrid_assets.science.subtraction.zogy_kernels import ZogyKernels, zogy_filters, zogy_kernels
 
 __all__ = [
     "SubtractionImage",
@@ -66,4 +69,11 @@ __all__ = [
     "zogy_field",
     "ZogyResult",
     "zogy",
+    "ZogyKernels",
+    "zogy_filters",
+    "zogy_kernels",
+    "estimated_psf_errors",
+    "NodeKernels",
+    "node_kernels",
+    "psf_error_at_stars",
 ]

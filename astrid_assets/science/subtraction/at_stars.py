@@ -10,9 +10,10 @@ blended over the tile nodes with the tents' weights
 (:func:`~astrid_assets.science.subtraction.tiles.tent_weights`), and the astrometric (eqs. 30–33) and flux-ratio
 terms are added as ZOGY adds them. A cut-out is wide enough that the circular convolution does not wrap into the
 box, so the values are those of a full-frame convolution with the same kernels; they differ from ZOGY's own only
-by the kernels' truncation to their small grid (:func:`~astrid_assets.science.subtraction.zogy._zogy_kernels`) and
-by the differential background plane, which is not fitted (flat at a star's scale). On the real ESO 085-030 pair
-the estimate costs about what one ZOGY pass's forward transforms cost, against 6–7 one-pass costs for the tiles.
+by the kernels' truncation to their small grid
+(:func:`~astrid_assets.science.subtraction.zogy_kernels.zogy_kernels`) and by the differential background plane,
+which is not fitted (flat at a star's scale). On the real ESO 085-030 pair the estimate costs about a quarter of
+what the tiles cost.
 
 Conventions: images background-subtracted, e-, ``[y, x]`` 0-based, filled by
 :func:`~astrid_assets.science.subtraction.image_pair.sanitise_pair`; variances e-²; star positions ``(x, y)`` px;
@@ -30,7 +31,7 @@ from astrid_assets.science.psf.field import psf_error_disc, psf_error_from_ratio
 from astrid_assets.science.psf.model import measure_fwhm
 from astrid_assets.science.subtraction.fft_backends import wrap_embed
 from astrid_assets.science.subtraction.noise_power import NoiseCorrelation
-from astrid_assets.science.subtraction.zogy import _zogy_kernels
+from astrid_assets.science.subtraction.zogy_kernels import zogy_kernels
 
 __all__ = ["NodeKernels", "node_kernels", "psf_error_at_stars"]
 
@@ -50,9 +51,10 @@ class NodeKernels:
 def node_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, shape: tuple[int, int], new_sigma: float,
                  ref_sigma: float, flux_ratio: float, new_noise: NoiseCorrelation | None = None,
                  ref_noise: NoiseCorrelation | None = None) -> NodeKernels:
-    """The kernels ZOGY builds for a pair of PSF stamps (:func:`~astrid_assets.science.subtraction.zogy._zogy_kernels`
-    without its full-grid filters); ``shape`` bounds the small grid as it does there."""
-    kernels = _zogy_kernels(None, psf_new, psf_ref, shape, new_sigma, ref_sigma, flux_ratio, new_noise, ref_noise)
+    """The kernels ZOGY builds for a pair of PSF stamps
+    (:func:`~astrid_assets.science.subtraction.zogy_kernels.zogy_kernels` without its full-grid filters); ``shape``
+    bounds the small grid as it does there."""
+    kernels = zogy_kernels(None, psf_new, psf_ref, shape, new_sigma, ref_sigma, flux_ratio, new_noise, ref_noise)
     c_new, c_ref = kernels.factors[0], kernels.factors[1]
     k_new, k_ref = _cropped(kernels.k_new, kernels.k_ref)
     return NodeKernels(k_new, k_ref, c_new * k_new**2, c_ref * k_ref**2, measure_fwhm(kernels.psf_d))
