@@ -144,8 +144,9 @@ def main() -> int:
     from astrid_assets.io.object_store import open_object_store
     from astrid_assets.ml.config import TrainingConfig
     from astrid_assets.ml.dataset import split_sets
+    from astrid_assets.ml.evaluation import predict
     from astrid_assets.ml.metrics import roc_auc
-    from astrid_assets.ml.training import predict, train
+    from astrid_assets.ml.training import train
     from astrid_assets.ml.unet import load_weights, save_weights
     from astrid_assets.settings import object_store_url
     from astrid_assets.testing.vetting import held_out, injection_threshold, vet

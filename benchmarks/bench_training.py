@@ -13,7 +13,7 @@ Figures, per device and U-Net width (``base_channels``, depth 3, 63×63 stamps p
   ``--batch-size`` normalised stamps per epoch (forward, combined loss, backward, gradient clipping,
   AdamW, scheduler, flips; deterministic mode on; mixed precision on CUDA), from the ``epoch_seconds``
   it reports; an epoch also validates on 16 stamps, a small part of its time;
-* ``inference_candidates_per_s`` — :func:`astrid_assets.ml.training.predict` on raw stamps
+* ``inference_candidates_per_s`` — :func:`astrid_assets.ml.evaluation.predict` on raw stamps
   (normalisation included) in batches of 256;
 * ``model_forward_candidates_per_s`` — the network alone on normalised stamps (no gradients).
 
@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from astrid_assets.ml.dataset import StampSet, normalise_stamps
-from astrid_assets.ml.training import TrainingConfig, predict, train
+from astrid_assets.ml.evaluation import predict
+from astrid_assets.ml.training import TrainingConfig, train
 from astrid_assets.ml.unet import UNet
 from astrid_assets.testing.stamps import make_stamps
 
@@ -97,7 +98,7 @@ def bench_inference(device: torch.device, base_channels: int, repeats: int, raw:
 def reference_run() -> dict:
     """The training run of the ML test suite's AUC test (see module docstring), timed: wall and thread CPU seconds."""
     from astrid_assets.ml.dataset import split_by_night
-    from astrid_assets.ml.training import evaluate
+    from astrid_assets.ml.evaluation import evaluate
 
     data = make_stamps(1500, seed=0, n_nights=30)  # the ML tests' ``synthetic`` fixture
     stamps = StampSet.from_stamps(data.stamps, data.labels, data.fwhm, data.ids)

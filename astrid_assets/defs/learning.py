@@ -142,9 +142,9 @@ def unet_models(
     )
     from astrid_assets.ml.checkpoints import download_checkpoints, upload_checkpoints
     from astrid_assets.ml.distributed import train_in_processes
+    from astrid_assets.ml.evaluation import evaluate, predict
     from astrid_assets.ml.manifest import reproducibility_manifest
     from astrid_assets.ml.tracking import epoch_logger, finish_run, log_training_outcome, start_training_run
-    from astrid_assets.ml.training import evaluate, predict
     from astrid_assets.ml.unet import save_weights
     from astrid_assets.resources.mlflow_registry import promote, record_operating_point, register_model
 
@@ -225,7 +225,7 @@ def operating_report(
     :func:`~astrid_assets.ml.champions.injection_report`). Nights without a test or a champion are left out."""
     from astrid_assets.defs.detection import injection_key
     from astrid_assets.ml.champions import assign_champions, injection_report, score_with_champions
-    from astrid_assets.ml.training import predict
+    from astrid_assets.ml.evaluation import predict
 
     models: dict[str, Any] = {}
 
@@ -270,7 +270,7 @@ def scored_detections(
     upstream skipped) is not scored: its stored rows are kept and the metadata says why.
     """
     from astrid_assets.ml.champions import assign_champions, score_with_champions
-    from astrid_assets.ml.training import predict
+    from astrid_assets.ml.evaluation import predict
 
     nights = list(context.partition_keys)
     skipped = upstream_failures(context.instance, nights, {"candidate_detections": candidate_detections})

@@ -11,7 +11,8 @@ Modules
   the operating point of a trained model, scoring with each frame's champion;
 * :mod:`~astrid_assets.ml.injection_set` — examples from injected fakes and the untouched frames' detections;
 * :mod:`~astrid_assets.ml.config` — the training parameters and their defaults (the one place they are defined);
-* :mod:`~astrid_assets.ml.training` — training with resume/early stopping, evaluation and batched prediction;
+* :mod:`~astrid_assets.ml.training` — training with resume/early stopping;
+* :mod:`~astrid_assets.ml.evaluation` — the training loss, metrics on a labelled set and batched prediction;
 * :mod:`~astrid_assets.ml.checkpoints` — training checkpoints: contents, resuming, copies in the object store;
 * :mod:`~astrid_assets.ml.distributed` — training on several processes or GPUs (DDP launched by ``torchrun``);
 * :mod:`~astrid_assets.ml.manifest` — the reproducibility manifest of a training run;

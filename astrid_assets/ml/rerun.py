@@ -23,8 +23,9 @@ def rerun_from_manifest(model_version: str, store: ObjectStore, url: str) -> dic
     from sqlalchemy import select
 
     from astrid_assets.io.tables import engine_for
+    from astrid_assets.ml.config import TrainingConfig
     from astrid_assets.ml.distributed import train_in_processes
-    from astrid_assets.ml.training import TrainingConfig, evaluate
+    from astrid_assets.ml.evaluation import evaluate
 
     models, datasets = schema.unet_models, schema.training_datasets
     with engine_for(url).connect() as connection:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from astrid_assets.testing import skygen
+from astrid_assets.testing import skygen, skymodel
 from astrid_assets.testing.chain import ChainRun
 
 
@@ -44,18 +44,18 @@ class CellEvaluation:
 
 def _frame_of(cell: skygen.Cell, frame_id: str) -> dict:
     """The generator's conditions of the science frame AstrID calls ``frame_id`` (``YYYYMMDD-<file stem>``)."""
-    table = skygen.frame_table(cell)
+    table = skymodel.frame_table(cell)
     stem = frame_id.split("-", 1)[1]
     row = table[table.file.str.replace(".fits", "", regex=False) == stem].iloc[0]
     night_index = sorted(table.night.unique()).index(row.night)
-    return skygen._conditions(cell, night_index, int(row.frame_index))
+    return skymodel._conditions(cell, night_index, int(row.frame_index))
 
 
 def true_pixels(cell: skygen.Cell, frame_id: str, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """``(x, y)`` on the frame ``frame_id`` of sky positions, from the generator's own geometry."""
-    plan = skygen._plan(cell)
+    plan = skymodel._plan(cell)
     u, v = plan["wcs"].wcs_world2pix(ra, dec, 0)
-    x, y = skygen._to_frame(cell, _frame_of(cell, frame_id), u, v)
+    x, y = skymodel._to_frame(cell, _frame_of(cell, frame_id), u, v)
     return np.column_stack([x, y])
 
 
@@ -69,7 +69,7 @@ def _reference_flux(cell: skygen.Cell, truth: pd.DataFrame, stems: pd.Series, in
     and a transient of flux ``F_i`` (at transparency 1) on its night contributes ``t_new Σ w_i F_i / Σ w_i``
     to the reference scaled to the new frame (0 where it did not shine).
     """
-    read_noise2 = skygen._plan(cell)["rn"] ** 2
+    read_noise2 = skymodel._plan(cell)["rn"] ** 2
     weights, fluxes = [], []
     for frame in inputs:
         conditions = _frame_of(cell, frame)

@@ -37,7 +37,7 @@ class Vetting:
 
 def injection_threshold(model, arrays: dict[str, np.ndarray], completeness: float = 0.95) -> float:
     """The threshold keeping ``completeness`` of the validation split's injected fakes of S/N ≥ 6."""
-    from astrid_assets.ml.training import predict
+    from astrid_assets.ml.evaluation import predict
 
     val = split_sets(arrays)["val"]
     snr = np.asarray(arrays["snr"], float)[np.asarray(arrays["split"]) == SPLITS.index("val")]

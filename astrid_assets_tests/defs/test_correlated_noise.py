@@ -19,7 +19,7 @@ import pytest
 from astrid_assets.io.object_store import open_object_store
 from astrid_assets.science.frames.files import read_extensions
 from astrid_assets.science.masks import UNUSABLE
-from astrid_assets.testing import skygen
+from astrid_assets.testing import skygen, skymodel
 from astrid_assets.testing.kinds import KINDS
 from astrid_assets.testing.matrix import candidate_truth, run_cell
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # a generated survey through the nightly chain
 def blank_sky(cell: skygen.Cell, frame_id: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixels of the reference grid (its anchor frame: the first of the first night) farther than 4 FWHM from every
     source the generator placed, and more than 20 px from the edges."""
-    night0 = skygen.catalog(cell, 0, 0)
+    night0 = skymodel.catalog(cell, 0, 0)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     far = np.ones(shape, bool)
     radius = 4 * cell.fwhm

@@ -82,7 +82,8 @@ def test_an_injection_set_is_built_from_the_nights_own_frames(survey):
 
 def test_a_model_trained_only_on_injections_vets_the_surveys_real_candidates(survey):
     from astrid_assets.defs.datasets import collect_stamps
-    from astrid_assets.ml.training import predict, train
+    from astrid_assets.ml.evaluation import predict
+    from astrid_assets.ml.training import train
     from astrid_assets.testing.vetting import held_out, injection_threshold, vet
 
     candidates, arrays, _, store = survey

@@ -158,7 +158,7 @@ def test_injection_and_mixed_datasets_are_judged_on_human_labels(loop):
     them, and one with people's labels mixed in, are judged on a frozen benchmark of human-labelled examples."""
     from astrid_assets.defs.learning import frozen_benchmark_key
     from astrid_assets.ml.dataset import split_sets
-    from astrid_assets.ml.training import evaluate
+    from astrid_assets.ml.evaluation import evaluate
     from astrid_assets.ml.unet import load_weights
 
     defs, instance, url = loop

@@ -11,7 +11,8 @@ import torch
 from astrid_assets.ml.checkpoints import load_checkpoint
 from astrid_assets.ml.dataset import StampSet
 from astrid_assets.ml.distributed import start_training, train_in_processes
-from astrid_assets.ml.training import TrainingConfig, evaluate, predict, train
+from astrid_assets.ml.evaluation import evaluate, predict
+from astrid_assets.ml.training import TrainingConfig, train
 from astrid_assets.ml.unet import load_weights
 
 #: the resume test: a small, fast model (as test_training.SMALL)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from astrid_assets.ml.training import TrainingConfig, evaluate, load_checkpoint, predict, train
+from astrid_assets.ml.evaluation import evaluate, predict
+from astrid_assets.ml.training import TrainingConfig, load_checkpoint, train
 from astrid_assets.ml.unet import load_weights
 
 #: the mechanics tests: a small, fast model

@@ -14,7 +14,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from astrid_assets.testing import skygen
+from astrid_assets.testing import skygen, skymodel
 from astrid_assets.testing.skygen import Cell
 
 SMALL = {"n_nights": 2, "frames_per_night": 2}
@@ -49,7 +49,7 @@ def test_blank_sky_noise_is_poisson_plus_read_noise(reduced):
     for j, path in enumerate(sorted((root / "2015-03-10").glob("*.fits"))):
         gain, rn, _ = _cards(cell, fits.getheader(path))
         data = fits.getdata(path).astype(float) * gain
-        model = skygen.model_frame(cell, 0, j)
+        model = skymodel.model_frame(cell, 0, j)
         yy, xx = np.indices(model.shape)
         a = np.column_stack([np.ones(model.size), xx.ravel(), yy.ravel()])
         keep = np.ones(model.size, bool)
@@ -63,7 +63,7 @@ def test_blank_sky_noise_is_poisson_plus_read_noise(reduced):
         _, _, std = sigma_clipped_stats(diff, sigma=4.0)
         expected = np.sqrt(np.mean(model[blank]) + rn**2)
         assert std / np.sqrt(2) == pytest.approx(expected, rel=0.05)
-        sky = skygen.frame_table(cell).iloc[j]["sky"]
+        sky = skymodel.frame_table(cell).iloc[j]["sky"]
         assert np.median(data[blank]) == pytest.approx(sky, rel=0.03)
 
 
@@ -114,13 +114,13 @@ def _fwhm_of_stars(data: np.ndarray, stars, gain: float, saturate: float, fwhm: 
 ], ids=lambda c: c.name)
 def test_measured_fwhm_of_bright_isolated_stars(cell, tmp_path):
     skygen.write_drop(tmp_path, cell)
-    frames = skygen.frame_table(cell)
+    frames = skymodel.frame_table(cell)
     measured = []
     for j, (path, truth) in enumerate(zip(sorted(tmp_path.glob("*/*.fits")), frames["fwhm"], strict=True)):
         header = fits.getheader(path)
         data = fits.getdata(path).astype(np.float64)
         gain, _, saturate = _cards(cell, header)
-        fwhms = _fwhm_of_stars(data, skygen.catalog(cell, 0, j), gain, saturate, cell.fwhm, cell.psf)
+        fwhms = _fwhm_of_stars(data, skymodel.catalog(cell, 0, j), gain, saturate, cell.fwhm, cell.psf)
         assert len(fwhms) >= 3
         assert np.median(fwhms) == pytest.approx(truth, rel=0.05)
         measured.append(np.median(fwhms))
@@ -145,7 +145,7 @@ def test_truth_radec_maps_through_the_written_wcs_to_truth_xy(reduced):
 
 def test_transient_flux_and_snr_in_the_pixels(reduced):
     cell, root, truth = reduced
-    assert np.array_equal(skygen.model_frame(cell, 0, 0), skygen.model_frame(cell, 0, 0, transients=False))
+    assert np.array_equal(skymodel.model_frame(cell, 0, 0), skymodel.model_frame(cell, 0, 0, transients=False))
     assert truth["snr"].between(8, 60).all() and truth["snr"].max() > 30 and truth["on_galaxy"].sum() >= 2
     yy, xx = np.indices(cell.shape)
     z = []
@@ -153,7 +153,7 @@ def test_transient_flux_and_snr_in_the_pixels(reduced):
         j = int(rows["frame_index"].iloc[0])
         gain, rn, _ = _cards(cell, fits.getheader(root / night / file))
         data = fits.getdata(root / night / file).astype(float) * gain
-        with_t, without = skygen.model_frame(cell, 1, j), skygen.model_frame(cell, 1, j, transients=False)
+        with_t, without = skymodel.model_frame(cell, 1, j), skymodel.model_frame(cell, 1, j, transients=False)
         for row in rows.itertuples():
             d2 = (xx - row.x) ** 2 + (yy - row.y) ** 2
             big = d2 < (4 * cell.fwhm) ** 2
@@ -254,8 +254,8 @@ def test_covering_cells_cover_every_axis_value():
 def test_same_cell_gives_identical_bytes(tmp_path):
     cell = Cell("t-det", state="raw", fwhm=2.5, seed=5, n_nights=2, frames_per_night=1)
     a = skygen.write_drop(tmp_path / "a", cell)
-    skygen._plan.cache_clear()
-    skygen._night.cache_clear()
+    skymodel._plan.cache_clear()
+    skymodel._night.cache_clear()
     b = skygen.write_drop(tmp_path / "b", cell)
     assert a.equals(b)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").glob("*/*.fits"))

@@ -16,28 +16,28 @@ from astrid_assets.science.astrometry.align import AlignmentError, align_frame
 from astrid_assets.science.astrometry.match import MatchError, apply_matrix, match_star_lists
 from astrid_assets.science.astrometry.xcorr import phase_correlation
 from astrid_assets.science.sources import Sources, background_maps
-from astrid_assets.testing import skygen
+from astrid_assets.testing import skygen, skymodel
 from astrid_assets.testing.kinds import KINDS
 
 
 def _exposure(cell: skygen.Cell, night: int, index: int) -> Sources:
     """A flat-fielded exposure (e-) of the generator's frame, with a saturation mask, as SEP finds its stars."""
-    model = skygen.model_frame(cell, night, index)
-    pixels = skygen._expose(cell, skygen._rng(cell, 3, night, index), model, 0.0, True, raw=False)
-    saturated = pixels >= 0.97 * skygen._plan(cell)["full_well"]
+    model = skymodel.model_frame(cell, night, index)
+    pixels = skygen._expose(cell, skymodel._rng(cell, 3, night, index), model, 0.0, True, raw=False)
+    saturated = pixels >= 0.97 * skymodel._plan(cell)["full_well"]
     background, rms = background_maps(pixels, saturated)
     return Sources.extract(pixels, background, rms, saturated.astype(np.uint16))
 
 
 def _true_positions(cell: skygen.Cell, frame: tuple[int, int], reference: tuple[int, int], xy: np.ndarray):
     """Where frame pixels ``xy`` fall on the reference frame, from the generator's geometry."""
-    conditions = skygen._conditions(cell, *frame)
-    cx, cy = skygen._plan(cell)["c"]
+    conditions = skymodel._conditions(cell, *frame)
+    cx, cy = skymodel._plan(cell)["c"]
     cos, sin = np.cos(conditions["theta"]), np.sin(conditions["theta"])
     dx, dy = xy[:, 0] - cx, xy[:, 1] - cy
     u = cos * dx - sin * dy + cx + conditions["shift"][0]
     v = sin * dx + cos * dy + cy + conditions["shift"][1]
-    return np.column_stack(skygen._to_frame(cell, skygen._conditions(cell, *reference), u, v))
+    return np.column_stack(skymodel._to_frame(cell, skymodel._conditions(cell, *reference), u, v))
 
 
 def _corners(shape: tuple[int, int], margin: float = 30.0) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_a_frame_without_wcs_is_registered_to_a_tenth_of_a_pixel(kind, method):
     alignment = align_frame(frame, reference)
     points = _corners(cell.shape, margin=0.15 * cell.shape[0])
     error = np.hypot(*(apply_matrix(alignment.matrix, points) - _true_positions(cell, (0, 1), (0, 0), points)).T)
-    true_rotation = np.degrees(skygen._conditions(cell, 0, 1)["theta"] - skygen._conditions(cell, 0, 0)["theta"])
+    true_rotation = np.degrees(skymodel._conditions(cell, 0, 1)["theta"] - skymodel._conditions(cell, 0, 0)["theta"])
     rotation = np.degrees(np.arctan2(alignment.matrix[1, 0], alignment.matrix[0, 0]))
     assert alignment.method == method, alignment.detail
     assert error[-1] < 0.1, (error, alignment.detail)  # the shift at the frame's centre
