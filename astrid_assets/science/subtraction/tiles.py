@@ -150,7 +150,7 @@ def zogy_tiled(
     step_y, step_x = float(nodes_y[1] - nodes_y[0]), float(nodes_x[1] - nodes_x[0])
     weight_y = tent_weights(np.arange(shape[0]), nodes_y)
     weight_x = tent_weights(np.arange(shape[1]), nodes_x)
-    keys = ("D", "S", "difference", "difference_var", "S_new", "S_ref", "V_S")
+    keys = ("D", "S", "difference", "difference_var", "S_new", "S_ref", "V_S", "V_noise")
     sums = {key: np.zeros(shape, np.float32) for key in keys}
     filled_new, filled_ref, filled_new_var, filled_ref_var, bad, out_mask = sanitised or sanitise_pair(
         new.image, ref.image, new.variance, ref.variance, pair_mask(new, ref))
@@ -188,8 +188,9 @@ def zogy_tiled(
         blended_psf = blend_stamps(np.asarray(psf_d), (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0, shape)
         difference_factor = difference_noise_factor(
             new, ref, sums["difference"], sums["difference_var"], blended_psf, bad)
-        _, sums["difference_var"] = scaled_by_noise_factor(  # and sums["V_S"], in place
-            difference_factor, sums["S"], sums["difference_var"], sums)
+        if difference_factor != 1.0:
+            _, sums["V_S"], sums["difference_var"] = scaled_by_noise_factor(
+                difference_factor, sums["S"], sums["V_S"], sums["V_noise"], sums["difference_var"])
     epsilon = 0.0
     if options.psf_error == "auto":
         epsilon = calibrate_psf_error(sums["S"], sums["V_S"], sums["S_new"], sums["S_ref"], ref.image, ref.sigma, bad,
@@ -204,7 +205,7 @@ def zogy_tiled(
         S_corr /= np.float32(scale)
     parts = {"P_D_tiles": np.asarray(psf_d, dtype=np.float32)}
     if options.keep_parts:
-        parts.update({key: sums[key] for key in ("S_new", "S_ref", "V_S")})
+        parts.update({key: sums[key] for key in ("S_new", "S_ref", "V_S", "V_noise")})
     return ZogyResult(
         D=sums["D"], S=sums["S"], S_corr=S_corr, difference=sums["difference"],
         difference_var=sums["difference_var"], P_D=centre.P_D, F_D=centre.F_D, F_S=float(np.median(f_s)),

@@ -152,7 +152,8 @@ class ZogyResult:
         Whether the PSFs varied over the frame and tiles were differenced
         (:mod:`~astrid_assets.science.subtraction.tiles`).
     parts : dict or None
-        With ``ZogyOptions.keep_parts``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``) and ``V_S``
+        With ``ZogyOptions.keep_parts``: float32 ``S_new`` (``S_N``), ``S_ref`` (``S_R``), ``V_S`` and its noise
+        part ``V_noise`` (the variance maps' terms, eqs. 26–27)
         (the variance of ``S`` before the PSF-error term, e-⁻² units of ``S²``); else None.
     noise_correlation : str
         ``"white"`` (the variance maps taken to describe the noise) or ``"measured"`` (either image's noise
@@ -305,13 +306,19 @@ def _zogy_sanitised(
         options.astrometric_sigma, flux_ratio_err / float(flux_ratio), options.background, bad, with_parts,
     )
     D, S, S_corr, d_var = (engine.to_numpy(outputs[key]) for key in ("D", "S", "S_corr", "D_var"))
-    parts = {key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S")} if with_parts else None
+    parts = ({key: engine.to_numpy(outputs[key]) for key in ("S_new", "S_ref", "V_S", "V_noise")} if with_parts
+             else None)
     difference_factor = 1.0
     if options.noise_correlation == "difference":
         difference_factor = difference_noise_factor(new, ref, D, d_var, kernels.psf_d, bad)
         if abs(np.sqrt(difference_factor) - 1.0) <= DIFFERENCE_NOISE_TOLERANCE:
             difference_factor = 1.0  # the maps describe the noise within what the measurement can tell
-        S_corr, d_var = scaled_by_noise_factor(difference_factor, S_corr, d_var, parts)
+        if difference_factor != 1.0:
+            V_S, V_noise = (parts["V_S"], parts["V_noise"]) if parts else (
+                engine.to_numpy(outputs["V_S"]), engine.to_numpy(outputs["V_noise"]))
+            S_corr, V_S, d_var = scaled_by_noise_factor(difference_factor, S, V_S, V_noise, d_var)
+            if parts:
+                parts["V_S"] = V_S
     epsilon = 0.0
     if with_parts and psf_error is not None and psf_error != 0:
         if psf_error == "auto":
@@ -365,16 +372,19 @@ def difference_noise_factor(new: SubtractionImage, ref: SubtractionImage, D: np.
     return factor
 
 
-def scaled_by_noise_factor(factor: float, S_corr: np.ndarray, D_var: np.ndarray,
-                           parts: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """``S_corr / sqrt(c)`` and ``c · var(D)`` (and ``parts["V_S"]`` scaled by ``c`` in place): the matched
-    filter's measured noise. ``var(D)`` becomes the per-pixel noise that a PSF-matched measurement on ``D``
-    integrates, the convention of :mod:`~astrid_assets.science.astrometry.register`'s variance maps."""
-    if factor == 1.0:
-        return S_corr, D_var
-    if parts is not None and "V_S" in parts:
-        parts["V_S"] = parts["V_S"] * np.float32(factor)
-    return S_corr / np.float32(np.sqrt(factor)), D_var * np.float32(factor)
+def scaled_by_noise_factor(factor: float, S: np.ndarray, V_S: np.ndarray, V_noise: np.ndarray,
+                           D_var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matched filter's measured noise: ``S_corr = S / sqrt(V_S + (c − 1) V_noise)``, that variance, and
+    ``c · var(D)``.
+
+    Only the noise part of the variance of ``S`` (``V_noise``, from the variance maps, eqs. 26–27) is what the
+    measured correlation ``c`` widens; the registration (eqs. 30–33) and flux-ratio terms are errors of the
+    subtraction, not noise, and stay as they are (scaled with the rest, they hid a transient on a drizzled galaxy's
+    core at S_corr 4.4 for an S/N of 11). ``var(D)`` becomes the per-pixel noise that a PSF-matched measurement on
+    ``D`` integrates, the convention of :mod:`~astrid_assets.science.astrometry.register`'s variance maps.
+    """
+    V_S = np.clip(V_S + np.float32(factor - 1.0) * V_noise, 1e-30, None).astype(np.float32)
+    return (S / np.sqrt(V_S)).astype(np.float32), V_S, D_var * np.float32(factor)
 
 
 
@@ -428,6 +438,7 @@ def _zogy_images(
                  + c_dr * ref_sigma**2 * float((kernels.kd_ref**2).sum()))
         V_S = engine.asarray(np.full(shape, V_S, np.float32))
         D_var = engine.asarray(np.full(shape, D_var, np.float32))
+    V_noise = V_S  # the variance maps' part: what correlated noise widens (scaled_by_noise_factor)
     if astrometric:  # eqs. 30-33
         grad_new_y, grad_new_x = engine.gradient(S_new)
         grad_ref_y, grad_ref_x = engine.gradient(S_ref)
@@ -448,7 +459,7 @@ def _zogy_images(
         D = D - plane
         S = S - float(kernels.f_d) * plane
         S_corr = S / sigma_S
-    outputs = {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var}
+    outputs = {"D": D, "S": S, "S_corr": S_corr, "D_var": D_var, "V_S": V_S, "V_noise": V_noise}
     if keep_parts:
-        outputs.update(S_new=S_new, S_ref=S_ref, V_S=V_S)
+        outputs.update(S_new=S_new, S_ref=S_ref)
     return outputs
