@@ -51,7 +51,7 @@ _threads_limited = False
 
 
 def limit_threads() -> None:
-    """Cap this worker process at one thread per numerical library (environment, threadpoolctl, torch).
+    """Cap this worker process at one thread per numerical library (environment, threadpoolctl, torch, scipy.fft).
 
     The environment covers libraries loaded later; threadpoolctl those already loaded (BLAS, OpenMP).
     """
@@ -66,6 +66,9 @@ def limit_threads() -> None:
         pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    from astrid_assets.science.subtraction.fft_backends import limit_fft_threads
+
+    limit_fft_threads(1)  # scipy.fft's thread pool: neither the environment nor threadpoolctl reaches it
     _threads_limited = True
 
 

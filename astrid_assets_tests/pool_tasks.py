@@ -32,5 +32,8 @@ def thread_caps() -> dict:
     import torch  # a task importing torch after the worker started
     from threadpoolctl import threadpool_info
 
+    from astrid_assets.science.subtraction.fft_backends import fft_threads
+
     return {"env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
-            "pools": [pool["num_threads"] for pool in threadpool_info()], "torch": torch.get_num_threads()}
+            "pools": [pool["num_threads"] for pool in threadpool_info()], "torch": torch.get_num_threads(),
+            "fft": fft_threads()}

@@ -51,6 +51,7 @@ def test_process_pool_survives_a_killed_worker_and_caps_threads(tmp_path, monkey
     assert caps["env"] == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     assert caps["pools"] and set(caps["pools"]) == {1}
     assert caps["torch"] == 1
+    assert caps["fft"] == 1  # scipy.fft's own thread pool, which neither the environment nor threadpoolctl reaches
 
 
 def test_process_pool_replaces_its_workers_between_batches_after_max_tasks():

@@ -7,7 +7,9 @@ from astrid_assets.science.subtraction.fft_backends import (
     NumpyBackend,
     TorchBackend,
     embedded_rfft2,
+    fft_threads,
     filtered_variance,
+    limit_fft_threads,
     select_backend,
     wrap_embed,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "wrap_embed",
     "embedded_rfft2",
     "filtered_variance",
+    "fft_threads",
+    "limit_fft_threads",
     "odd_common_stamps",
     "sanitise_pair",
     "robust_std",

@@ -29,7 +29,7 @@ import scipy.fft as sfft
 
 from astrid_assets.science.psf.field import psf_error_disc, psf_error_from_ratios, star_psf_error_ratio
 from astrid_assets.science.psf.model import measure_fwhm
-from astrid_assets.science.subtraction.fft_backends import wrap_embed
+from astrid_assets.science.subtraction.fft_backends import fft_threads, wrap_embed
 from astrid_assets.science.subtraction.noise_power import NoiseCorrelation
 from astrid_assets.science.subtraction.zogy_kernels import zogy_kernels
 
@@ -134,7 +134,7 @@ def psf_error_at_stars(
     lo = box + radius  # the cut-out starts this far before the star's pixel
     spectra = [sfft.rfft2(np.stack([np.pad(image[y - lo: y + box + radius + 1, x - lo: x + box + radius + 1],
                                            ((0, side - 2 * lo - 1),) * 2) for x, y in xy]).astype(np.float32),
-                          axes=(-2, -1), workers=-1)
+                          axes=(-2, -1), workers=fft_threads())
                for image in (new, ref, new_var, ref_var)]
     offsets = np.arange(-box, box + 1)
     weight_y = tent_weights((xy[:, 1, None] + offsets[None, :]).ravel(), nodes[0]).reshape(len(nodes[0]), len(xy), -1)
@@ -153,7 +153,8 @@ def psf_error_at_stars(
             values = (spectra[0][use] * filters[0], spectra[1][use] * filters[1],
                       spectra[2][use] * filters[2] + spectra[3][use] * filters[3])
             for part, spectrum in zip(parts, values, strict=True):
-                part[use] += weight[use] * sfft.irfft2(spectrum, s=(side, side), axes=(-2, -1), workers=-1)[crop]
+                values_at = sfft.irfft2(spectrum, s=(side, side), axes=(-2, -1), workers=fft_threads())
+                part[use] += weight[use] * values_at[crop]
     s_new, s_ref, v_s = parts
     sigma_x, sigma_y = (float(s) for s in astrometric_sigma)
     if sigma_x > 0 or sigma_y > 0:

@@ -27,10 +27,28 @@ __all__ = [
     "wrap_embed",
     "embedded_rfft2",
     "filtered_variance",
+    "fft_threads",
+    "limit_fft_threads",
 ]
 
 #: Back-end names :func:`select_backend` accepts.
 BACKENDS = ("auto", "numpy", "torch", "torch-cpu")
+
+#: Threads each scipy.fft transform may use (``workers``): -1, every core, unless a frame pool's worker process
+#: limits it (:func:`limit_fft_threads`, from :func:`astrid_assets.pool.limit_threads`), so that N workers use N
+#: cores. scipy.fft's own thread pool is not one that threadpoolctl or ``OMP_NUM_THREADS`` reaches.
+_fft_threads = -1
+
+
+def fft_threads() -> int:
+    """The ``workers`` argument for scipy.fft calls: -1 (every core) or the limit a worker process set."""
+    return _fft_threads
+
+
+def limit_fft_threads(threads: int) -> None:
+    """Let each scipy.fft transform of this process use at most ``threads`` threads (results are unchanged)."""
+    global _fft_threads
+    _fft_threads = int(threads)
 
 
 class NumpyBackend:
@@ -72,7 +90,7 @@ class NumpyBackend:
         numpy.ndarray
             Spectrum of shape ``(ny, nx // 2 + 1)`` (``complex64`` for a ``float32`` image).
         """
-        return sfft.rfft2(image, workers=-1)
+        return sfft.rfft2(image, workers=fft_threads())
 
     def irfft2(self, spectrum: Any, shape: tuple[int, int]) -> Any:
         """Inverse 2-d real FFT (normalised by ``1 / (ny nx)``) back to an image of ``shape``.
@@ -89,7 +107,7 @@ class NumpyBackend:
         numpy.ndarray
             Real image of ``shape`` (``float32`` for a ``complex64`` spectrum).
         """
-        return sfft.irfft2(spectrum, s=shape, workers=-1)
+        return sfft.irfft2(spectrum, s=shape, workers=fft_threads())
 
     def sqrt(self, values: Any) -> Any:
         """Element-wise square root.
@@ -400,11 +418,11 @@ def embedded_rfft2(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     rows = np.zeros((ky, nx), dtype=np.float32)
     rows[:, :kx] = kernel
     rows = np.roll(rows, -(kx // 2), axis=1)
-    row_spectra = sfft.rfft(rows, axis=1, workers=-1)
+    row_spectra = sfft.rfft(rows, axis=1, workers=fft_threads())
     full = np.zeros((ny, nx // 2 + 1), dtype=np.complex64)
     row_index = (np.arange(ky) - ky // 2) % ny
     full[row_index] = row_spectra
-    return sfft.fft(full, axis=0, workers=-1, overwrite_x=True)
+    return sfft.fft(full, axis=0, workers=fft_threads(), overwrite_x=True)
 
 
 def filtered_variance(

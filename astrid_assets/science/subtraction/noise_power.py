@@ -45,6 +45,8 @@ import scipy.fft as sfft
 from astropy.stats import mad_std
 from scipy import ndimage
 
+from astrid_assets.science.subtraction.fft_backends import fft_threads
+
 __all__ = ["NOISE_CORRELATION_MODELS", "NoiseCorrelation", "source_free_pixels", "measure_noise_correlation",
            "white_noise", "correlation_method", "source_pixels", "difference_noise", "measurement_windows",
            "MAX_MEASURED_PIXELS", "WINDOWS_PER_AXIS"]
@@ -298,8 +300,8 @@ def _masked_autocorrelation(pieces: list[tuple[np.ndarray, np.ndarray]], radius:
         values = np.where(clean, values - local_mean, 0.0)
         shape = [sfft.next_fast_len(n + radius) for n in whitened.shape]
         for total, field in ((numerator, values), (pairs, weight)):
-            spectrum = sfft.rfft2(field, s=shape, workers=-1)
-            product = sfft.irfft2(spectrum * spectrum.conj(), s=shape, workers=-1)
+            spectrum = sfft.rfft2(field, s=shape, workers=fft_threads())
+            product = sfft.irfft2(spectrum * spectrum.conj(), s=shape, workers=fft_threads())
             total += product[np.ix_(lags % shape[0], lags % shape[1])]
     acf = numerator / np.maximum(pairs, 1.0)
     acf = 0.5 * (acf + acf[::-1, ::-1])  # A(τ) = A(−τ)
