@@ -33,7 +33,7 @@ from astrid_assets.science.astrometry.register import (
     check_overlap,
     register_to_reference,
 )
-from astrid_assets.science.astrometry.residuals import star_residuals
+from astrid_assets.science.astrometry.residuals import near_any, star_residuals
 from astrid_assets.science.detection.candidates import detect_candidates
 from astrid_assets.science.detection.stamps import cut_stamps
 from astrid_assets.science.measurements import measure_reference
@@ -238,9 +238,7 @@ def _psf_error_options(options: ZogyOptions, check: StarCheck, new_field: PSFFie
         return replace(options, psf_error=0.0, psf_error_stars=None)
     stars = next((np.asarray(f.star_xy, np.float64).reshape(-1, 2) for f in (ref_field, new_field)
                   if len(f.star_xy) >= 3), np.empty((0, 2)))
-    if len(stars):
-        near = np.hypot(stars[:, None, 0] - constant[None, :, 0], stars[:, None, 1] - constant[None, :, 1])
-        stars = stars[near.min(axis=1) <= 1.5]
+    stars = stars[near_any(stars, constant, 1.5)]
     return replace(options, psf_error_stars=stars if len(stars) >= MIN_PSF_ERROR_STARS else constant)
 
 

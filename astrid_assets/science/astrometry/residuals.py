@@ -21,6 +21,7 @@ __all__ = [
     "RegistrationResiduals",
     "bright_star_centroids",
     "match_positions",
+    "near_any",
     "measure_registration_residuals",
     "residuals_between",
     "RESIDUAL_STAR_SNR",
@@ -113,6 +114,15 @@ def match_positions(xy_a: np.ndarray, xy_b: np.ndarray, radius: float) -> tuple[
     index_b = nearest_b[index_a]
     mutual = nearest_a[index_b] == index_a
     return index_a[mutual], index_b[mutual]
+
+
+def near_any(xy: np.ndarray, others: np.ndarray, radius: float) -> np.ndarray:
+    """Whether each of the ``(n, 2)`` positions ``xy`` lies within ``radius`` px of any of ``others``."""
+    xy, others = np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(others, np.float64).reshape(-1, 2)
+    if len(xy) == 0 or len(others) == 0:
+        return np.zeros(len(xy), bool)
+    distance, _ = cKDTree(others).query(xy, distance_upper_bound=radius * (1 + 1e-12))
+    return distance <= radius
 
 
 def measure_registration_residuals(

@@ -9,6 +9,7 @@ candidate's :class:`Measurement`, its frame (:class:`FrameContext`) and the cuts
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -215,6 +216,11 @@ class FrameContext:
     #: BRIGHT_SOURCE not judged)
     static: np.ndarray | None = None
 
+    @cached_property
+    def psf_peak(self) -> float:
+        """Peak of the unit-flux difference PSF centred on a pixel (computed once per frame)."""
+        return float(self.psf.at(0.0, 0.0).max())
+
 
 def edge_flag(m: Measurement, frame: FrameContext, rules: CandidateRules) -> int:
     """EDGE: within ``frame.edge`` px of the image border or of a NO_DATA pixel (the periodic FFT
@@ -250,7 +256,7 @@ def bright_source_flag(m: Measurement, frame: FrameContext, rules: CandidateRule
     if window is None:
         return 0
     brightest = np.nanmax(frame.static[window.image]) if frame.static[window.image].size else np.nan
-    peak = abs(m.s_corr_peak) * m.flux_err * float(frame.psf.at(0.0, 0.0).max())
+    peak = abs(m.s_corr_peak) * m.flux_err * frame.psf_peak
     return FLAG_BRIGHT_SOURCE if np.isfinite(brightest) and brightest >= rules.bright_source_contrast * peak else 0
 
 

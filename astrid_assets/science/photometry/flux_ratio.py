@@ -25,6 +25,8 @@ __all__ = [
     "fit_flux_ratio",
     "star_flux_ratios",
     "consensus_stars",
+    "ratio_sigma",
+    "ratio_agreement",
     "CONSENSUS_TOLERANCE",
     "clipped_ratio_mean",
     "psf_star_positions",
@@ -153,6 +155,19 @@ def star_flux_ratios(
 CONSENSUS_TOLERANCE = 0.03
 
 
+def ratio_sigma(ratio: np.ndarray | float, ratio_err: np.ndarray) -> np.ndarray:
+    """How far a constant star's ratio may lie from ``ratio``: its error and :data:`CONSENSUS_TOLERANCE` of the
+    ratio, in quadrature (1σ)."""
+    return np.hypot(ratio_err, CONSENSUS_TOLERANCE * np.abs(ratio))
+
+
+def ratio_agreement(ratio: np.ndarray, ratio_err: np.ndarray, clip: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """``[trial, star]`` deviations of each star's ratio from each one's taken as the common ``F_n / F_r``, in units
+    of :func:`ratio_sigma`, and whether they are within ``clip``."""
+    deviation = np.abs(ratio[None, :] - ratio[:, None]) / ratio_sigma(ratio[:, None], ratio_err[None, :])
+    return deviation, deviation <= clip
+
+
 def consensus_stars(ratio: np.ndarray, ratio_err: np.ndarray, good: np.ndarray, clip: float = 3.0) -> np.ndarray:
     """The largest set of ``good`` stars whose ratios agree with one of them (a mode, not a median).
 
@@ -172,10 +187,7 @@ def consensus_stars(ratio: np.ndarray, ratio_err: np.ndarray, good: np.ndarray, 
     index = np.flatnonzero(good)
     if index.size < 3:
         return good.copy()
-    r, e = ratio[index], ratio_err[index]
-    sigma = np.hypot(e[None, :], CONSENSUS_TOLERANCE * np.abs(r[:, None]))  # [trial, star]
-    deviation = np.abs(r[None, :] - r[:, None]) / sigma
-    agree = deviation <= clip
+    deviation, agree = ratio_agreement(ratio[index], ratio_err[index], clip)
     counts = agree.sum(axis=1)
     spread = np.where(agree, deviation, 0.0).sum(axis=1)
     best = np.lexsort((spread, -counts))[0]

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from astrid_assets.science.photometry.flux_ratio import CONSENSUS_TOLERANCE, clipped_ratio_mean, star_flux_ratios
+from astrid_assets.science.photometry.flux_ratio import (
+    clipped_ratio_mean,
+    ratio_agreement,
+    ratio_sigma,
+    star_flux_ratios,
+)
 from astrid_assets.science.photometry.forced import psf_photometry
 from astrid_assets.science.products import Reference
 from astrid_assets.science.psf.stars import extended_sources
@@ -84,12 +89,12 @@ def check_stars(new_image: np.ndarray, new_variance: np.ndarray, new_psf, refere
         if agreeing.sum() >= 3:
             ratio, ratio_err, _ = clipped_ratio_mean(star_ratio, star_err, good, CHECK_STAR_CLIP)
         elif agreeing.sum() == 2:
-            sigma = np.hypot(star_err[agreeing], CONSENSUS_TOLERANCE * np.abs(star_ratio[agreeing]))
+            sigma = ratio_sigma(star_ratio[agreeing], star_err[agreeing])
             ratio = float(np.average(star_ratio[agreeing], weights=1.0 / sigma**2))
             ratio_err = float(np.sqrt(1.0 / np.sum(1.0 / sigma**2)))
         else:
             return empty
-    sigma = np.hypot(star_err, CONSENSUS_TOLERANCE * abs(ratio))
+    sigma = ratio_sigma(ratio, star_err)
     with np.errstate(invalid="ignore"):
         constant = good & (np.abs(star_ratio - ratio) <= CHECK_STAR_CLIP * sigma)
     return StarCheck(float(ratio), xy[constant], ratio_err)
@@ -104,9 +109,8 @@ def _agreeing_stars(ratio: np.ndarray, error: np.ndarray, good: np.ndarray, snr:
     index = np.flatnonzero(good)
     if index.size == 0:
         return np.zeros_like(good)
-    r, e, weight = ratio[index], error[index], np.nan_to_num(snr[index])
-    sigma = np.hypot(e[None, :], CONSENSUS_TOLERANCE * np.abs(r[:, None]))  # [trial, star]
-    agree = np.abs(r[None, :] - r[:, None]) / sigma <= CHECK_STAR_CLIP
+    weight = np.nan_to_num(snr[index])
+    _, agree = ratio_agreement(ratio[index], error[index], CHECK_STAR_CLIP)
     best = np.lexsort((-(agree * weight[None, :]).sum(axis=1), -agree.sum(axis=1)))[0]
     keep = np.zeros_like(good)
     keep[index[agree[best]]] = True

@@ -117,11 +117,7 @@ class ShiftablePSF:
         numpy.ndarray
             ``(size, size)`` float64 shifted stamp (light moved beyond the stamp is cut off).
         """
-        phase_x = np.exp(-2j * np.pi * self._freq * dx)
-        phase_y = np.exp(-2j * np.pi * self._freq * dy)
-        shifted = np.fft.ifft2(self._transform * phase_y[:, None] * phase_x[None, :]).real
-        p = self.pad
-        return shifted[p : p + self.size, p : p + self.size]
+        return self.at_many(dx, dy)[0]
 
     def at_many(self, dx: np.ndarray, dy: np.ndarray, chunk: int = 256) -> np.ndarray:
         """:meth:`at` for ``n`` shifts ``(dx[k], dy[k])`` px at once: ``(n, size, size)`` float64 stamps, the

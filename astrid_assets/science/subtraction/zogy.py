@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from astrid_assets.science.astrometry.residuals import near_any
 from astrid_assets.science.photometry.flux_ratio import fit_flux_ratio, psf_star_positions
 from astrid_assets.science.psf.field import calibrate_psf_error, with_psf_error
 from astrid_assets.science.psf.model import as_psf_image, measure_fwhm
@@ -245,9 +246,7 @@ def zogy(new: SubtractionImage, ref: SubtractionImage, options: ZogyOptions = Zo
             eps_xy = psf_star_positions(ref.psf, new.psf) if eps_xy is None else eps_xy
             if eps_xy is not None and len(eps_xy):
                 eps_xy = np.asarray(eps_xy, dtype=np.float64).reshape(-1, 2)
-                near = np.hypot(eps_xy[:, None, 0] - fit.varying_xy[None, :, 0],
-                                eps_xy[:, None, 1] - fit.varying_xy[None, :, 1]).min(axis=1) <= 1.5
-                options = replace(options, psf_error_stars=eps_xy[~near])
+                options = replace(options, psf_error_stars=eps_xy[~near_any(eps_xy, fit.varying_xy, 1.5)])
     return _zogy_sanitised(replace(new, image=new_image, variance=new_var),
                            replace(ref, image=ref_image, variance=ref_var), options, bad, out_mask)
 
