@@ -28,6 +28,7 @@ from astrid_assets.previews import completeness_curve, markdown_image, triplet_g
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
 from astrid_assets.resources.pool import FramePoolResource
 from astrid_assets.science.astrometry.align import is_placeholder
+from astrid_assets.science.detection import DEFAULT_RULES, FLAG_UNCONFIRMED, flag_unconfirmed, look_at
 from astrid_assets.science.frames.files import header_wcs, read_extensions
 from astrid_assets.science.injection.fakes import injection_recovery
 from astrid_assets.science.injection.inject import summarise_completeness
@@ -155,11 +156,13 @@ def detect_night(
                      zip(best_stamps, best.candidate_id, best.snr, strict=True)]
     columns = list(schema.candidate_detections.c.keys())
     table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
+    table = confirm_night(night, table, differences, store, pool, context)
     metadata = {
         "candidates": len(table),
         "positive": int((table.sign > 0).sum()),
         "negative": int((table.sign < 0).sum()),
         "unflagged": int((table["flags"] == 0).sum()),
+        "unconfirmed": int((table["flags"].astype(np.int64) & FLAG_UNCONFIRMED != 0).sum()),
         "frames_searched": len(differences),
         "threshold_s_corr": config.threshold,
         **({"frames_failed": MetadataValue.md("\n".join(failed))} if failed else {}),
@@ -170,6 +173,44 @@ def detect_night(
     if len(differences) == 0:
         metadata["note"] = "no difference images tonight (see difference_images metadata for why)"
     return table, metadata, searched
+
+
+def look_one(store_url: str, difference_path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forced PSF photometry of one difference image at positions of its grid (other frames' candidates):
+    ``(flux, flux_err)``, e- of that frame (:func:`~astrid_assets.science.detection.confirm.look_at`). A task of
+    the frame pool."""
+    extensions = read_extensions(frame_store(store_url).get(difference_path))
+    tiles = extensions["PSFTILES"][0] if "PSFTILES" in extensions else None
+    return look_at(extensions["DIFF"][0], extensions["VARIANCE"][0], extensions["PSF"][0], extensions["MASK"][0],
+                   x, y, tiles)
+
+
+def confirm_night(night: str, table: pd.DataFrame, differences: pd.DataFrame, store: ObjectStore,
+                  pool: FramePool | None = None, context: AssetExecutionContext | None = None) -> pd.DataFrame:
+    """The night's candidates with UNCONFIRMED set where every other frame of their field refutes them
+    (:mod:`~astrid_assets.science.detection.confirm`). Each frame whose field has candidates in other frames is
+    read once more, in ``pool``; a frame whose look failed neither confirms nor refutes."""
+    if table.empty:
+        return table
+    table = table.reset_index(drop=True)
+    ratios = differences.set_index("frame_id").flux_ratio
+    candidates = table.assign(ratio=table.frame_id.map(ratios).to_numpy(np.float64))
+    tasks, owners = [], []
+    for row in differences.itertuples():
+        others = candidates.index[(candidates.field == row.field) & (candidates.frame_id != row.frame_id)]
+        if len(others):
+            tasks.append((store.url, row.path, candidates.x[others].to_numpy(np.float64),
+                          candidates.y[others].to_numpy(np.float64)))
+            owners.append((row, others))
+    outcomes = (pool or SerialPool()).run_frames(look_one, tasks, [f"frame {row.frame_id}" for row, _ in owners])
+    if context is not None:
+        log_failures(context, night, "confirmation", outcomes)
+    looks = [pd.DataFrame({"candidate": others, "flux": outcome.value[0], "flux_err": outcome.value[1],
+                           "ratio": float(row.flux_ratio)})
+             for (row, others), outcome in zip(owners, outcomes, strict=True) if outcome.ok]
+    looks = pd.concat(looks, ignore_index=True) if looks else pd.DataFrame(columns=["candidate", "flux", "flux_err",
+                                                                                   "ratio"])
+    return flag_unconfirmed(candidates, looks, DEFAULT_RULES)
 
 
 @dataclass

@@ -4,14 +4,15 @@ The kinds (``astrid_assets.testing.kinds``): a crowded bulge-like field (6000 st
 flat-fielded, no WCS) and a sparse sky-subtracted 256² cut-out with four bright stars, no WCS. Per kind: every
 frame with a reference registered (the method recorded, the per-night rate in the metadata) to < 0.2 px rms. The
 issue's acceptance figures (differenced share, completeness at S/N ≥ 10, unflagged false candidates per 1024²: ≤ 10
-crowded, ≤ 3 otherwise) are printed (``pytest -s``) for the notes; the differenced share and the crowded field's
-false candidates are asserted (see the test's comments for what is not).
+crowded, ≤ 3 otherwise) are printed (``pytest -s``) for the notes; all but the crowded field's completeness are
+asserted (see the test's comments).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from astrid_assets.science.detection import FLAG_UNCONFIRMED
 from astrid_assets.testing import skygen
 from astrid_assets.testing.kinds import KINDS
 from astrid_assets.testing.matrix import candidate_truth, run_cell
@@ -47,10 +48,12 @@ def test_a_field_without_wcs_is_registered_and_differenced(kind, astrid_home, tm
     assert len(registered) >= 2 and set(registered.registration) <= {"star-pattern", "sparse-stars", "correlation"}
     assert registered.registration_rms.max() < 0.2
     # Every frame after the first night differenced (crowded: the profile-PSF retry keeps std(S_corr) in the gate;
-    # sparse: the quality step no longer asks for 10 detections), and the crowded field's false candidates within
-    # the issue's limit. Not asserted, printed: completeness (crowded 6/16, sparse 20/26 measured) and the sparse
-    # cut-out's false candidates (2 in 4 frames of 256², i.e. 8 per 1024²): the generator puts 6-10 transients in a
-    # cut-out of four stars, and a reference rebuilt from frames that hold them leaves few constant stars.
+    # sparse: the quality step no longer asks for 10 detections) and the false candidates within the issue's limit
+    # (sparse: the two faint cosmic-ray tracks L.A.Cosmic leaves in one frame are flagged UNCONFIRMED by the night's
+    # other frame; 8 per 1024² before). Sparse completeness is asserted; the crowded field's is printed, not
+    # asserted (6/16 measured: its variance maps count the confusion of unresolved stars as noise).
     assert result.differenced_fraction >= 0.90, result.not_differenced
-    if kind == "crowded":
-        assert per_1024 <= FALSE_PER_1024[kind]
+    assert per_1024 <= FALSE_PER_1024[kind]
+    if kind == "sparse":
+        assert result.transients_snr_ge_10 >= 10 and result.completeness >= 0.95
+        assert (candidates["flags"].astype(int) & FLAG_UNCONFIRMED).any()  # the tracks are there, and flagged

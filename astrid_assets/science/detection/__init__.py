@@ -1,4 +1,5 @@
-"""Candidate detection on S_corr: extraction and measurements, flag rules, and cut-out stamps."""
+"""Candidate detection on S_corr: extraction and measurements, flag rules, confirmation by the night's other
+frames, and cut-out stamps."""
 
 from astrid_assets.science.detection.candidates import (
     COLUMNS,
@@ -6,6 +7,7 @@ from astrid_assets.science.detection.candidates import (
     detect_candidates,
     false_detection_expectation,
 )
+from astrid_assets.science.detection.confirm import flag_unconfirmed, look_at, refuted_by
 from astrid_assets.science.detection.flags import (
     FLAG_BRIGHT_SOURCE,
     FLAG_BRIGHT_STAR,
@@ -15,6 +17,7 @@ from astrid_assets.science.detection.flags import (
     FLAG_NAMES,
     FLAG_RULES,
     FLAG_SHAPE,
+    FLAG_UNCONFIRMED,
     CandidateRules,
     FrameContext,
     Measurement,
@@ -43,6 +46,7 @@ __all__ = [
     "FLAG_SHAPE",
     "FLAG_BRIGHT_STAR",
     "FLAG_BRIGHT_SOURCE",
+    "FLAG_UNCONFIRMED",
     "FLAG_NAMES",
     "CandidateRules",
     "Measurement",
@@ -60,4 +64,7 @@ __all__ = [
     "opposite_lobe",
     "psf_sharpness",
     "cut_stamps",
+    "look_at",
+    "refuted_by",
+    "flag_unconfirmed",
 ]

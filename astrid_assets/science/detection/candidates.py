@@ -24,6 +24,7 @@ import sep
 from astropy.wcs import WCS
 
 from astrid_assets.science import masks
+from astrid_assets.science.detection.confirm import look_at
 from astrid_assets.science.detection.flags import (
     CandidateRules,
     FrameContext,
@@ -31,11 +32,9 @@ from astrid_assets.science.detection.flags import (
     candidate_flags,
     psf_sharpness,
 )
-from astrid_assets.science.photometry.forced import psf_photometry
 from astrid_assets.science.psf.model import ShiftablePSF, as_psf_image
 from astrid_assets.science.psf.profiles import GAUSSIAN_FWHM_PER_SIGMA, render_psf
 from astrid_assets.science.psf.stars import moments_shape
-from astrid_assets.science.subtraction.tiles import blend_stamps
 
 __all__ = ["COLUMNS", "DEFAULT_RULES", "false_detection_expectation", "detect_candidates"]
 
@@ -335,11 +334,8 @@ def _measure(table: pd.DataFrame, frame: FrameContext, wcs: WCS | None, rules: C
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
     sign = table["sign"].to_numpy()
     difference, difference_var, mask, psf = frame.difference, frame.difference_var, frame.mask, frame.psf
-    flux, flux_err = psf_photometry(difference, difference_var, psf.at(0.0, 0.0), x, y, mask)
-    if frame.psf_tiles is not None:  # a PSF varying over the frame: the blended P_D at each candidate
-        for k in range(x.size):
-            local = blend_stamps(frame.psf_tiles, x[k], y[k], difference.shape)
-            flux[k : k + 1], flux_err[k : k + 1] = psf_photometry(difference, difference_var, local, x[k], y[k], mask)
+    # a PSF varying over the frame: the blended P_D at each candidate
+    flux, flux_err = look_at(difference, difference_var, psf.at(0.0, 0.0), mask, x, y, frame.psf_tiles)
     flux_aper, flux_aper_err, _ = sep.sum_circle(
         difference, x, y, float(frame.psf_fwhm), var=difference_var, mask=frame.unusable
     )

@@ -84,8 +84,8 @@ def nearest(candidates, x: float, y: float):
 
 def test_flag_bits_keep_their_meaning() -> None:
     assert (FLAG_MASKED, FLAG_EDGE, FLAG_DIPOLE, FLAG_SHAPE, FLAG_BRIGHT_STAR) == (1, 2, 4, 8, 16)
-    assert list(FLAG_NAMES) == ["MASKED", "EDGE", "DIPOLE", "SHAPE", "BRIGHT_STAR", "BRIGHT_SOURCE"]
-    assert FLAG_NAMES["BRIGHT_SOURCE"] == 32  # a new flag takes a new bit
+    assert list(FLAG_NAMES) == ["MASKED", "EDGE", "DIPOLE", "SHAPE", "BRIGHT_STAR", "BRIGHT_SOURCE", "UNCONFIRMED"]
+    assert FLAG_NAMES["BRIGHT_SOURCE"] == 32 and FLAG_NAMES["UNCONFIRMED"] == 64  # a new flag takes a new bit
     assert describe_flags(FLAG_BRIGHT_STAR | FLAG_EDGE) == ["EDGE", "BRIGHT_STAR"]
     assert int(masks.BRIGHT_STAR) == 64 and not masks.UNUSABLE & masks.BRIGHT_STAR
     assert masks.describe(int(masks.BRIGHT_STAR | masks.SATURATED)) == ["SATURATED", "BRIGHT_STAR"]
