@@ -61,11 +61,32 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     return np.where(finite, rounded, integers).astype(np.uint32).view(np.float32)
 
 
+#: The celestial WCS of the last few image headers cut out (a night's cut-outs come frame by frame): ``id(header)`` →
+#: ``(header, WCS or None)``; the entry holds its header, so the ``id`` stays its own.
+_HEADER_WCS: dict[int, tuple[fits.Header, WCS | None]] = {}
+
+
+def _celestial_wcs(header: fits.Header | None) -> WCS | None:
+    """The header's celestial WCS, parsed once per header (None: no header, a placeholder grid, no sky axes)."""
+    if header is None:
+        return None
+    cached = _HEADER_WCS.get(id(header))
+    if cached is not None and cached[0] is header:
+        return cached[1]
+    wcs = None if is_placeholder(header) else WCS(header, naxis=2)
+    wcs = wcs if wcs is not None and wcs.has_celestial else None
+    if len(_HEADER_WCS) >= 8:
+        _HEADER_WCS.clear()
+    _HEADER_WCS[id(header)] = (header, wcs)
+    return wcs
+
+
 def _stamp_header(header: fits.Header | None, x0: int, y0: int) -> fits.Header:
     """The image header's WCS moved to a stamp whose pixel (0, 0) is the image's ``(x0, y0)``."""
     stamp = fits.Header()
-    if header is not None and not is_placeholder(header) and WCS(header, naxis=2).has_celestial:
-        wcs = WCS(header, naxis=2).deepcopy()
+    image_wcs = _celestial_wcs(header)
+    if image_wcs is not None:
+        wcs = image_wcs.deepcopy()
         wcs.wcs.crpix = wcs.wcs.crpix - np.array([x0, y0], float)
         if wcs.sip is not None:
             wcs.sip = Sip(wcs.sip.a, wcs.sip.b, wcs.sip.ap, wcs.sip.bp, wcs.wcs.crpix)
@@ -76,8 +97,10 @@ def _stamp_header(header: fits.Header | None, x0: int, y0: int) -> fits.Header:
     return stamp
 
 
-def _window(plane: np.ndarray, window, size: int, fill) -> np.ndarray:
-    stamp = np.full((size, size), fill, dtype=plane.dtype)
+def _window(plane: np.ndarray, window, size: int, fill, dtype) -> np.ndarray:
+    """The ``size``² window of ``plane`` as ``dtype`` (native byte order), ``fill`` beyond its edge: only the window is
+    converted, not the plane."""
+    stamp = np.full((size, size), fill, dtype=dtype)
     stamp[window.stamp] = plane[window.image]
     return stamp
 
@@ -128,13 +151,13 @@ def cutout_fits(
     header_out["BUNIT"] = "electron"
     for key, value in (cards or {}).items():
         header_out[key] = value
-    hdus = [fits.PrimaryHDU(_window(np.asarray(image, np.float32), window, size, np.nan), header_out)]
+    hdus = [fits.PrimaryHDU(_window(image, window, size, np.nan, np.float32), header_out)]
     if variance is not None:
-        plane = round_mantissa(_window(np.asarray(variance, np.float32), window, size, np.nan), VARIANCE_MANTISSA_BITS)
+        plane = round_mantissa(_window(variance, window, size, np.nan, np.float32), VARIANCE_MANTISSA_BITS)
         hdus.append(fits.ImageHDU(plane, name="VARIANCE"))
         hdus[-1].header["BUNIT"] = "electron2"
     if mask is not None:
-        hdus.append(fits.ImageHDU(_window(np.asarray(mask, np.uint16), window, size, masks.NO_DATA), name="MASK"))
+        hdus.append(fits.ImageHDU(_window(mask, window, size, masks.NO_DATA, np.uint16), name="MASK"))
     if psf is not None:
         hdus.append(fits.ImageHDU(np.asarray(psf, np.float32), name="PSF"))
     buffer = io.BytesIO()
