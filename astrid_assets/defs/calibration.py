@@ -9,6 +9,7 @@ import pandas as pd
 from astropy.io import fits
 from dagster import AssetExecutionContext, MetadataValue
 
+from astrid_assets import settings
 from astrid_assets.defs.frames import frame_store, log_failures
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.defs.quality_checks import CALIBRATED_FRAMES_CHECKS, calibrated_frames_checks
@@ -86,6 +87,7 @@ def night_masters(
         [image for _, image, _ in loaded["bias"]],
         [(image, float(exptime)) for _, image, exptime in loaded["dark"]],
         [image for _, image, _ in loaded["flat"]],
+        threads=settings.available_cores(),  # the frame pool waits for the masters: their combines use the cores
     )
 
 

@@ -8,6 +8,7 @@ median 1. Arrays ``[y, x]``, 0-based.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "HOT_SIGMA",
     "FLAT_REFERENCE_WIDTH",
     "MasterCalibrations",
+    "ROW_BLOCK",
     "sigma_clipped_combine",
     "flat_defects",
     "hot_pixels",
@@ -81,13 +83,32 @@ class MasterCalibrations:
                     and not np.any(self.bad_pixels))
 
 
-def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0) -> np.ndarray:
+#: Rows a master is computed in at a time (:func:`sigma_clipped_combine`, :func:`flat_defects`): blocks small enough
+#: for the caches (a 2048² stack of 7 frames combines 1.8× faster in blocks of 256 rows than whole), and the unit
+#: their threads share.
+ROW_BLOCK = 256
+
+
+def _by_row_blocks(function, n_rows: int, threads: int) -> np.ndarray:
+    """``function(rows)`` over blocks of :data:`ROW_BLOCK` rows (``threads`` at a time), concatenated along axis 0:
+    for computations of which each row depends on that row alone (astropy's clipping and scipy's filters release
+    the GIL, so the threads share the cores)."""
+    blocks = [slice(start, start + ROW_BLOCK) for start in range(0, n_rows, ROW_BLOCK)]
+    if threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(min(threads, len(blocks))) as executor:
+            return np.concatenate(list(executor.map(function, blocks)))
+    return np.concatenate([function(rows) for rows in blocks])
+
+
+def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0, threads: int = 1) -> np.ndarray:
     """Pixel-wise mean of a stack after ``sigma`` clipping along the stack (axis 0).
 
     Clipping is about the median with the MAD-based standard deviation (robust for the
     small stacks of calibration frames, where one cosmic ray inflates a plain standard
     deviation so much that it is never clipped).  Pixels where every value was clipped
-    take the median.  Returns float32.
+    take the median.  Returns float32. Each pixel is combined on its own, so the stack is
+    combined in blocks of :data:`ROW_BLOCK` rows, ``threads`` at a time (astropy's
+    clipping releases the GIL): the same values as one call on the whole stack.
 
     Parameters
     ----------
@@ -95,6 +116,8 @@ def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0) -> n
         Frames of one shape (any unit; e.g. ADU), indexed ``[y, x]``.
     sigma : float, default 3.0
         Clipping threshold in robust standard deviations; at most 3 iterations.
+    threads : int, default 1
+        Blocks combined at once (the cores the caller may use).
 
     Returns
     -------
@@ -104,14 +127,23 @@ def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0) -> n
     Raises
     ------
     ValueError
-        For an empty ``frames`` (raised by ``numpy.stack``) or frames of different shapes.
+        For an empty ``frames`` or frames of different shapes.
     """
-    stack = np.asarray(np.stack([np.asarray(frame, dtype=np.float64) for frame in frames]))
-    if stack.shape[0] == 0:
+    frames = [np.asarray(frame) for frame in frames]
+    if not frames:
         raise ValueError("sigma_clipped_combine needs at least one frame")
-    clipped = sigma_clip(stack, sigma=sigma, axis=0, cenfunc="median", stdfunc="mad_std", maxiters=3)
-    mean = np.ma.mean(clipped, axis=0)
-    return np.ma.filled(mean, np.median(stack, axis=0)).astype(np.float32)
+    if len({frame.shape for frame in frames}) != 1:
+        raise ValueError(f"sigma_clipped_combine: frames of different shapes {sorted({f.shape for f in frames})}")
+
+    def combine(rows: slice) -> np.ndarray:
+        stack = np.stack([np.asarray(frame[rows], dtype=np.float64) for frame in frames])
+        clipped = sigma_clip(stack, sigma=sigma, axis=0, cenfunc="median", stdfunc="mad_std", maxiters=3)
+        mean = np.ma.mean(clipped, axis=0)
+        return np.ma.filled(mean, np.median(stack, axis=0)).astype(np.float32)
+
+    if frames[0].ndim != 2:
+        return combine(slice(None))
+    return _by_row_blocks(combine, frames[0].shape[0], threads)
 
 
 def _check_shapes(named: dict[str, Sequence[np.ndarray]]) -> tuple[int, int]:
@@ -123,7 +155,7 @@ def _check_shapes(named: dict[str, Sequence[np.ndarray]]) -> tuple[int, int]:
     return distinct.pop()
 
 
-def flat_defects(flat: np.ndarray) -> np.ndarray:
+def flat_defects(flat: np.ndarray, threads: int = 1) -> np.ndarray:
     """Dead or low/high-response pixels of a normalised master flat.
 
     A pixel is bad if outside :data:`FLAT_RANGE` or more than :data:`FLAT_DEVIATION` away
@@ -134,13 +166,16 @@ def flat_defects(flat: np.ndarray) -> np.ndarray:
     ----------
     flat : numpy.ndarray
         Master flat normalised to median 1 (dimensionless), indexed ``[y, x]``.
+    threads : int, default 1
+        Row blocks filtered at once (the result does not depend on it).
 
     Returns
     -------
     numpy.ndarray of bool
         True for bad pixels (also where the ratio to the running median is not finite).
     """
-    reference = median_filter(flat, size=(1, FLAT_REFERENCE_WIDTH), mode="reflect")
+    reference = _by_row_blocks(lambda rows: median_filter(flat[rows], size=(1, FLAT_REFERENCE_WIDTH), mode="reflect"),
+                               flat.shape[0], threads)
     with np.errstate(divide="ignore", invalid="ignore"):
         deviation = np.abs(flat / reference - 1.0)
     outside = (flat < FLAT_RANGE[0]) | (flat > FLAT_RANGE[1])
@@ -171,6 +206,7 @@ def build_masters(
     bias: Sequence[np.ndarray],
     darks: Sequence[tuple[np.ndarray, float]],
     flats: Sequence[np.ndarray],
+    threads: int = 1,
 ) -> MasterCalibrations:
     """Master bias (ADU), dark (ADU/s) and flat (median 1) with their bad-pixel map.
 
@@ -189,6 +225,8 @@ def build_masters(
         ``(raw dark frame in ADU, exposure time in s)``; may be empty.
     flats : sequence of numpy.ndarray
         Raw flat frames, ADU (at least one).
+    threads : int, default 1
+        Threads of the combines and the flat's defect search (the result does not depend on it).
 
     Returns
     -------
@@ -204,12 +242,12 @@ def build_masters(
     if not bias or not flats:
         raise ValueError("build_masters needs at least one bias and one flat frame")
     shape = _check_shapes({"bias": bias, "dark": [frame for frame, _ in darks], "flat": flats})
-    master_bias = sigma_clipped_combine(bias)
+    master_bias = sigma_clipped_combine(bias, threads=threads)
     if darks:
         if any(exptime is None or not np.isfinite(exptime) or exptime <= 0 for _, exptime in darks):
             raise ValueError("dark frames need a positive exposure time")
         rates = [(np.asarray(frame, dtype=np.float64) - master_bias) / exptime for frame, exptime in darks]
-        master_dark = sigma_clipped_combine(rates)
+        master_dark = sigma_clipped_combine(rates, threads=threads)
     else:
         master_dark = np.zeros(shape, dtype=np.float32)
     normalised = []
@@ -219,9 +257,9 @@ def build_masters(
         if not level > 0:
             raise ValueError("a flat frame has no signal above the bias (median <= 0)")
         normalised.append(signal / level)
-    master_flat = sigma_clipped_combine(normalised)
+    master_flat = sigma_clipped_combine(normalised, threads=threads)
     master_flat = (master_flat / np.median(master_flat)).astype(np.float32)
-    bad = flat_defects(master_flat) | hot_pixels(master_dark)
+    bad = flat_defects(master_flat, threads) | hot_pixels(master_dark)
     gain, read_noise = photon_transfer(bias, flats)
     return MasterCalibrations(bias=master_bias, dark=master_dark, flat=master_flat, bad_pixels=bad,
                               gain=gain, read_noise=read_noise)
