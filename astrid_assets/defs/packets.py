@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Config,
 
 from astrid_assets import settings
 from astrid_assets.defs.detection import DetectionConfig, injection_key
+from astrid_assets.defs.frames import frame_store, log_failures
 from astrid_assets.defs.nightly import for_each_night, night_rows, nightly_asset
 from astrid_assets.io import schema
 from astrid_assets.io.arrays import load_arrays
@@ -20,7 +21,9 @@ from astrid_assets.notifications.filters import describe
 from astrid_assets.packets import HISTORY_DAYS, SCHEMA_VERSION, packet_bytes, read_packets, write_packets
 from astrid_assets.packets.assemble import StoredCutouts, detection_rows, injection_summary, night_packets
 from astrid_assets.packets.packets import injection_record
+from astrid_assets.pool import FramePool, SerialPool
 from astrid_assets.resources import DatabaseResource, ObjectStoreResource
+from astrid_assets.resources.pool import FramePoolResource
 
 
 def no_checks(nights, rows):
@@ -51,9 +54,21 @@ def _night_minus(night: str, days: float) -> str:
     return str(date.fromisoformat(night) - timedelta(days=int(np.ceil(days))))
 
 
+def cutouts_one(store_url: str, night: str, frame_id: str, difference_path: str, reference_path: str | None,
+                positions: list[tuple[str, float, float]]) -> dict[str, dict[str, bytes | None]]:
+    """The science, template and difference cut-outs of each detection ``(candidate_id, x, y)`` of one frame, by
+    candidate. A task of the frame pool: keys in, a few kB a detection out."""
+    cutter = StoredCutouts(frame_store(store_url).get)
+    cards = {"NIGHT": night, "FRAME": frame_id}
+    return {candidate: cutter({"x": x, "y": y}, difference_path, reference_path, cards=cards)
+            for candidate, x, y in positions}
+
+
 def packets_night(night: str, detections: pd.DataFrame, objects: pd.DataFrame, store: ObjectStore,
-                  database: DatabaseResource, instance) -> tuple[pd.DataFrame, dict]:
-    """One night's packets written to ``alert_packets/<night>/packets.<hash>.avro``; their index rows."""
+                  database: DatabaseResource, instance, pool: FramePool | None = None,
+                  context: AssetExecutionContext | None = None) -> tuple[pd.DataFrame, dict]:
+    """One night's packets written to ``alert_packets/<night>/packets.<hash>.avro``; their index rows. The cut-outs
+    are made frame by frame in ``pool`` (serial: None); a frame whose cut-outs failed gives packets without them."""
     columns = list(schema.alert_packets.c.keys())
     if detections.empty:
         return pd.DataFrame(columns=columns), {"packets": 0, "note": "no object detections tonight"}
@@ -69,19 +84,22 @@ def packets_night(night: str, detections: pd.DataFrame, objects: pd.DataFrame, s
     forced = database.read_night_range("forced_photometry", first, night)
     forced = (forced[forced.object_id.isin(objects_tonight)].sort_values("night")
               .drop_duplicates(["object_id", "frame_id"], keep="last"))  # the latest baseline of each epoch
-    context = database.read_nights("object_context", [night])
+    object_context = database.read_nights("object_context", [night])
     differences = database.read_nights("difference_images", [night]).drop_duplicates("frame_id", keep="last")
     paths = {row.frame_id: (row.path, row.reference_path) for row in differences.itertuples()}
-    cutter = StoredCutouts(store.get)
-
-    def cutouts(row: dict) -> dict:
-        difference_path, reference_path = paths.get(row["frame_id"], (None, None))
-        return cutter(row, difference_path, reference_path, cards={"NIGHT": night, "FRAME": row["frame_id"]})
+    tonight = detection_rows(detections, candidates, scores, frames, raw)
+    tasks = [(store.url, night, frame_id, paths[frame_id][0], paths[frame_id][1],
+              [(row.candidate_id, row.x, row.y) for row in group.itertuples()])
+             for frame_id, group in tonight.groupby("frame_id") if paths.get(frame_id, (None,))[0]]
+    outcomes = (pool or SerialPool()).run_frames(cutouts_one, tasks, [f"frame {task[2]}" for task in tasks])
+    if context is not None:
+        log_failures(context, night, "cut-outs", outcomes)
+    made = {candidate: found for outcome in outcomes if outcome.ok for candidate, found in outcome.value.items()}
+    none = {"science": None, "template": None, "difference": None}
 
     packets = night_packets(
-        detection_rows(detections, candidates, scores, frames, raw), detection_rows(history, candidates, scores,
-                                                                                   frames, raw),
-        objects, forced, context, frames, cutouts, night_injection(instance, store, night))
+        tonight, detection_rows(history, candidates, scores, frames, raw), objects, forced, object_context, frames,
+        lambda row: made.get(row["candidate_id"], none), night_injection(instance, store, night))
     content = write_packets(packets, sync_marker=hashlib.md5(f"astrid/{night}".encode()).digest())
     path = store.put_versioned(f"alert_packets/{night}/packets.avro", content)
     sizes = [packet_bytes(packet) for packet in packets]
@@ -103,6 +121,7 @@ def packets_night(night: str, detections: pd.DataFrame, objects: pd.DataFrame, s
 def alert_packets(
     context: AssetExecutionContext, object_detections: pd.DataFrame, transient_objects: pd.DataFrame,
     forced_photometry: pd.DataFrame, object_store: ObjectStoreResource, database: DatabaseResource,
+    frame_pool: FramePoolResource,
 ):
     """One Avro alert packet per object detection of the night (schema ``astrid_alert_<version>.avsc``,
     modelled on ZTF 4.02 and Rubin 11.0): the detection with its real probability and the model version that
@@ -112,7 +131,7 @@ def alert_packets(
     store = object_store.open()
     yield from for_each_night(context, lambda night: packets_night(
         night, night_rows(object_detections, night), night_rows(transient_objects, night), store, database,
-        context.instance), no_checks,
+        context.instance, frame_pool.open(), context), no_checks,
         upstream={"object_detections": object_detections, "transient_objects": transient_objects,
                   "forced_photometry": forced_photometry}, database=database)
 
