@@ -88,9 +88,9 @@ def packets_night(night: str, detections: pd.DataFrame, objects: pd.DataFrame, s
     differences = database.read_nights("difference_images", [night]).drop_duplicates("frame_id", keep="last")
     paths = {row.frame_id: (row.path, row.reference_path) for row in differences.itertuples()}
     tonight = detection_rows(detections, candidates, scores, frames, raw)
-    tasks = [(store.url, night, frame_id, paths[frame_id][0], paths[frame_id][1],
-              [(row.candidate_id, row.x, row.y) for row in group.itertuples()])
-             for frame_id, group in tonight.groupby("frame_id") if paths.get(frame_id, (None,))[0]]
+    tasks = [(store.url, night, frame_id, *paths[frame_id], [(row.candidate_id, row.x, row.y)
+                                                            for row in group.itertuples()])
+             for frame_id, group in tonight.groupby("frame_id") if paths.get(frame_id, (None, None))[0]]
     outcomes = (pool or SerialPool()).run_frames(cutouts_one, tasks, [f"frame {task[2]}" for task in tasks])
     if context is not None:
         log_failures(context, night, "cut-outs", outcomes)

@@ -141,8 +141,6 @@ def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0, thre
         mean = np.ma.mean(clipped, axis=0)
         return np.ma.filled(mean, np.median(stack, axis=0)).astype(np.float32)
 
-    if frames[0].ndim != 2:
-        return combine(slice(None))
     return _by_row_blocks(combine, frames[0].shape[0], threads)
 
 

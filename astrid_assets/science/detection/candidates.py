@@ -334,7 +334,7 @@ def _measure(table: pd.DataFrame, frame: FrameContext, wcs: WCS | None, rules: C
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
     sign = table["sign"].to_numpy()
     difference, difference_var, mask, psf = frame.difference, frame.difference_var, frame.mask, frame.psf
-    # a PSF varying over the frame: the blended P_D at each candidate
+    # PSF fits on D (with a PSF varying over the frame, the tiles' P_D blended at each candidate)
     flux, flux_err = look_at(difference, difference_var, psf.at(0.0, 0.0), mask, x, y, frame.psf_tiles)
     flux_aper, flux_aper_err, _ = sep.sum_circle(
         difference, x, y, float(frame.psf_fwhm), var=difference_var, mask=frame.unusable
