@@ -196,34 +196,32 @@ def _fit_psf_3x3(stamps: np.ndarray, variance: np.ndarray, templates: np.ndarray
     """Weighted least squares of ``a · T_k + g_x · dx + g_y · dy`` to 3×3 stamps for every
     template ``k`` (the gradient takes light of neighbours; no constant: the background is
     known).  Returns the best χ², the index of the best template and its amplitude per stamp;
-    fits with ``a <= 0`` are not taken."""
+    fits with ``a <= 0`` are not taken.
+
+    The gradient is eliminated in closed form (the Schur complement of its 2×2 block, which is the
+    same for every template of a stamp): with ``G`` that block, ``g_k`` the template's column against
+    it and ``r`` the gradient's right-hand side, ``a = (t·d − g_kᵀG⁻¹r) / (t·t − g_kᵀG⁻¹g_k)`` and
+    ``χ² = d·d − rᵀG⁻¹r − a (t·d − g_kᵀG⁻¹r)`` (all products weighted), the least-squares minimum."""
     dy, dx = (grid.ravel().astype(float) for grid in np.mgrid[-1:2, -1:2])
-    best_chi2, best_k, best_a = [], [], []
-    for start in range(0, len(stamps), 512):
-        data, weight = stamps[start : start + 512], 1.0 / variance[start : start + 512]
-        wd = weight * data
-        s_tt = weight @ (templates.T**2)
-        s_tx, s_ty = weight @ (templates.T * dx[:, None]), weight @ (templates.T * dy[:, None])
-        s_td = wd @ templates.T
-        s_xx, s_yy, s_xy = (weight * dx * dx).sum(1), (weight * dy * dy).sum(1), (weight * dx * dy).sum(1)
-        s_xd, s_yd = (wd * dx).sum(1), (wd * dy).sum(1)
-        normal = np.empty((*s_tt.shape, 3, 3))
-        normal[..., 0, 0], normal[..., 1, 1], normal[..., 2, 2] = s_tt, s_xx[:, None], s_yy[:, None]
-        normal[..., 0, 1] = normal[..., 1, 0] = s_tx
-        normal[..., 0, 2] = normal[..., 2, 0] = s_ty
-        normal[..., 1, 2] = normal[..., 2, 1] = s_xy[:, None]
-        rhs = np.stack([s_td, np.broadcast_to(s_xd[:, None], s_td.shape), np.broadcast_to(s_yd[:, None], s_td.shape)],
-                       axis=-1)
-        params = np.linalg.solve(normal, rhs[..., None])[..., 0]
-        model = params[..., 0:1] * templates[None] + params[..., 1:2] * dx + params[..., 2:3] * dy
-        chi2 = (weight[:, None, :] * (data[:, None, :] - model) ** 2).sum(axis=-1)
-        chi2 = np.where(params[..., 0] > 0, chi2, np.inf)
-        k = np.argmin(chi2, axis=1)
-        rows = np.arange(len(data))
-        best_chi2.append(chi2[rows, k])
-        best_k.append(k)
-        best_a.append(params[rows, k, 0])
-    return np.concatenate(best_chi2), np.concatenate(best_k), np.concatenate(best_a)
+    weight = 1.0 / variance
+    wd = weight * stamps
+    s_xx, s_yy, s_xy = weight @ (dx * dx), weight @ (dy * dy), weight @ (dx * dy)
+    s_xd, s_yd = wd @ dx, wd @ dy
+    det = s_xx * s_yy - s_xy**2
+    # G⁻¹ = [[s_yy, -s_xy], [-s_xy, s_xx]] / det, per stamp
+    i_xx, i_yy, i_xy = (s_yy / det)[:, None], (s_xx / det)[:, None], (-s_xy / det)[:, None]
+    s_tt, s_td = weight @ (templates.T**2), wd @ templates.T
+    s_tx, s_ty = weight @ (templates.T * dx[:, None]), weight @ (templates.T * dy[:, None])
+    r_x, r_y = s_xd[:, None], s_yd[:, None]
+    g_r = s_tx * (i_xx * r_x + i_xy * r_y) + s_ty * (i_xy * r_x + i_yy * r_y)
+    g_g = s_tx * (i_xx * s_tx + i_xy * s_ty) + s_ty * (i_xy * s_tx + i_yy * s_ty)
+    numerator = s_td - g_r
+    amplitude = numerator / (s_tt - g_g)
+    base = (wd * stamps).sum(axis=1) - (r_x * (i_xx * r_x + i_xy * r_y) + r_y * (i_xy * r_x + i_yy * r_y))[:, 0]
+    chi2 = np.where(amplitude > 0, base[:, None] - amplitude * numerator, np.inf)
+    best = np.argmin(chi2, axis=1)
+    rows = np.arange(len(stamps))
+    return chi2[rows, best], best, amplitude[rows, best]
 
 
 def _group_peaks(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

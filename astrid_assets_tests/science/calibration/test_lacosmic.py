@@ -60,3 +60,34 @@ def test_clean_meanmask_without_good_neighbours_takes_the_level():
     _clean_meanmask(array, crmask, np.zeros((7, 7), bool), 99.0)
     assert array[3, 3] == np.float32(99.0)
     assert array[2, 2] == np.float32(np.mean([0, 1, 2, 3, 4, 7, 14, 21, 28]))
+
+
+@pytest.mark.parametrize("width", [5, 7, 9])
+def test_network_medians_are_astroscrappys(width):
+    from astroscrappy.utils import sepmedfilt5, sepmedfilt7, sepmedfilt9
+
+    from astrid_assets.science.calibration.lacosmic import _sepmedfilt
+
+    scrappy = {5: sepmedfilt5, 7: sepmedfilt7, 9: sepmedfilt9}[width]
+    rng = np.random.default_rng(width)
+    for shape in ((150, 131), (70, 400)):  # blocks of rows that end inside the frame, a wide strip
+        image = rng.normal(100.0, 10.0, shape).astype(np.float32)
+        image[rng.random(shape) < 0.05] = 50.0  # ties
+        np.testing.assert_array_equal(_sepmedfilt(image, width), scrappy(image))
+    image[3, 4] = np.nan  # non-finite values go to astroscrappy, which orders them its own way
+    np.testing.assert_array_equal(_sepmedfilt(image, width), scrappy(image))
+
+
+def test_later_passes_on_a_mosaic_of_cut_outs_match(monkeypatch):
+    from astrid_assets.science.calibration import lacosmic as module
+
+    image, mask = _frame(6, shape=(900, 700))  # hits sparse enough that later passes take cut-outs
+    shapes = []
+    one_pass = module._laplacian_cosmics
+    monkeypatch.setattr(module, "_laplacian_cosmics",
+                        lambda clean, *args: shapes.append(clean.shape) or one_pass(clean, *args))
+    options = dict(sigclip=4.5, sigfrac=0.3, objlim=5.0, readnoise=5.0, satlevel=1e30, niter=4)
+    expected, _ = astroscrappy.detect_cosmics(image, inmask=mask, gain=1.0, verbose=False, **options)
+    np.testing.assert_array_equal(lacosmic(image, mask, None, **options), expected)
+    mosaics = [shape for shape in shapes[1:] if shape[1] == 700 and shape != (900, 700)]
+    assert mosaics, f"no pass on a mosaic of cut-outs: {shapes}"
