@@ -197,6 +197,11 @@ class PixelMap:
         if not self.exact:
             self._spline_x = RectBivariateSpline(self.y_nodes, self.x_nodes, x_in, kx=3, ky=3)
             self._spline_y = RectBivariateSpline(self.y_nodes, self.x_nodes, y_in, kx=3, ky=3)
+            # the Jacobian determinant at the nodes, from the splines' own derivatives, splined in turn
+            derivatives = [spline(self.y_nodes, self.x_nodes, dx=dy, dy=dx)
+                           for spline in (self._spline_x, self._spline_y) for dy, dx in ((0, 1), (1, 0))]
+            area = np.abs(derivatives[0] * derivatives[3] - derivatives[1] * derivatives[2])
+            self._spline_area = RectBivariateSpline(self.y_nodes, self.x_nodes, area, kx=3, ky=3)
 
     def rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         """Input ``(x, y)`` for reference rows ``y0 <= y < y1`` (all columns), float64.
@@ -223,6 +228,34 @@ class PixelMap:
         yy = np.arange(y0, y1, dtype=np.float64)
         xx = np.arange(nx, dtype=np.float64)
         return self._spline_x(yy, xx), self._spline_y(yy, xx)
+
+    def area_rows(self, y0: int, y1: int, positions: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``|det ∂(x_in, y_in)/∂(x_ref, y_ref)|`` for reference rows ``y0 <= y < y1`` (all columns): input pixels per
+        reference pixel, the factor that conserves counts when resampling.
+
+        From the map's splines: their derivatives at the nodes give the determinant there, and a bicubic spline of it
+        gives the rows (the determinant is as smooth as the map; one spline evaluation instead of finite differences of
+        both coordinate maps). Where the map is evaluated exactly, :meth:`pixel_area_ratio` of :meth:`rows`, with a
+        neighbouring row for a one-row block.
+
+        Parameters
+        ----------
+        y0, y1 : int
+            First and one-past-last reference row (0-based).
+        positions : tuple of numpy.ndarray or None, default None
+            :meth:`rows` of the same rows where the caller has them (used where the map is exact).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(y1 − y0, nx)`` area ratios (dimensionless), float64.
+        """
+        if not self.exact:
+            return self._spline_area(np.arange(y0, y1, dtype=np.float64), np.arange(self.ref_shape[1], dtype=np.float64))
+        if y1 - y0 >= 2:
+            return self.pixel_area_ratio(*(positions if positions is not None else self.rows(y0, y1)))
+        ya, yb = (y0 - 1, y1) if y0 > 0 else (y0, min(y1 + 1, self.ref_shape[0]))  # the y-derivative needs a neighbour
+        return self.pixel_area_ratio(*self.rows(ya, yb))[y0 - ya : y1 - ya]
 
     @staticmethod
     def pixel_area_ratio(x_in: np.ndarray, y_in: np.ndarray) -> np.ndarray:
@@ -421,11 +454,7 @@ def register_to_reference(
         floor_x = np.clip(np.floor(x_safe).astype(np.intp), 0, image.shape[1] - 1)
         floor_y = np.clip(np.floor(y_safe).astype(np.intp), 0, image.shape[0] - 1)
         if conserve_flux:
-            if y1 - y0 >= 2:
-                area = pixel_map.pixel_area_ratio(x_in, y_in).astype(np.float32)
-            else:  # a one-row block: the y-derivatives need a neighbouring row
-                ya, yb = (y0 - 1, y1) if y0 > 0 else (y0, min(y1 + 1, ref_shape[0]))
-                area = pixel_map.pixel_area_ratio(*pixel_map.rows(ya, yb))[y0 - ya : y1 - ya].astype(np.float32)
+            area = pixel_map.area_rows(y0, y1, (x_in, y_in)).astype(np.float32)
             block_image *= area
             block_variance *= area  # noise power per unit area, not area² (module docstring, Noise)
         block_mask = dilated_mask[floor_y, floor_x]
