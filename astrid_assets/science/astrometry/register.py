@@ -251,7 +251,8 @@ class PixelMap:
             ``(y1 − y0, nx)`` area ratios (dimensionless), float64.
         """
         if not self.exact:
-            return self._spline_area(np.arange(y0, y1, dtype=np.float64), np.arange(self.ref_shape[1], dtype=np.float64))
+            return self._spline_area(np.arange(y0, y1, dtype=np.float64),
+                                     np.arange(self.ref_shape[1], dtype=np.float64))
         if y1 - y0 >= 2:
             return self.pixel_area_ratio(*(positions if positions is not None else self.rows(y0, y1)))
         ya, yb = (y0 - 1, y1) if y0 > 0 else (y0, min(y1 + 1, self.ref_shape[0]))  # the y-derivative needs a neighbour
