@@ -187,20 +187,30 @@ def _clean_meanmask(array: np.ndarray, crmask: np.ndarray, mask: np.ndarray, lev
 
 def _update_mask(data: np.ndarray, mask: np.ndarray, satlevel: float) -> None:
     """astroscrappy's ``update_mask`` (1.3.0, ``sepmed``) in place: ``mask`` grown by one pixel, plus saturated stars
-    (pixels at ``satlevel`` whose 7-pixel separable median is above a tenth of it, grown by 2 × 2 px); the median is
-    computed only around the saturated pixels, where it is read."""
+    (pixels at ``satlevel`` whose 7-pixel separable median is above a tenth of it, grown by 2 × 2 px); the median and
+    the growth are computed only around the saturated pixels, where they are read and reach."""
     saturated = data >= satlevel
+    boxes: list = []
     if saturated.any():
         ny, nx = data.shape
         labels, _ = ndimage.label(saturated, structure=np.ones((3, 3), bool))
-        for by, bx in (box for box in ndimage.find_objects(labels) if box is not None):
+        boxes = [box for box in ndimage.find_objects(labels) if box is not None]
+        for by, bx in boxes:
             cy = slice(max(by.start - 3, 0), min(by.stop + 3, ny))
             cx = slice(max(bx.start - 3, 0), min(bx.stop + 3, nx))
             median7 = _sepmedfilt(np.ascontiguousarray(data[cy, cx]), 7)
             inner = (slice(by.start - cy.start, by.stop - cy.start), slice(bx.start - cx.start, bx.stop - cx.start))
             saturated[by, bx] &= median7[inner] > satlevel / 10.0
-    grown = dilate3(mask)
-    mask[:, :] = np.logical_or(dilate5(saturated, 2), grown)[:, :]
+    grown = dilate3(mask).astype(bool)
+    for by, bx in boxes:  # a growth is the union of its parts' growths; two 5×5 steps reach 4 px
+        cy = slice(max(by.start - _GROWTH_MARGIN, 0), min(by.stop + _GROWTH_MARGIN, ny))
+        cx = slice(max(bx.start - _GROWTH_MARGIN, 0), min(bx.stop + _GROWTH_MARGIN, nx))
+        grown[cy, cx] |= dilate5(np.ascontiguousarray(saturated[cy, cx]), 2).astype(bool)
+    mask[:, :] = grown
+
+
+#: Margin (px) of the cut-outs a saturated star's growth is made on: its reach (4 px) and the filter's border.
+_GROWTH_MARGIN = 8
 
 
 def lacosmic(indat: np.ndarray, inmask: np.ndarray, invar: np.ndarray | None, sigclip: float, sigfrac: float,
