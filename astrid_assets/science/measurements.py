@@ -140,8 +140,8 @@ def stars_from(extensions: dict, name: str = "STARS") -> np.ndarray | None:
 def psf_model_hdus(psf: PSFModel, name: str = "PSF") -> list:
     """A PSF model as its stamp (``FWHM`` px, ``NSTARS`` and ``PSFSRC`` cards) and a ``PSFSTARS`` table (x, y, flux).
 
-    ``PSFSRC`` is :attr:`~astrid_assets.science.psf.model.PSFModel.psf_source` (``empirical``, ``moffat`` or
-    ``gaussian``); a stamp stored without it reads back as ``empirical``.
+    ``PSFSRC`` is :attr:`~astrid_assets.science.psf.model.PSFModel.psf_source` (``empirical``, ``moffat``,
+    ``gaussian`` or ``kernel``); a stamp stored without it reads back as ``empirical``.
 
     Parameters
     ----------
@@ -155,7 +155,7 @@ def psf_model_hdus(psf: PSFModel, name: str = "PSF") -> list:
     image = fits.ImageHDU(np.asarray(psf.image, dtype=np.float32), name=name)
     image.header["FWHM"] = (float(psf.fwhm), "PSF FWHM after pixelisation, px")
     image.header["NSTARS"] = (int(psf.n_stars), "stars stacked or fitted")
-    image.header["PSFSRC"] = (str(psf.psf_source), "PSF from: empirical, moffat or gaussian")
+    image.header["PSFSRC"] = (str(psf.psf_source), "PSF from: empirical, moffat, gaussian or kernel")
     xy = np.asarray(psf.star_xy, dtype=np.float64).reshape(-1, 2)
     flux = np.asarray(psf.star_flux, dtype=np.float64)
     if len(flux) != len(xy):

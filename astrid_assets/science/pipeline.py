@@ -46,6 +46,7 @@ from astrid_assets.science.psf.stars import PSF_STAR_LIMITS
 from astrid_assets.science.reference.coadd import coadd, select_best_frames
 from astrid_assets.science.sources import Sources
 from astrid_assets.science.subtraction.classic import classic_subtraction
+from astrid_assets.science.subtraction.crowded import crowded_retry
 from astrid_assets.science.subtraction.inputs import ClassicOptions, SubtractionImage, ZogyOptions
 from astrid_assets.science.subtraction.tiles import zogy_field
 
@@ -268,7 +269,8 @@ def difference_frame(
     constant (:func:`check_stars`: point sources whose flux ratio agrees with the others'; no ε term with fewer
     than three) and enters the variance of ``S_corr`` (``PSFERR``); the flux ratio comes from the same point
     sources (:func:`check_stars`; the subtraction's own fit where they give none, or a PSF varies);
-    ``varying_psf`` (``VARPSF``) records the choice. The
+    ``varying_psf`` (``VARPSF``) records the choice. A crowded frame this first pass subtracts poorly is differenced
+    with a kernel fitted to its pixels instead (:func:`~astrid_assets.science.subtraction.crowded.crowded_retry`). The
     noise autocorrelation of the difference, measured on pixels away from the sources of both images, scales
     the variance of ``S_corr`` and of the difference (:mod:`~astrid_assets.science.subtraction.noise_power`):
     resampled, drizzled and co-added inputs keep a unit-variance ``S_corr`` (``NOISECOR``, ``SCORNORM``).
@@ -364,8 +366,11 @@ def difference_frame(
             return _psf_error_options(options, check, new_psf, ref_psf, fit_ratio=flux_ratio is None)
 
         result = zogy_field(new, ref, with_checked_stars(new_field, reference.psf_field))
-        result, new_field = _with_profile_psfs(result, new, ref, with_checked_stars, new_field, reference,
-                                               new_sources.objects if like is None else None)
+        # a crowded frame the first pass subtracts poorly: a kernel fitted to the pixels (subtraction.crowded)
+        crowded = crowded_retry(result, new, ref, new_field, options, PROFILE_RETRY_PSF_ERROR,
+                                PROFILE_RETRY_SCORR_OFFSET)
+        result, new_field = crowded or _with_profile_psfs(result, new, ref, with_checked_stars, new_field, reference,
+                                                          new_sources.objects if like is None else None)
         common["new_psf_field"], common["new_fwhm"] = new_field, new_field.constant.fwhm
         return Difference(
             difference=result.difference, variance=result.difference_var, s_corr=result.S_corr, mask=result.mask,

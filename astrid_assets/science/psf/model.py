@@ -17,9 +17,11 @@ from scipy import ndimage
 
 __all__ = ["PSF_SOURCES", "PSFError", "PSFModel", "ShiftablePSF", "as_psf_image", "measure_fwhm"]
 
-#: How a frame's PSF was made, the rungs of :func:`~astrid_assets.science.psf.analytic.estimate_frame_psf`:
-#: an empirical stack of stars, or a Moffat or Gaussian profile fitted to one to a few stars.
-PSF_SOURCES = ("empirical", "moffat", "gaussian")
+#: How a frame's PSF was made: the rungs of :func:`~astrid_assets.science.psf.analytic.estimate_frame_psf` (an
+#: empirical stack of stars, or a Moffat or Gaussian profile fitted to one to a few stars), or, for a crowded frame's
+#: difference, the reference's PSF through a kernel fitted to the pixels
+#: (:func:`~astrid_assets.science.subtraction.crowded.crowded_retry`).
+PSF_SOURCES = ("empirical", "moffat", "gaussian", "kernel")
 
 
 class PSFError(ValueError):
@@ -48,7 +50,9 @@ class PSFModel:
     psf_source : str, default "empirical"
         How the stamp was made (:data:`PSF_SOURCES`): ``"empirical"`` (a stack of stars,
         :func:`~astrid_assets.science.psf.empirical.estimate_psf`), ``"moffat"`` or ``"gaussian"`` (a
-        pixel-integrated profile fitted to the stars, :func:`~astrid_assets.science.psf.analytic.fit_analytic_psf`).
+        pixel-integrated profile fitted to the stars, :func:`~astrid_assets.science.psf.analytic.fit_analytic_psf`), or
+        ``"kernel"`` (``K ⊗ P_r / ΣK``, a crowded frame's difference:
+        :func:`~astrid_assets.science.subtraction.crowded.crowded_retry`).
     """
 
     image: np.ndarray
