@@ -189,10 +189,10 @@ def _update_mask(data: np.ndarray, mask: np.ndarray, satlevel: float) -> None:
     """astroscrappy's ``update_mask`` (1.3.0, ``sepmed``) in place: ``mask`` grown by one pixel, plus saturated stars
     (pixels at ``satlevel`` whose 7-pixel separable median is above a tenth of it, grown by 2 × 2 px); the median and
     the growth are computed only around the saturated pixels, where they are read and reach."""
+    ny, nx = data.shape
     saturated = data >= satlevel
     boxes: list = []
     if saturated.any():
-        ny, nx = data.shape
         labels, _ = ndimage.label(saturated, structure=np.ones((3, 3), bool))
         boxes = [box for box in ndimage.find_objects(labels) if box is not None]
         for by, bx in boxes:
