@@ -13,7 +13,7 @@ import pandas as pd
 
 from astrid_assets.packets.cutouts import cutout_fits
 from astrid_assets.packets.packets import SCHEMA_VERSION, build_packet
-from astrid_assets.science.frames.files import read_extensions
+from astrid_assets.science.frames.files import image_sections
 from astrid_assets.science.injection.inject import summarise_completeness
 
 __all__ = ["StoredCutouts", "injection_summary", "night_packets"]
@@ -77,7 +77,8 @@ class StoredCutouts:
     ``get`` reads an object-store key. The difference file (``DIFF``, ``VARIANCE``, ``MASK``, ``NEW``, ``PSF``)
     gives the science cut-out (``NEW``, the new frame on the reference grid, with the mask) and the difference
     cut-out (with its variance, mask and PSF); the reference file (``REF``, ``VARIANCE``, ``MASK``) the
-    template cut-out. The last ``keep`` files read are kept in memory (detections come frame by frame).
+    template cut-out. Only the windows cut are decoded (:func:`~astrid_assets.science.frames.files.image_sections`);
+    the last ``keep`` files read are kept in memory (detections come frame by frame).
     """
 
     def __init__(self, get: Callable[[str], bytes], keep: int = 4):
@@ -87,7 +88,7 @@ class StoredCutouts:
 
     def _extensions(self, key: str) -> dict:
         if key not in self._files:
-            self._files[key] = read_extensions(self.get(key))
+            self._files[key] = image_sections(self.get(key))
             while len(self._files) > self.keep:
                 self._files.popitem(last=False)
         self._files.move_to_end(key)
@@ -103,7 +104,7 @@ class StoredCutouts:
         extensions = self._extensions(difference_path)
         diff, header = extensions["DIFF"]
         mask = extensions["MASK"][0]
-        psf = extensions["PSF"][0] if "PSF" in extensions else None
+        psf = extensions["PSF"][0][...] if "PSF" in extensions else None
         if psf is not None and psf.shape[0] > MAX_PSF_SIZE:
             cut = (psf.shape[0] - MAX_PSF_SIZE) // 2
             psf = psf[cut:cut + MAX_PSF_SIZE, cut:cut + MAX_PSF_SIZE]

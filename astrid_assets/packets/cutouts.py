@@ -162,7 +162,7 @@ def cutout_fits(
         hdus.append(fits.ImageHDU(np.asarray(psf, np.float32), name="PSF"))
     buffer = io.BytesIO()
     fits.HDUList(hdus).writeto(buffer)
-    return gzip.compress(buffer.getvalue(), compresslevel=9, mtime=0)
+    return gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0)  # 9: 1.3 ms more a cut-out, 0.2 % smaller
 
 
 def read_cutout(stamp_data: bytes) -> fits.HDUList:

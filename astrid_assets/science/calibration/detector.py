@@ -150,14 +150,15 @@ def photon_transfer(bias: Sequence[np.ndarray], flats: Sequence[np.ndarray]) -> 
     """
     if len(bias) < 2:
         return None, None
-    biases = [np.asarray(_central(np.asarray(frame, dtype=np.float64))) for frame in bias]
+    biases = [_central(np.asarray(frame)).astype(np.float64) for frame in bias]
     bias_var = [float(mad_std(a - b)) ** 2 for a, b in zip(biases[:-1], biases[1:], strict=True)]
     bias_var_median = float(np.median(bias_var))
     bias_level = float(np.median([np.median(frame) for frame in biases]))
     gains = []
-    flats_c = [np.asarray(_central(np.asarray(frame, dtype=np.float64))) for frame in flats]
-    for first, second in zip(flats_c[:-1], flats_c[1:], strict=True):
-        level_1, level_2 = np.median(first) - bias_level, np.median(second) - bias_level
+    flats_c = [_central(np.asarray(frame)).astype(np.float64) for frame in flats]
+    levels = [np.median(frame) - bias_level for frame in flats_c]
+    for (first, level_1), (second, level_2) in zip(zip(flats_c[:-1], levels[:-1], strict=True),
+                                                    zip(flats_c[1:], levels[1:], strict=True), strict=True):
         if not (level_1 > 0 and level_2 > 0):
             continue
         scaled = (second - bias_level) * (level_1 / level_2) + bias_level

@@ -137,9 +137,15 @@ def sigma_clipped_combine(frames: Sequence[np.ndarray], sigma: float = 3.0, thre
 
     def combine(rows: slice) -> np.ndarray:
         stack = np.stack([np.asarray(frame[rows], dtype=np.float64) for frame in frames])
-        clipped = sigma_clip(stack, sigma=sigma, axis=0, cenfunc="median", stdfunc="mad_std", maxiters=3)
-        mean = np.ma.mean(clipped, axis=0)
-        return np.ma.filled(mean, np.median(stack, axis=0)).astype(np.float32)
+        kept = ~np.ma.getmaskarray(sigma_clip(stack, sigma=sigma, axis=0, cenfunc="median", stdfunc="mad_std",
+                                             maxiters=3))
+        count = kept.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(kept, stack, 0.0).sum(axis=0) / count  # numpy.ma.mean's sum and count
+        none_kept = count == 0
+        if none_kept.any():  # rare: the median of the pixel's whole stack
+            mean[none_kept] = np.median(stack[:, none_kept], axis=0)
+        return mean.astype(np.float32)
 
     return _by_row_blocks(combine, frames[0].shape[0], threads)
 

@@ -363,6 +363,27 @@ def to_fits_bytes(hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> bytes:
     return buffer.getvalue()
 
 
+def image_sections(fits_bytes: bytes) -> dict[str, tuple[fits.Section, fits.Header]]:
+    """Every image HDU (no table) of a multi-extension FITS, by ``EXTNAME``, as a lazy :class:`~astropy.io.fits.Section`.
+
+    For reading small windows of large planes (cut-outs): only the pixels sliced are decoded (byte order and
+    ``BZERO`` scaling applied), where :func:`read_extensions` decodes every plane whole.
+
+    Parameters
+    ----------
+    fits_bytes : bytes
+        Content of the FITS file (kept in memory while the sections are used).
+
+    Returns
+    -------
+    dict of str to tuple of (astropy.io.fits.Section, astropy.io.fits.Header)
+        A section (``shape``, ``dtype``, slicing gives a numpy array) and the header of every HDU that has data.
+    """
+    hdus = fits.open(io.BytesIO(fits_bytes), memmap=False, lazy_load_hdus=False)
+    return {(hdu.name or "PRIMARY"): (hdu.section, hdu.header) for hdu in hdus
+            if hdu.is_image and hdu.header.get("NAXIS", 0) > 0}
+
+
 def read_extensions(fits_bytes: bytes) -> dict[str, tuple[np.ndarray, fits.Header]]:
     """Every image HDU of a multi-extension FITS, by ``EXTNAME`` (the primary as ``PRIMARY``).
 

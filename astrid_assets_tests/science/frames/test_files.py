@@ -237,3 +237,26 @@ def test_calibrate_frame_uses_per_amplifier_cards_and_says_so():
     assert any("2 amplifiers" in text for text in info["assumptions"])
     assert (calibrated.mask[60:63, 60:63] & masks.SATURATED).all()
     assert np.median(calibrated.science) == pytest.approx(400.0 * 2.1, rel=0.01)
+
+
+def test_image_sections_decode_only_the_window_and_agree_with_the_whole_planes():
+    """A window of each image extension, scaled and in native byte order, equals the same window of the plane that
+    read_extensions decodes whole; table extensions are left out."""
+    from astropy.table import Table
+
+    from astrid_assets.science.frames.files import image_sections, read_extensions, to_fits_bytes
+
+    rng = np.random.default_rng(7)
+    science = rng.normal(100.0, 5.0, (64, 80)).astype(np.float32)
+    mask = rng.integers(0, 65535, (64, 80)).astype(np.uint16)  # stored as int16 with BZERO = 32768
+    content = to_fits_bytes([fits.PrimaryHDU(science), fits.ImageHDU(mask, name="MASK"),
+                             fits.BinTableHDU(Table({"x": [1.0, 2.0]}), name="STARS")])
+    sections, whole = image_sections(content), read_extensions(content)
+    assert set(sections) == {"PRIMARY", "MASK"}
+    for name in sections:
+        section, header = sections[name]
+        assert section.shape == whole[name][0].shape
+        window = section[10:21, 30:47]
+        assert window.dtype.isnative and window.dtype == whole[name][0].dtype.newbyteorder("=")
+        np.testing.assert_array_equal(window, whole[name][0][10:21, 30:47])
+        assert header["NAXIS1"] == 80
