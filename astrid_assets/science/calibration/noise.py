@@ -68,10 +68,17 @@ def variance_map(
     numpy.ndarray
         float32 variance map, e-².
     """
-    signal = background + np.clip(science - background, 0.0, None)
-    shot = np.clip(dark_electrons, 0.0, None) + np.clip(flat * signal, 0.0, None)
-    raw_variance = read_noise**2 + photon_scale * shot
-    return (raw_variance / flat**2).astype(np.float32)
+    # one plane, updated in place, in the precision of the inputs
+    variance = np.subtract(science, background, dtype=np.result_type(science, background, flat, dark_electrons))
+    np.clip(variance, 0.0, None, out=variance)
+    variance += background  # the signal S
+    variance *= flat
+    np.clip(variance, 0.0, None, out=variance)
+    variance += np.clip(dark_electrons, 0.0, None)  # shot-noise electrons
+    variance *= photon_scale
+    variance += read_noise**2
+    variance /= np.asarray(flat) ** 2
+    return variance.astype(np.float32)
 
 
 def empirical_variance(
