@@ -29,7 +29,6 @@ frame never sinks the night. This module has no Dagster import; the resource is
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import sys
@@ -71,18 +70,6 @@ def limit_threads() -> None:
 
     limit_fft_threads(1)  # scipy.fft's thread pool: neither the environment nor threadpoolctl reaches it
     _threads_limited = True
-
-
-def _start_worker(preload: Sequence[str]) -> None:
-    """Initializer of a ``processes`` worker: its threads capped (:func:`limit_threads`), then the ``preload`` modules
-    imported (those its tasks live in), so that a worker is ready before the step has prepared its first frame."""
-    limit_threads()
-    for module in preload:
-        importlib.import_module(module)
-
-
-def _ready() -> None:
-    """A task that does nothing: submitting one per worker starts them all (the executor spawns on demand)."""
 
 
 def in_worker(task: Callable, *args, **kwargs):
@@ -201,16 +188,13 @@ class SerialPool(FramePool):
 
 class ProcessPool(FramePool):
     """``workers`` spawned processes, one thread each; all replaced, between batches, once they have run
-    ``max_tasks_per_child`` tasks each on average (None: never). With ``preload`` (module names) the workers are
-    started at once and import those modules while the caller goes on (a night's first step builds its master
-    calibrations meanwhile); without it they start at the first task."""
+    ``max_tasks_per_child`` tasks each on average (None: never)."""
 
     kind = "processes"
 
-    def __init__(self, workers: int, max_tasks_per_child: int | None = None, preload: Sequence[str] = ()):
+    def __init__(self, workers: int, max_tasks_per_child: int | None = None):
         self.workers = workers
         self.max_tasks_per_child = max_tasks_per_child
-        self.preload = tuple(preload)
         self.generation = 0  #: how many times the workers were started
         self._executor = self._start()
 
@@ -218,12 +202,8 @@ class ProcessPool(FramePool):
         self.generation += 1
         self._submitted = 0
         # spawn: a fresh interpreter, not a fork of a run process that holds threads and connections
-        executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_start_worker, initargs=(self.preload,))
-        if self.preload:
-            for _ in range(self.workers):
-                executor.submit(_ready)
-        return executor
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=limit_threads)
 
     def submit(self, task: Callable, /, *args, **kwargs) -> Future:
         self._submitted += 1
@@ -266,14 +246,13 @@ class DaskPool(FramePool):
         return f"DaskPool({self.address!r}, workers={self.workers})"
 
 
-def open_pool(kind: str | None = None, preload: Sequence[str] = ()) -> FramePool:
-    """The pool the deployment configured (``kind`` overrides ``ASTRID_POOL``); see the module docstring.
-    ``preload``: modules the tasks live in, imported by ``processes`` workers as they start."""
+def open_pool(kind: str | None = None) -> FramePool:
+    """The pool the deployment configured (``kind`` overrides ``ASTRID_POOL``); see the module docstring."""
     kind = kind or settings.pool_kind()
     if kind == "serial":
         return SerialPool()
     if kind == "processes":
-        return ProcessPool(settings.pool_workers(), settings.worker_max_tasks(), preload)
+        return ProcessPool(settings.pool_workers(), settings.worker_max_tasks())
     if kind == "dask":
         address = settings.dask_address()
         if not address:

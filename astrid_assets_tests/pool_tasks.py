@@ -37,10 +37,3 @@ def thread_caps() -> dict:
     return {"env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
             "pools": [pool["num_threads"] for pool in threadpool_info()], "torch": torch.get_num_threads(),
             "fft": fft_threads()}
-
-
-def started_with(modules: list[str]) -> tuple[dict[str, bool], int]:
-    """Which of ``modules`` the worker had imported before this task ran, and its pid."""
-    import sys
-
-    return {name: name in sys.modules for name in modules}, os.getpid()

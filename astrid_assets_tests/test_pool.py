@@ -13,7 +13,7 @@ from dagster import DagsterInstance, asset, materialize
 from astrid_assets import settings
 from astrid_assets.pool import ProcessPool, SerialPool, open_pool
 from astrid_assets.resources.pool import FramePoolResource, instance_placement
-from astrid_assets_tests.pool_tasks import always_fails, dies_once, square_after, started_with, thread_caps
+from astrid_assets_tests.pool_tasks import always_fails, dies_once, square_after, thread_caps
 
 # --- engines -------------------------------------------------------------------------------------
 
@@ -61,19 +61,6 @@ def test_process_pool_replaces_its_workers_between_batches_after_max_tasks():
     assert [o.value[0] for o in first + second] == [0, 1, 4, 25]
     assert pool.generation == 2
     assert second[0].value[1] not in {o.value[1] for o in first}, "a fresh worker ran the second batch"
-
-
-def test_process_pool_starts_its_workers_at_once_with_the_task_modules_imported():
-    """With ``preload`` every worker is spawned when the pool opens and imports those modules as it starts (before
-    any task of the step); without it a worker imports only what its tasks need."""
-    with ProcessPool(2, preload=("colorsys",)) as pool:
-        assert len(pool._executor._processes) == 2, "both workers spawned before the first frame"
-        outcomes = pool.run_frames(started_with, [(["colorsys", "wave"],)] * 4, list("abcd"))
-    assert all(o.value[0] == {"colorsys": True, "wave": False} for o in outcomes)
-    with ProcessPool(1) as pool:
-        assert len(pool._executor._processes) == 0, "no preload: the worker starts with the first frame"
-        (plain,) = pool.run_frames(started_with, [(["colorsys"],)], ["a"])
-    assert plain.value[0] == {"colorsys": False}
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -23,11 +23,6 @@ def instance_placement(instance: DagsterInstance | None) -> tuple[str | None, st
     return type(instance.run_launcher).__name__, type(instance.run_storage).__name__
 
 
-#: Modules that hold the frame pool's tasks (the nightly steps' ``*_one`` functions): ``processes`` workers import them as
-#: they start, while the step that opened the pool prepares its first frames.
-TASK_MODULES = ("astrid_assets.definitions",)
-
-
 class FramePoolResource(ConfigurableResource):
     """The frame pool of a run; its kind and size come from the environment (see the module docstring)."""
 
@@ -45,5 +40,5 @@ class FramePoolResource(ConfigurableResource):
     def open(self) -> FramePool:
         """The run's pool, started on first use."""
         if self._pool is None:
-            self._pool = open_pool(preload=TASK_MODULES)
+            self._pool = open_pool()
         return self._pool
