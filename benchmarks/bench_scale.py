@@ -127,10 +127,10 @@ class MemorySampler:
         self.thread.join()
 
 
-def timed(args, prepared: Path, workers: int, scratch: Path) -> dict:
+def timed(args, prepared: Path, workers: int, scratch: Path, index: int = 0) -> dict:
     from dagster import AssetKey
 
-    home = scratch / f"workers{workers}"
+    home = scratch / f"run{index}-workers{workers}"  # a count may be repeated: --workers 1 2 2
     shutil.copytree(prepared, home)
     use_home(home)
     _, keys = job(args)
@@ -171,7 +171,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--frames", type=int, default=32, help="science frames a night (spread over --fields)")
     parser.add_argument("--fields", type=int, default=4)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts, one run each, in "
+                        "this order (repeat a count to see the spread: 1 2 2)")
     parser.add_argument("--prepare-workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/scale.json")
     parser.add_argument("--prepared", type=Path, help="a prepared home of an earlier run with the same survey options "
@@ -183,7 +184,10 @@ def main() -> None:
         prepared = args.prepared or scratch / "prepared"
         if not prepared.exists():
             prepare(args, prepared)
-        runs = [timed(args, prepared, workers, scratch) for workers in args.workers]
+        runs = []
+        for index, workers in enumerate(args.workers):
+            runs.append(timed(args, prepared, workers, scratch, index))
+            shutil.rmtree(scratch / f"run{index}-workers{workers}", ignore_errors=True)  # GBs of objects
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = runs[0]["wall_s"]
