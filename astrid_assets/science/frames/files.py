@@ -364,7 +364,7 @@ def to_fits_bytes(hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> bytes:
 
 
 def image_sections(fits_bytes: bytes) -> dict[str, tuple[fits.Section, fits.Header]]:
-    """Every image HDU (no table) of a multi-extension FITS, by ``EXTNAME``, as a lazy :class:`~astropy.io.fits.Section`.
+    """Every image HDU (no table) of a multi-extension FITS, by ``EXTNAME``, as a lazy ``astropy.io.fits.Section``.
 
     For reading small windows of large planes (cut-outs): only the pixels sliced are decoded (byte order and
     ``BZERO`` scaling applied), where :func:`read_extensions` decodes every plane whole.
