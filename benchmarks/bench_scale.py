@@ -163,6 +163,7 @@ def timed(args, prepared: Path, workers: int, scratch: Path, index: int = 0) -> 
         "load_average_after": [round(x, 2) for x in load_after],
     }
     print(json.dumps(report))
+    shutil.rmtree(home, ignore_errors=True)  # GBs of objects; a count may be run again
     return report
 
 
@@ -184,10 +185,7 @@ def main() -> None:
         prepared = args.prepared or scratch / "prepared"
         if not prepared.exists():
             prepare(args, prepared)
-        runs = []
-        for index, workers in enumerate(args.workers):
-            runs.append(timed(args, prepared, workers, scratch, index))
-            shutil.rmtree(scratch / f"run{index}-workers{workers}", ignore_errors=True)  # GBs of objects
+        runs = [timed(args, prepared, workers, scratch, index) for index, workers in enumerate(args.workers)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     base = runs[0]["wall_s"]

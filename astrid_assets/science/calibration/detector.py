@@ -157,8 +157,7 @@ def photon_transfer(bias: Sequence[np.ndarray], flats: Sequence[np.ndarray]) -> 
     gains = []
     flats_c = [_central(np.asarray(frame)).astype(np.float64) for frame in flats]
     levels = [np.median(frame) - bias_level for frame in flats_c]
-    for (first, level_1), (second, level_2) in zip(zip(flats_c[:-1], levels[:-1], strict=True),
-                                                    zip(flats_c[1:], levels[1:], strict=True), strict=True):
+    for first, second, level_1, level_2 in zip(flats_c[:-1], flats_c[1:], levels[:-1], levels[1:], strict=True):
         if not (level_1 > 0 and level_2 > 0):
             continue
         scaled = (second - bias_level) * (level_1 / level_2) + bias_level
